@@ -1,0 +1,187 @@
+"""Building a frozen open_clip model and exposing its text tower to prompt learning.
+
+:class:`TextTower` holds references to the text half of an open_clip ``CLIP`` (or a
+``CustomTextCLIP`` whose text tower is an open_clip ``TextTransformer``) and runs it on token
+*embeddings* rather than token ids, which is what prompt learning needs.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from typing import Any, Dict, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ['build_clip', 'clip_model_id', 'TextTower']
+
+ClipSpec = Union[str, Dict[str, Any]]
+
+
+def clip_model_id(clip_model: ClipSpec, pretrained: Optional[str] = None) -> str:
+    """A readable id for a model spec, used in checkpoints, sidecars and cache keys."""
+    if isinstance(clip_model, str):
+        name = clip_model
+    else:
+        cfg = json.dumps(clip_model, sort_keys=True, default=str)
+        name = 'config:' + hashlib.sha256(cfg.encode()).hexdigest()[:12]
+    if pretrained:
+        tag = os.path.basename(pretrained) if os.path.sep in pretrained else pretrained
+        return f'{name}/{tag}'
+    return name
+
+
+def _check_pretrained_path(pretrained: str) -> None:
+    if not os.path.isfile(pretrained):
+        raise FileNotFoundError(f'CLIP weights file not found: {pretrained!r}')
+
+
+def build_clip(clip_model: ClipSpec,
+               pretrained: Optional[str] = None,
+               device: Union[str, torch.device] = 'cpu') -> nn.Module:
+    """Build an open_clip model, frozen and in eval mode.
+
+    Args:
+        clip_model: An open_clip model name (``'ViT-B-16'``) or an open_clip model config dict
+            (``{'embed_dim': ..., 'vision_cfg': {...}, 'text_cfg': {...}}``, optionally with
+            ``'custom_text': True`` and ``'quick_gelu': True``).
+        pretrained: An open_clip pretrained tag (``'openai'``) for a named model, or the path of a
+            local open_clip/OpenAI state dict. None keeps the random initialisation.
+        device: Where to put the model.
+    """
+    import open_clip
+
+    if isinstance(clip_model, dict):
+        cfg = copy.deepcopy(dict(clip_model))
+        custom_text = cfg.pop('custom_text', False)
+        cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
+        model = cls(**cfg)
+        if pretrained:
+            _check_pretrained_path(pretrained)
+            open_clip.load_checkpoint(model, pretrained)
+    elif isinstance(clip_model, str):
+        if clip_model not in open_clip.list_models():
+            raise ValueError(f'unknown open_clip model {clip_model!r}; see open_clip.list_models() '
+                             'or pass an open_clip config dict')
+        if pretrained and (os.path.sep in pretrained or pretrained.endswith(
+                ('.pt', '.pth', '.bin', '.safetensors'))):
+            _check_pretrained_path(pretrained)
+        elif pretrained:
+            tags = open_clip.list_pretrained_tags_by_model(clip_model)
+            if pretrained not in tags:
+                raise ValueError(f'{pretrained!r} is neither a file nor an open_clip tag of '
+                                 f'{clip_model!r} (tags: {", ".join(tags) or "none"})')
+        model = open_clip.create_model(clip_model, pretrained=pretrained or None)
+    else:
+        raise TypeError(f'clip_model must be an open_clip model name or a config dict, '
+                        f'got {type(clip_model).__name__}')
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class TextTower(nn.Module):
+    """The causal text transformer of an open_clip model, run on token embeddings.
+
+    All parameters are frozen; they are shared with (not copied from) the CLIP model.
+
+    Args:
+        clip: An open_clip ``CLIP`` or ``CustomTextCLIP`` with an open_clip ``TextTransformer``.
+    """
+
+    def __init__(self, clip: nn.Module):
+        super().__init__()
+        text = getattr(clip, 'text', clip)
+        missing = [a for a in ('token_embedding', 'positional_embedding', 'transformer', 'ln_final')
+                   if not hasattr(text, a)]
+        if missing:
+            raise TypeError(f'{type(text).__name__} is not an open_clip causal text transformer '
+                            f'(lacks {missing}); prompt learning needs one')
+        if getattr(text, 'attn_mask', None) is None:
+            raise TypeError('the text tower has no causal attention mask; POMP prompts need a '
+                            'causal (CLIP-style) text transformer')
+        if getattr(text, 'cls_emb', None) is not None:
+            raise TypeError('text towers with an appended CLS token (CoCa) are not supported')
+        self.token_embedding: nn.Embedding = text.token_embedding
+        self.positional_embedding: nn.Parameter = text.positional_embedding
+        self.transformer: nn.Module = text.transformer
+        self.ln_final: nn.Module = text.ln_final
+        self.text_projection = text.text_projection
+        self.register_buffer('attn_mask', text.attn_mask.clone(), persistent=False)
+        self.pool_type: str = getattr(text, 'text_pool_type', getattr(text, 'pool_type', 'argmax'))
+        self.eos_id: Optional[int] = getattr(text, 'text_eos_id', getattr(text, 'eos_id', None))
+        if self.pool_type not in ('argmax', 'eos'):
+            raise TypeError(f'text pool type {self.pool_type!r} is not supported; POMP pools at '
+                            'the end-of-text token (argmax or eos)')
+        self.logit_scale: nn.Parameter = clip.logit_scale
+        self.context_length: int = self.positional_embedding.shape[0]
+        self.width: int = self.token_embedding.weight.shape[1]
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self._fingerprint: Optional[str] = None
+
+    @property
+    def output_dim(self) -> int:
+        proj = self.text_projection
+        if proj is None:
+            return self.width
+        return proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.get_cast_dtype()
+
+    def eot_index(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Position of the end-of-text token in each row of ``tokens`` [B, L]."""
+        if self.pool_type == 'eos':
+            return (tokens == self.eos_id).int().argmax(dim=-1)
+        return tokens.argmax(dim=-1)
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.token_embedding(tokens).to(self.dtype)
+
+    def forward(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """Encode token embeddings.
+
+        Args:
+            x: Token embeddings [B, L, width] with ``L <= context_length``. Because attention is
+                causal, the output at the EOT token only depends on positions up to it, so ``L``
+                may stop right after the longest EOT in the batch with no change in the result.
+            eot: EOT position per row [B], each ``< L``.
+
+        Returns:
+            Unnormalised text features [B, output_dim].
+        """
+        seq_len = x.shape[1]
+        x = x + self.positional_embedding[:seq_len].to(x.dtype)
+        x = self.transformer(x, attn_mask=self.attn_mask[:seq_len, :seq_len])
+        x = self.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        proj = self.text_projection
+        if proj is None:
+            return x
+        return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
+    def encode_tokens(self, tokens: torch.Tensor, normalize: bool = True,
+                      truncate: bool = True) -> torch.Tensor:
+        """Encode token ids [B, context_length], as open_clip's ``encode_text`` does."""
+        eot = self.eot_index(tokens)
+        if truncate:
+            tokens = tokens[:, :int(eot.max()) + 1]
+        x = self.forward(self.embed_tokens(tokens), eot)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def fingerprint(self) -> str:
+        """Content hash of the text weights (computed once; the tower is frozen)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for name, t in sorted(self.state_dict().items()):
+                h.update(name.encode())
+                h.update(str(tuple(t.shape)).encode())
+                h.update(t.detach().to('cpu', torch.float32).contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint

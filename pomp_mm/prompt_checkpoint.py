@@ -1,0 +1,123 @@
+"""Prompt checkpoints: pomp_mm's own format and the official POMP / CoOp ``.pth.tar`` files.
+
+Our format is a small ``torch.save`` dict (kilobytes)::
+
+    {'format': 'pomp_mm.prompt', 'version': 1, 'ctx': Tensor, 'meta': {...}}
+
+with ``meta`` holding only plain Python values (so it loads with ``weights_only=True``): CLIP
+model id, width, n_ctx, class-token position, class names for class-specific context, training
+vocabulary name and size, loss settings and the pomp_mm version.
+
+The official code (Dassl trainer) saves ``{'state_dict': {'ctx': ..., 'token_prefix': ...,
+'token_suffix': ...}, 'epoch': ..., 'optimizer': ..., 'scheduler': ...}``; only ``ctx`` is read.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import torch
+
+from .compat import load_with_placeholders
+from .fileio import atomic_torch_save
+from .version import __version__
+
+__all__ = ['PromptCheckpoint', 'save_prompt', 'load_prompt', 'FORMAT', 'FORMAT_VERSION']
+
+FORMAT = 'pomp_mm.prompt'
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PromptCheckpoint:
+    """A learned prompt and what it was learned for.
+
+    Attributes:
+        ctx: Context vectors [n_ctx, width] or, class-specific, [C, n_ctx, width].
+        meta: Metadata (see module docstring); official checkpoints get what can be inferred.
+        path: File it was read from, if any.
+    """
+
+    ctx: torch.Tensor
+    meta: Dict[str, Any] = field(default_factory=dict)
+    path: Optional[str] = None
+
+    @property
+    def n_ctx(self) -> int:
+        return self.ctx.shape[-2]
+
+    @property
+    def width(self) -> int:
+        return self.ctx.shape[-1]
+
+    @property
+    def class_token_position(self) -> str:
+        return self.meta.get('class_token_position', 'end')
+
+    def fingerprint(self) -> str:
+        """Content hash of the context vectors and the settings that change their meaning."""
+        h = hashlib.sha256(self.ctx.detach().to('cpu', torch.float32).contiguous().numpy())
+        h.update(self.class_token_position.encode())
+        h.update(repr(self.meta.get('csc_names')).encode())
+        return h.hexdigest()[:16]
+
+
+def save_prompt(path: str, ctx: torch.Tensor, **meta: Any) -> str:
+    """Save a prompt in pomp_mm's format, atomically.
+
+    Args:
+        path: Output file.
+        ctx: Context vectors.
+        **meta: Metadata; ``clip_model``, ``class_token_position``, ``train_vocabulary``,
+            ``train_vocabulary_size``, ``loss`` (dict) and ``csc_names`` are the usual keys.
+            Values must be plain Python (str, int, float, bool, None, list, dict).
+
+    Returns:
+        ``path``.
+    """
+    ctx = ctx.detach().to('cpu', torch.float32).contiguous()
+    meta = dict(meta)
+    meta.setdefault('class_token_position', 'end')
+    meta.update(width=int(ctx.shape[-1]), n_ctx=int(ctx.shape[-2]), pomp_mm_version=__version__,
+                saved_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+    atomic_torch_save({'format': FORMAT, 'version': FORMAT_VERSION, 'ctx': ctx, 'meta': meta},
+                       path)
+    return path
+
+
+def load_prompt(path: str) -> PromptCheckpoint:
+    """Read a prompt checkpoint in pomp_mm's format or the official POMP / CoOp format.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file holds no context vectors.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'prompt checkpoint not found: {path!r}')
+    # Official Dassl checkpoints carry optimizer/scheduler objects we never use; they load as
+    # inert placeholders, so nothing in the file is executed.
+    obj = load_with_placeholders(path)
+    if isinstance(obj, dict) and obj.get('format') == FORMAT:
+        if obj.get('version', 0) > FORMAT_VERSION:
+            raise ValueError(f'{path!r} is prompt format version {obj["version"]}; this pomp_mm '
+                             f'reads up to {FORMAT_VERSION}: upgrade pomp_mm')
+        return PromptCheckpoint(obj['ctx'].float(), dict(obj.get('meta', {})), path)
+    state = obj.get('state_dict', obj) if isinstance(obj, dict) else None
+    ctx = state.get('ctx') if isinstance(state, dict) else None
+    if ctx is None:
+        for key in ('prompt_learner.ctx', 'module.prompt_learner.ctx'):
+            ctx = state.get(key) if isinstance(state, dict) else None
+            if ctx is not None:
+                break
+    if not isinstance(ctx, torch.Tensor) or ctx.dim() not in (2, 3):
+        keys = sorted(state)[:10] if isinstance(state, dict) else type(obj).__name__
+        raise ValueError(f'{path!r} holds no prompt context vectors (looked for '
+                         f"state_dict['ctx']; found {keys})")
+    meta = {'source_format': 'official', 'class_token_position': 'end',
+            'width': int(ctx.shape[-1]), 'n_ctx': int(ctx.shape[-2])}
+    if isinstance(obj, dict) and isinstance(obj.get('epoch'), int):
+        meta['epoch'] = obj['epoch']
+    return PromptCheckpoint(ctx.float(), meta, path)

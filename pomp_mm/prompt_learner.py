@@ -1,0 +1,172 @@
+"""Learned context vectors placed around class names (CoOp / POMP style prompts).
+
+A prompt for class ``name`` is the text ``"X X ... X {name}."`` (``n_ctx`` placeholder words), as
+in CoOp and the official POMP code, so official checkpoints keep their meaning. After token
+embedding, the placeholder embeddings are replaced by the learned context vectors ``ctx``; for
+``class_token_position`` ``'middle'`` and ``'front'`` the name tokens are moved accordingly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+__all__ = ['PromptLearner', 'PromptBatch', 'CLASS_TOKEN_POSITIONS']
+
+CLASS_TOKEN_POSITIONS = ('end', 'middle', 'front')
+PLACEHOLDER = 'X'
+
+
+@dataclass
+class PromptBatch:
+    """Tokenized prompts for a list of class names.
+
+    Attributes:
+        tokens: Token ids [C, context_length] of ``"X ... X {name}."``.
+        name_lens: Number of name tokens per class [C].
+        eot: Position of the end-of-text token per class [C].
+    """
+
+    tokens: torch.Tensor
+    name_lens: torch.Tensor
+    eot: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def select(self, index: torch.Tensor, seq_len: Optional[int] = None) -> 'PromptBatch':
+        tokens = self.tokens[index]
+        if seq_len is not None:
+            tokens = tokens[:, :seq_len]
+        return PromptBatch(tokens, self.name_lens[index], self.eot[index])
+
+
+class PromptLearner(nn.Module):
+    """Context vectors for prompt learning, usable with any vocabulary at call time.
+
+    Args:
+        n_ctx: Number of context vectors.
+        width: Token embedding width of the text tower.
+        ctx_init: Initial context [n_ctx, width] (e.g. the token embeddings of
+            ``"a photo of a"``), or None for N(0, 0.02) initialisation.
+        class_token_position: ``'end'``, ``'middle'`` or ``'front'``.
+        csc_names: Class names for class-specific context (one ``ctx`` per class,
+            [C, n_ctx, width]); None for one context shared by all classes.
+    """
+
+    def __init__(self,
+                 n_ctx: int,
+                 width: int,
+                 ctx_init: Optional[torch.Tensor] = None,
+                 class_token_position: str = 'end',
+                 csc_names: Optional[Sequence[str]] = None):
+        super().__init__()
+        if class_token_position not in CLASS_TOKEN_POSITIONS:
+            raise ValueError(f'class_token_position must be one of {CLASS_TOKEN_POSITIONS}, '
+                             f'got {class_token_position!r}')
+        if n_ctx < 1:
+            raise ValueError(f'n_ctx must be >= 1, got {n_ctx}')
+        shape: Tuple[int, ...] = (n_ctx, width)
+        if csc_names is not None:
+            shape = (len(csc_names), n_ctx, width)
+        if ctx_init is not None:
+            if tuple(ctx_init.shape) != (n_ctx, width):
+                raise ValueError(f'ctx_init has shape {tuple(ctx_init.shape)}, expected '
+                                 f'{(n_ctx, width)}')
+            ctx = ctx_init.detach().float().clone().expand(shape).clone()
+        else:
+            ctx = torch.empty(shape).normal_(std=0.02)
+        self.ctx = nn.Parameter(ctx)
+        self.n_ctx = n_ctx
+        self.width = width
+        self.class_token_position = class_token_position
+        self.csc_names: Optional[List[str]] = list(csc_names) if csc_names is not None else None
+        self._csc_index: Dict[str, int] = ({n: i for i, n in enumerate(self.csc_names)}
+                                           if self.csc_names is not None else {})
+        self._token_cache: Dict[Tuple[int, str], Tuple[List[int], int]] = {}
+
+    @property
+    def class_specific(self) -> bool:
+        return self.ctx.dim() == 3
+
+    def prompt_text(self, name: str) -> str:
+        return ' '.join([PLACEHOLDER] * self.n_ctx) + f' {name}.'
+
+    def tokenize(self, names: Sequence[str], tokenizer, context_length: int) -> PromptBatch:
+        """Tokenize the prompts of ``names`` (token ids are cached per name).
+
+        Raises:
+            ValueError: if a prompt does not fit in ``context_length`` tokens.
+        """
+        sot, eot_id = tokenizer.sot_token_id, tokenizer.eot_token_id
+        rows, name_lens = [], []
+        for name in names:
+            key = (context_length, name)
+            hit = self._token_cache.get(key)
+            if hit is None:
+                ids = [sot] + tokenizer.encode(self.prompt_text(name)) + [eot_id]
+                if len(ids) > context_length:
+                    raise ValueError(
+                        f'the prompt of class {name!r} has {len(ids)} tokens (with {self.n_ctx} '
+                        f'context tokens), more than the context length {context_length}; '
+                        'shorten the class name')
+                hit = (ids, len(tokenizer.encode(name)))
+                self._token_cache[key] = hit
+            rows.append(hit[0])
+            name_lens.append(hit[1])
+        tokens = torch.zeros(len(rows), context_length, dtype=torch.long)
+        for i, ids in enumerate(rows):
+            tokens[i, :len(ids)] = torch.tensor(ids)
+        lens = torch.tensor(name_lens, dtype=torch.long)
+        eot = torch.tensor([len(r) - 1 for r in rows], dtype=torch.long)
+        return PromptBatch(tokens, lens, eot)
+
+    def class_indices(self, names: Sequence[str]) -> Optional[torch.Tensor]:
+        """Row of ``ctx`` per name for class-specific context; None when shared."""
+        if not self.class_specific:
+            return None
+        unknown = [n for n in names if n not in self._csc_index]
+        if unknown:
+            raise KeyError(f'class-specific prompt has no context for {unknown[:5]} '
+                           f'({len(unknown)} unknown of {len(names)}); it was learned for '
+                           f'{len(self._csc_index)} classes')
+        return torch.tensor([self._csc_index[n] for n in names], dtype=torch.long)
+
+    def gather_index(self, name_lens: torch.Tensor, seq_len: int) -> torch.Tensor:
+        """Source position of each output position [C, seq_len].
+
+        Sources are ``cat([ctx, token_embeddings], 1)``: index ``i < n_ctx`` is ``ctx[i]``, index
+        ``n_ctx + j`` is token ``j`` of ``"X ... X {name}."``.
+        """
+        n_ctx = self.n_ctx
+        p = torch.arange(seq_len, device=name_lens.device).expand(len(name_lens), -1)
+        n = name_lens[:, None]
+        token = n_ctx + p  # same position of the tokenized text
+        if self.class_token_position == 'end':
+            idx = torch.where(p <= n_ctx, p - 1, token)
+        elif self.class_token_position == 'front':
+            idx = torch.where(p <= n, 2 * n_ctx + p, torch.where(p <= n + n_ctx, p - n - 1, token))
+        else:
+            half = n_ctx // 2
+            idx = torch.where(
+                p <= half, p - 1,
+                torch.where(p <= half + n, 2 * n_ctx + p - half,
+                            torch.where(p <= n + n_ctx, p - n - 1, token)))
+        return torch.where(p == 0, torch.full_like(idx, n_ctx), idx)
+
+    def forward(self, token_embeds: torch.Tensor, batch: PromptBatch,
+                class_index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Assemble prompt embeddings [C, L, width] from token embeddings [C, L, width]."""
+        num, seq_len, width = token_embeds.shape
+        ctx = self.ctx.to(token_embeds.dtype)
+        if self.class_specific:
+            if class_index is None:
+                raise ValueError('class-specific context needs class_index')
+            ctx = ctx[class_index.to(ctx.device)]
+        else:
+            ctx = ctx.unsqueeze(0).expand(num, -1, -1)
+        src = torch.cat([ctx, token_embeds], dim=1)
+        idx = self.gather_index(batch.name_lens.to(src.device), seq_len)
+        return torch.gather(src, 1, idx.unsqueeze(-1).expand(-1, -1, width))

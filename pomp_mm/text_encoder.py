@@ -1,0 +1,343 @@
+"""The POMP prompt text encoder: class names -> L2-normalised CLIP text embeddings.
+
+:class:`PompTextEncoder` is registered in mmengine's root ``MODELS`` registry (found from
+mmdet's and mmseg's registries too). Its ``forward()`` honours the contract of mmseg's
+``CLIPTextEncoder``, so it can take that module's place in ``MultimodalEncoderDecoder``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS
+from torch import nn
+
+from .clip import ClipSpec, TextTower, build_clip, clip_model_id
+from .embedding_cache import EmbeddingCache
+from .prompt_checkpoint import PromptCheckpoint, load_prompt
+from .prompt_learner import PromptBatch, PromptLearner
+from .vocabulary import Vocabulary, VocabularyLike, load_vocabulary, parse_vocabulary
+
+__all__ = ['PompTextEncoder', 'get_templates']
+
+logger = logging.getLogger(__name__)
+
+TemplateSpec = Union[str, Sequence[str]]
+
+
+def get_templates(spec: TemplateSpec) -> List[str]:
+    """Prompt templates (``'{}'`` marks the class name) by name or as given.
+
+    Names: ``'single'`` ("a photo of a {}."), ``'simple_imagenet'`` (open_clip's 7) and
+    ``'openai_imagenet'`` (CLIP's 80 ImageNet templates, from open_clip).
+    """
+    if not isinstance(spec, str):
+        templates = list(spec)
+    elif spec == 'single':
+        templates = ['a photo of a {}.']
+    elif spec in ('simple_imagenet', 'openai_imagenet'):
+        from open_clip import zero_shot_metadata as zsm
+        fns = (zsm.SIMPLE_IMAGENET_TEMPLATES
+               if spec == 'simple_imagenet' else zsm.OPENAI_IMAGENET_TEMPLATES)
+        templates = [fn('{}') for fn in fns]
+    elif '{}' in spec:
+        templates = [spec]
+    else:
+        raise ValueError(f"unknown templates {spec!r}; use 'single', 'simple_imagenet', "
+                         "'openai_imagenet' or a list of strings with '{}'")
+    bad = [t for t in templates if '{}' not in t]
+    if not templates or bad:
+        raise ValueError(f'each template needs a {{}} for the class name; got {bad or templates}')
+    return templates
+
+
+def _get_tokenizer(clip_model: ClipSpec, context_length: int):
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer
+    if isinstance(clip_model, str):
+        tokenizer = open_clip.get_tokenizer(clip_model)
+    else:
+        tokenizer = SimpleTokenizer(context_length=context_length)
+    if not isinstance(tokenizer, SimpleTokenizer):
+        raise TypeError(f'{clip_model!r} uses a {type(tokenizer).__name__}; POMP prompts need '
+                        "CLIP's BPE tokenizer (open_clip SimpleTokenizer)")
+    return tokenizer
+
+
+@MODELS.register_module()
+class PompTextEncoder(BaseModule):
+    """Frozen CLIP text tower with a (POMP) learned prompt, or hand templates as a baseline.
+
+    Args:
+        clip_model: An open_clip model name (``'ViT-B-16'``) or an open_clip config dict.
+        pretrained: An open_clip pretrained tag or a local CLIP state-dict path; None keeps
+            random weights (tests only).
+        prompt: A prompt checkpoint (pomp_mm format, or official POMP / CoOp ``.pth.tar``).
+            None with neither ``n_ctx`` nor ``ctx_init`` uses ``templates`` (the baseline).
+        n_ctx: Context length of a new prompt (random N(0, 0.02) init) when ``prompt`` is None.
+        ctx_init: Words whose token embeddings initialise a new prompt (e.g.
+            ``'a photo of a'``); sets ``n_ctx`` to their token count.
+        class_token_position: ``'end'``, ``'middle'`` or ``'front'`` for a new prompt (a
+            checkpoint brings its own).
+        class_specific: A new prompt has one context per class of ``vocabulary``.
+        vocabulary: Class names (list, ``' . '``-string, file or built-in name).
+        dataset_name: A built-in vocabulary name; exactly one of ``vocabulary`` and
+            ``dataset_name`` must be given.
+        templates: Templates for the baseline (no prompt); see :func:`get_templates`.
+        cat_bg: Append a learned background embedding row in ``forward()``.
+        prompt_trainable: Let gradients reach the prompt (fine-tuning); frozen by default.
+        cache_feature: Keep ``forward()``'s table in memory while the prompt is unchanged.
+        cache_dir: Folder of an on-disk embedding cache for ``encode_text``; None disables it.
+        chunk_size: Classes encoded per text-tower call, bounding memory.
+        truncate: Run the causal transformer only up to the last EOT token of each chunk.
+        init_cfg: mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 clip_model: ClipSpec = 'ViT-B-16',
+                 pretrained: Optional[str] = None,
+                 prompt: Optional[str] = None,
+                 n_ctx: Optional[int] = None,
+                 ctx_init: Optional[str] = None,
+                 class_token_position: str = 'end',
+                 class_specific: bool = False,
+                 vocabulary: Optional[VocabularyLike] = None,
+                 dataset_name: Optional[str] = None,
+                 templates: TemplateSpec = 'single',
+                 cat_bg: bool = False,
+                 prompt_trainable: bool = False,
+                 cache_feature: bool = True,
+                 cache_dir: Optional[str] = None,
+                 chunk_size: int = 1024,
+                 truncate: bool = True,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+        super().__init__(init_cfg)
+        if (vocabulary is None) == (dataset_name is None):
+            raise ValueError('give exactly one of vocabulary and dataset_name (got '
+                             f'vocabulary={vocabulary!r}, dataset_name={dataset_name!r})')
+        if chunk_size < 1:
+            raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
+        self.vocabulary: Vocabulary = (load_vocabulary(dataset_name) if dataset_name is not None
+                                       else parse_vocabulary(vocabulary))
+        self.dataset_name = dataset_name
+        self.clip_model_spec = clip_model
+        self.model_id = clip_model_id(clip_model, pretrained)
+        self.tower = TextTower(build_clip(clip_model, pretrained))
+        self.tokenizer = _get_tokenizer(clip_model, self.tower.context_length)
+        self.templates = get_templates(templates)
+        self.chunk_size = chunk_size
+        self.truncate = truncate
+        self.cache_feature = cache_feature
+        self.disk_cache = EmbeddingCache(cache_dir) if cache_dir else None
+        self._memory: Dict[Any, torch.Tensor] = {}
+
+        self.prompt_source: Optional[str] = prompt
+        self.prompt_meta: Dict[str, Any] = {}
+        self.prompt_learner: Optional[PromptLearner] = None
+        if prompt is not None:
+            if n_ctx is not None or ctx_init is not None:
+                raise ValueError(f'prompt={prompt!r} brings its own context; do not also set '
+                                 f'n_ctx ({n_ctx}) or ctx_init ({ctx_init!r})')
+            self.set_prompt(load_prompt(prompt))
+        elif n_ctx is not None or ctx_init is not None:
+            init = self._embed_words(ctx_init) if ctx_init else None
+            if init is not None and n_ctx is not None and n_ctx != init.shape[0]:
+                raise ValueError(f'ctx_init {ctx_init!r} has {init.shape[0]} tokens but '
+                                 f'n_ctx={n_ctx}')
+            self.prompt_learner = PromptLearner(
+                init.shape[0] if init is not None else n_ctx, self.tower.width, init,
+                class_token_position, list(self.vocabulary.names) if class_specific else None)
+            self.prompt_meta = {'class_token_position': class_token_position,
+                                'ctx_init': ctx_init}
+            if not prompt_trainable:
+                logger.warning('PompTextEncoder built a new, untrained prompt (n_ctx=%s, '
+                               'ctx_init=%r) with prompt_trainable=False', n_ctx, ctx_init)
+        self.set_prompt_trainable(prompt_trainable)
+
+        self.cat_bg = cat_bg
+        if cat_bg:
+            self.bg_embed = nn.Parameter(torch.randn(1, self.tower.output_dim)
+                                         * self.tower.output_dim**-0.5)
+
+    # ---------------------------------------------------------------- prompt management
+    def _embed_words(self, words: str) -> torch.Tensor:
+        ids = self.tokenizer.encode(words.replace('_', ' '))
+        if not ids:
+            raise ValueError(f'ctx_init {words!r} has no tokens')
+        with torch.no_grad():
+            return self.tower.token_embedding(torch.tensor(ids)).float()
+
+    def set_prompt(self, ckpt: PromptCheckpoint) -> None:
+        """Use a loaded prompt checkpoint (checks that its width fits the text tower)."""
+        if ckpt.width != self.tower.width:
+            raise ValueError(
+                f'prompt {ckpt.path or "(in memory)"} has width {ckpt.width} but the text tower '
+                f'of {self.model_id} has width {self.tower.width}; it was learned for another '
+                f'CLIP model ({ckpt.meta.get("clip_model", "unknown")})')
+        csc = ckpt.meta.get('csc_names')
+        if ckpt.ctx.dim() == 3 and csc is None:
+            csc = list(self.vocabulary.names)
+            if len(csc) != ckpt.ctx.shape[0]:
+                raise ValueError(f'class-specific prompt {ckpt.path} has {ckpt.ctx.shape[0]} '
+                                 f'contexts but the vocabulary has {len(csc)} classes')
+        learner = PromptLearner(ckpt.n_ctx, ckpt.width, None, ckpt.class_token_position, csc)
+        with torch.no_grad():
+            learner.ctx.copy_(ckpt.ctx)
+        device = self.tower.token_embedding.weight.device
+        self.prompt_learner = learner.to(device)
+        self.prompt_meta = dict(ckpt.meta)
+        self._memory.clear()
+
+    def set_prompt_trainable(self, trainable: bool) -> None:
+        self.prompt_trainable = trainable
+        if self.prompt_learner is not None:
+            self.prompt_learner.ctx.requires_grad_(trainable)
+
+    def set_vocabulary(self, vocabulary: VocabularyLike) -> None:
+        """Switch the vocabulary ``forward()`` embeds (e.g. train vs test classes)."""
+        self.vocabulary = parse_vocabulary(vocabulary)
+        self.dataset_name = None
+
+    def prompt_fingerprint(self) -> str:
+        if self.prompt_learner is None:
+            return 'templates:' + '|'.join(self.templates)
+        ckpt = PromptCheckpoint(self.prompt_learner.ctx, {
+            'class_token_position': self.prompt_learner.class_token_position,
+            'csc_names': self.prompt_learner.csc_names})
+        return ckpt.fingerprint()
+
+    # ---------------------------------------------------------------- encoding
+    def _chunks(self, lengths: torch.Tensor, progress: Optional[bool], desc: str):
+        """Index chunks of classes sorted by prompt length, so truncation cuts the most."""
+        order = torch.argsort(lengths, stable=True)
+        chunks = list(torch.split(order, self.chunk_size))
+        show = len(chunks) > 1 if progress is None else progress
+        if show:
+            from tqdm import tqdm
+            return tqdm(chunks, desc=desc, unit='chunk')
+        return chunks
+
+    def _encode_prompts(self, names: Sequence[str], progress: Optional[bool]) -> torch.Tensor:
+        learner = self.prompt_learner
+        assert learner is not None
+        batch = learner.tokenize(names, self.tokenizer, self.tower.context_length)
+        class_index = learner.class_indices(names)
+        device = self.tower.token_embedding.weight.device
+        out = torch.empty(len(names), self.tower.output_dim, device=device)
+        rows = []
+        for idx in self._chunks(batch.eot, progress, 'encoding prompts'):
+            seq_len = int(batch.eot[idx].max()) + 1 if self.truncate else None
+            sub: PromptBatch = batch.select(idx, seq_len)
+            embeds = self.tower.embed_tokens(sub.tokens.to(device))
+            x = learner(embeds, sub, None if class_index is None else class_index[idx])
+            feats = F.normalize(self.tower(x, sub.eot.to(device)).float(), dim=-1)
+            if torch.is_grad_enabled():
+                rows.append((idx, feats))
+            else:
+                out[idx.to(device)] = feats
+        if rows:  # keep the autograd graph: no in-place writes
+            index = torch.cat([i for i, _ in rows]).to(device)
+            out = torch.cat([f for _, f in rows])[torch.argsort(index)]
+        return out
+
+    def _encode_templates(self, names: Sequence[str], progress: Optional[bool]) -> torch.Tensor:
+        ctx_len = self.tower.context_length
+        device = self.tower.token_embedding.weight.device
+        total = None
+        for template in self.templates:
+            texts = [template.format(n) for n in names]
+            ids = [self.tokenizer.encode(t) for t in texts]
+            too_long = [(n, len(i) + 2) for n, i in zip(names, ids) if len(i) + 2 > ctx_len]
+            if too_long:
+                name, count = too_long[0]
+                raise ValueError(f'the prompt of class {name!r} ({template!r}) has {count} '
+                                 f'tokens, more than the context length {ctx_len}')
+            tokens = self.tokenizer(texts).to(device)
+            lengths = torch.tensor([len(i) + 1 for i in ids])
+            feats = torch.empty(len(names), self.tower.output_dim, device=device)
+            for idx in self._chunks(lengths, progress, f'encoding {template!r}'):
+                feats[idx.to(device)] = self.tower.encode_tokens(
+                    tokens[idx.to(device)], truncate=self.truncate).float()
+            total = feats if total is None else total + feats
+        return F.normalize(total, dim=-1)
+
+    def encode_text(self, names: VocabularyLike, progress: Optional[bool] = None) -> torch.Tensor:
+        """Embed class names.
+
+        Args:
+            names: Class names (or anything :func:`parse_vocabulary` accepts).
+            progress: Show a progress bar; by default only when there are several chunks.
+
+        Returns:
+            L2-normalised embeddings [len(names), D] (float32, on the text tower's device).
+        """
+        vocab = parse_vocabulary(names)
+        names = list(vocab.names)
+        grad = torch.is_grad_enabled() and self.prompt_learner is not None and \
+            self.prompt_learner.ctx.requires_grad
+        key = None
+        if self.disk_cache is not None and not grad:
+            key = EmbeddingCache.key(names, model=self.model_id,
+                                     weights=self.tower.fingerprint(),
+                                     prompt=self.prompt_fingerprint())
+            hit = self.disk_cache.get(key, names)
+            if hit is not None:
+                return hit.to(self.tower.token_embedding.weight.device)
+        with torch.set_grad_enabled(grad):
+            if self.prompt_learner is None:
+                emb = self._encode_templates(names, progress)
+            else:
+                emb = self._encode_prompts(names, progress)
+        if key is not None:
+            self.disk_cache.put(key, names, emb, {'model': self.model_id,
+                                                  'prompt': self.prompt_source})
+        return emb
+
+    def class_embeddings(self) -> torch.Tensor:
+        """Normalised embeddings of the configured vocabulary [C, D] (cached when unchanged)."""
+        names = tuple(self.vocabulary.names)
+        grad = (torch.is_grad_enabled() and self.prompt_learner is not None
+                and self.prompt_learner.ctx.requires_grad)
+        if grad or not self.cache_feature:
+            return self.encode_text(list(names))
+        version = None if self.prompt_learner is None else self.prompt_learner.ctx._version
+        device = self.tower.token_embedding.weight.device
+        key = (names, version, id(self.prompt_learner), device)
+        if key not in self._memory:
+            self._memory.clear()
+            self._memory[key] = self.encode_text(list(names)).detach()
+        return self._memory[key]
+
+    def forward(self) -> torch.Tensor:
+        """Class embeddings of the vocabulary for mmseg's ``MultimodalEncoderDecoder``.
+
+        Returns:
+            ``logit_scale.exp() *`` L2-normalised embeddings [C (+1 with ``cat_bg``), D].
+        """
+        emb = self.class_embeddings()
+        if self.cat_bg:
+            emb = F.normalize(torch.cat([emb, self.bg_embed.to(emb.dtype)]), dim=-1)
+        return self.tower.logit_scale.exp() * emb
+
+    def init_weights(self) -> None:
+        """Initialise the background row only: CLIP weights and prompts are loaded, not drawn."""
+        if self.cat_bg:
+            nn.init.normal_(self.bg_embed, std=self.bg_embed.shape[1]**-0.5)
+        self._is_init = True
+
+    def train(self, mode: bool = True) -> 'PompTextEncoder':
+        super().train(mode)
+        self.tower.eval()  # frozen: no dropout, whatever the runner asks
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.vocabulary)
+
+    def extra_repr(self) -> str:
+        prompt = (f'prompt={self.prompt_source!r}' if self.prompt_learner is not None
+                  else f'templates={len(self.templates)}')
+        return f'model={self.model_id!r}, classes={len(self.vocabulary)}, {prompt}'
