@@ -138,7 +138,9 @@ class PromptLearner(nn.Module):
         """Source position of each output position [C, seq_len].
 
         Sources are ``cat([ctx, token_embeddings], 1)``: index ``i < n_ctx`` is ``ctx[i]``, index
-        ``n_ctx + j`` is token ``j`` of ``"X ... X {name}."``.
+        ``n_ctx + j`` is token ``j`` of ``"X ... X {name}."``. The name spans
+        ``len(tokenizer.encode(name))`` tokens, as in CoOp; when the name ends in punctuation,
+        CLIP's BPE merges it with the final ``'.'``, and that merged token moves with the name.
         """
         n_ctx = self.n_ctx
         p = torch.arange(seq_len, device=name_lens.device).expand(len(name_lens), -1)

@@ -302,13 +302,13 @@ class PompTextEncoder(BaseModule):
         grad = (torch.is_grad_enabled() and self.prompt_learner is not None
                 and self.prompt_learner.ctx.requires_grad)
         if grad or not self.cache_feature:
-            return self.encode_text(list(names))
+            return self.encode_text(self.vocabulary)
         version = None if self.prompt_learner is None else self.prompt_learner.ctx._version
         device = self.tower.token_embedding.weight.device
         key = (names, version, id(self.prompt_learner), device)
         if key not in self._memory:
             self._memory.clear()
-            self._memory[key] = self.encode_text(list(names)).detach()
+            self._memory[key] = self.encode_text(self.vocabulary).detach()
         return self._memory[key]
 
     def forward(self) -> torch.Tensor:

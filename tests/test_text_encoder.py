@@ -1,0 +1,200 @@
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pomp_mm import PompTextEncoder
+
+NAMES = ['cat', 'golden retriever', 'bow (weapon)', 'traffic light', 'hot-air balloon']
+
+
+def _reference(clip, tok, texts):
+    with torch.no_grad():
+        return clip.encode_text(tok(texts), normalize=True)
+
+
+@pytest.mark.parametrize('position,text', [
+    ('end', 'a photo of a {}.'),
+    ('front', '{} a photo of a.'),
+    ('middle', 'a photo {} of a.'),
+])
+def test_ctx_from_words_matches_open_clip(make_encoder, reference_clip, position, text):
+    # CLIP's BPE merges a name's closing punctuation with the final '.', so for 'front' and
+    # 'middle' (as in CoOp) only names ending in a letter have a plain-text equivalent.
+    names = NAMES if position == 'end' else [n for n in NAMES if n[-1].isalpha()]
+    enc = make_encoder(ctx_init='a photo of a', class_token_position=position)
+    with torch.no_grad():
+        got = enc.encode_text(names)
+    clip, tok = reference_clip()
+    ref = _reference(clip, tok, [text.format(n) for n in names])
+    assert got.shape == (len(names), 32)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+def test_templates_baseline_matches_open_clip_ensemble(make_encoder, reference_clip):
+    templates = ['a photo of a {}.', 'a drawing of the {}.', 'itap of a {}.']
+    enc = make_encoder(templates=templates)
+    with torch.no_grad():
+        got = enc.encode_text(NAMES)
+    clip, tok = reference_clip()
+    ref = sum(_reference(clip, tok, [t.format(n) for n in NAMES]) for t in templates)
+    torch.testing.assert_close(got, F.normalize(ref, dim=-1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('n_ctx', [4, 16])
+@pytest.mark.parametrize('position', ['end', 'middle', 'front'])
+def test_truncated_equals_full_context(make_encoder, n_ctx, position):
+    enc = make_encoder(n_ctx=n_ctx, class_token_position=position, chunk_size=2)
+    with torch.no_grad():
+        enc.truncate = True
+        short = enc.encode_text(NAMES)
+        enc.truncate = False
+        full = enc.encode_text(NAMES)
+    assert (short - full).abs().max() <= 1e-5
+    # The prompt matters: a random context differs from the hand prompt.
+    assert not torch.allclose(short, make_encoder(templates='single').encode_text(NAMES),
+                              atol=1e-3)
+
+
+def test_gradients_reach_ctx_only(make_encoder):
+    enc = make_encoder(n_ctx=4, prompt_trainable=True, cat_bg=True).train()
+    emb = enc.encode_text(NAMES)
+    assert emb.requires_grad
+    (emb[:, 0].sum() + emb[1].pow(2).sum()).backward()
+    grads = {n: p.grad for n, p in enc.named_parameters() if p.grad is not None}
+    assert list(grads) == ['prompt_learner.ctx']
+    assert grads['prompt_learner.ctx'].abs().sum() > 0
+    trainable = sorted(n for n, p in enc.named_parameters() if p.requires_grad)
+    assert trainable == ['bg_embed', 'prompt_learner.ctx']
+
+
+def test_chunking_and_sorting_keep_row_order(make_encoder):
+    enc = make_encoder(n_ctx=4)
+    with torch.no_grad():
+        one = torch.cat([enc.encode_text([n]) for n in NAMES])
+        enc.chunk_size = 2
+        chunked = enc.encode_text(NAMES)
+    torch.testing.assert_close(chunked, one, atol=1e-5, rtol=0)
+
+
+def test_class_specific_context(make_encoder):
+    enc = make_encoder(n_ctx=2, class_specific=True, vocabulary=['cat', 'dog', 'car'])
+    assert enc.prompt_learner.ctx.shape == (3, 2, 64)
+    with torch.no_grad():
+        enc.prompt_learner.ctx[1].zero_()
+        both = enc.encode_text(['dog', 'cat'])
+        single = enc.encode_text(['cat'])
+    torch.testing.assert_close(both[1:], single, atol=1e-6, rtol=0)
+    with pytest.raises(KeyError, match='horse'):
+        enc.encode_text(['horse'])
+
+
+def test_forward_contract_like_mmseg(make_encoder):
+    enc = make_encoder(n_ctx=4, vocabulary=['cat', 'dog', 'car'], cat_bg=True)
+    enc.init_weights()
+    out = enc()
+    scale = enc.tower.logit_scale.exp()
+    assert out.shape == (4, 32)
+    torch.testing.assert_close(out.norm(dim=-1), scale.expand(4), atol=1e-4, rtol=0)
+    with torch.no_grad():
+        ref = enc.encode_text(['cat', 'dog', 'car'])
+    # rows are renormalised after the background row is appended: real rows keep their value
+    torch.testing.assert_close(out[:3] / scale, ref, atol=1e-5, rtol=0)
+    enc.set_vocabulary('sofa . window')
+    assert enc().shape == (3, 32)
+
+
+def test_forward_cache_follows_prompt_updates(make_encoder):
+    enc = make_encoder(n_ctx=4, vocabulary=['cat', 'dog'], prompt_trainable=True)
+    with torch.no_grad():
+        before = enc().clone()
+        again = enc()
+        assert torch.equal(before, again)
+        enc.prompt_learner.ctx.add_(0.5)  # what an optimizer step does
+        after = enc()
+    assert not torch.allclose(before, after)
+
+
+def test_dataset_name_builtin(make_encoder):
+    enc = make_encoder(vocabulary=None, dataset_name='imagenet1k', chunk_size=512)
+    assert enc.num_classes == 1000
+    with torch.no_grad():
+        assert enc().shape == (1000, 32)
+
+
+def test_disk_cache_second_call_is_a_file_read(make_encoder, tmp_path, monkeypatch):
+    enc = make_encoder(n_ctx=4, cache_dir=str(tmp_path))
+    with torch.no_grad():
+        first = enc.encode_text(NAMES)
+    files = list((tmp_path / 'embeddings').glob('*.pt'))
+    assert len(files) == 1
+    fresh = make_encoder(n_ctx=4, cache_dir=str(tmp_path))
+    fresh.prompt_learner.load_state_dict(enc.prompt_learner.state_dict())
+
+    def boom(*a, **k):
+        raise AssertionError('the text tower ran on a cache hit')
+
+    monkeypatch.setattr(fresh.tower, 'forward', boom)
+    with torch.no_grad():
+        second = fresh.encode_text(NAMES)
+    torch.testing.assert_close(second, first, atol=0, rtol=0)
+    # another prompt, other names or other weights are other keys
+    with torch.no_grad():
+        enc.encode_text(NAMES[:2])
+        make_encoder(seed=1, n_ctx=4, cache_dir=str(tmp_path)).encode_text(NAMES)
+    assert len(list((tmp_path / 'embeddings').glob('*.pt'))) == 3
+
+
+# ------------------------------------------------------------------ bad input
+def test_empty_vocabulary(make_encoder):
+    with pytest.raises(ValueError, match='empty'):
+        make_encoder(vocabulary=[])
+    enc = make_encoder()
+    with pytest.raises(ValueError, match='empty'):
+        enc.encode_text([])
+
+
+def test_duplicates_are_warned_and_kept(make_encoder, caplog):
+    enc = make_encoder(n_ctx=4)
+    with caplog.at_level(logging.WARNING):
+        with torch.no_grad():
+            emb = enc.encode_text(['cat', 'dog', 'cat'])
+    assert "'cat' (classes 0 and 2)" in caplog.text
+    assert emb.shape[0] == 3
+    torch.testing.assert_close(emb[0], emb[2])
+
+
+def test_too_long_name_names_class_and_token_count(make_encoder):
+    enc = make_encoder(n_ctx=16)
+    long_name = ' '.join(['giraffe'] * 60)
+    with pytest.raises(ValueError, match=r"'giraffe giraffe.*' has 79 tokens.*context length 77"):
+        enc.encode_text(['cat', long_name])
+    base = make_encoder(templates='single')
+    with pytest.raises(ValueError, match=r'has 81 tokens'):
+        base.encode_text([' '.join(['giraffe'] * 74)])
+
+
+def test_vocabulary_and_dataset_name_exclusive(tiny_cfg):
+    with pytest.raises(ValueError, match='exactly one of vocabulary and dataset_name'):
+        PompTextEncoder(clip_model=tiny_cfg, vocabulary=['cat'], dataset_name='voc')
+    with pytest.raises(ValueError, match='exactly one of vocabulary and dataset_name'):
+        PompTextEncoder(clip_model=tiny_cfg)
+
+
+def test_unknown_dataset_name_lists_known(tiny_cfg):
+    with pytest.raises(KeyError, match=r"unknown built-in vocabulary 'pascal'; known: .*imagenet21k"):
+        PompTextEncoder(clip_model=tiny_cfg, dataset_name='pascal')
+
+
+def test_prompt_with_n_ctx_is_rejected(make_encoder, tmp_path):
+    with pytest.raises(ValueError, match='brings its own context'):
+        make_encoder(prompt=str(tmp_path / 'p.pth'), n_ctx=4)
+
+
+def test_unknown_model_and_missing_weights(tiny_cfg, tmp_path):
+    with pytest.raises(ValueError, match="unknown open_clip model 'ViT-Q-99'"):
+        PompTextEncoder(clip_model='ViT-Q-99', vocabulary=['cat'])
+    missing = str(tmp_path / 'nope.pt')
+    with pytest.raises(FileNotFoundError, match='nope.pt'):
+        PompTextEncoder(clip_model=tiny_cfg, pretrained=missing, vocabulary=['cat'])

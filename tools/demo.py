@@ -1,0 +1,64 @@
+"""Embed a built-in vocabulary with a CLIP text tower and print what happened.
+
+By default a tiny random CLIP (no download) embeds all 21,841 ImageNet-21K class names twice:
+the first call runs the text tower, the second reads the on-disk cache. With real weights::
+
+    python tools/demo.py --clip-model ViT-B-16 --pretrained openai --prompt pomp_vit_b16.pth.tar
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pomp_mm import PompTextEncoder  # noqa: E402
+from pomp_mm.clip import resolve_clip_spec  # noqa: E402
+from pomp_mm.embedding_cache import default_cache_dir  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--vocab', default='imagenet21k', help='built-in name, file or "a . b . c"')
+    p.add_argument('--clip-model', default='tiny', help="open_clip name, config .json or 'tiny'")
+    p.add_argument('--pretrained', default=None, help='open_clip tag or local weights file')
+    p.add_argument('--prompt', default=None, help='prompt checkpoint (default: a new prompt '
+                   'initialised from "a photo of a")')
+    p.add_argument('--cache-dir', default=default_cache_dir())
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    kwargs = dict(prompt=args.prompt) if args.prompt else dict(ctx_init='a photo of a')
+    encoder = PompTextEncoder(clip_model=resolve_clip_spec(args.clip_model),
+                              pretrained=args.pretrained, vocabulary=args.vocab,
+                              cache_dir=args.cache_dir, prompt_trainable=False,
+                              **kwargs).to(args.device).eval()
+    names = list(encoder.vocabulary.names)
+    rows = []
+    with torch.no_grad():
+        for attempt in ('first call', 'second call'):
+            start = time.perf_counter()
+            table = encoder.encode_text(encoder.vocabulary)
+            rows.append((attempt, time.perf_counter() - start))
+    key = encoder.disk_cache.key(names, model=encoder.model_id,
+                                 weights=encoder.tower.fingerprint(),
+                                 prompt=encoder.prompt_fingerprint())
+    print(f'vocabulary   : {args.vocab} ({len(names)} classes, e.g. {names[:3]})')
+    print(f'model        : {encoder.model_id}, prompt: {args.prompt or "ctx_init=a photo of a"}')
+    print(f'embeddings   : {tuple(table.shape)} {table.dtype}, '
+          f'row norms {table.norm(dim=-1).min():.4f}..{table.norm(dim=-1).max():.4f}')
+    for attempt, seconds in rows:
+        print(f'{attempt:13s}: {seconds:.3f} s')
+    print(f'cache file   : {encoder.disk_cache.path(key)}')
+
+
+if __name__ == '__main__':
+    main()

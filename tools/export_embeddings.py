@@ -1,0 +1,72 @@
+"""Export class embeddings as a C x D float32 .npy (Detic's ZeroShotClassifier format) plus a
+JSON sidecar (class names, model, prompt fingerprint, normalisation).
+
+Examples::
+
+    python tools/export_embeddings.py --vocab lvis --prompt pomp_vit_b16.pth.tar \\
+        --clip-model ViT-B-16 --pretrained openai --out lvis_pomp.npy
+    python tools/export_embeddings.py --vocab my_classes.txt --clip-model ViT-B-16 \\
+        --pretrained /weights/ViT-B-16.pt --templates openai_imagenet --out mine.npy
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pomp_mm import PompTextEncoder, save_embeddings  # noqa: E402
+from pomp_mm.clip import resolve_clip_spec  # noqa: E402
+from pomp_mm.embedding_cache import default_cache_dir  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--vocab', required=True,
+                   help='built-in vocabulary (lvis, coco, ...), a text file (one class per '
+                   'line) or "a . b . c"')
+    p.add_argument('--prompt', default=None,
+                   help='prompt checkpoint; without it, --templates are used')
+    p.add_argument('--templates', default='single',
+                   help="'single', 'simple_imagenet' or 'openai_imagenet' (no --prompt only)")
+    p.add_argument('--clip-model', default='ViT-B-16',
+                   help="open_clip model name, open_clip config .json, or 'tiny'")
+    p.add_argument('--pretrained', default=None, help='open_clip tag or local weights file')
+    p.add_argument('--out', required=True, help='output .npy (the sidecar goes beside it)')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--chunk-size', type=int, default=1024)
+    p.add_argument('--cache-dir', default=default_cache_dir())
+    p.add_argument('--no-cache', action='store_true', help='do not read or write the cache')
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    if not args.out.endswith('.npy'):
+        raise SystemExit(f'--out must end with .npy, got {args.out!r}')
+    encoder = PompTextEncoder(
+        clip_model=resolve_clip_spec(args.clip_model), pretrained=args.pretrained,
+        prompt=args.prompt, templates=args.templates, vocabulary=args.vocab,
+        chunk_size=args.chunk_size, cache_dir=None if args.no_cache else args.cache_dir)
+    encoder = encoder.to(args.device).eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        emb = encoder.encode_text(encoder.vocabulary)
+    seconds = time.perf_counter() - start
+    npy, side = save_embeddings(
+        args.out, emb, encoder.vocabulary.names, class_ids=list(encoder.vocabulary.ids),
+        vocabulary=args.vocab, clip_model=encoder.model_id,
+        prompt=os.path.abspath(args.prompt) if args.prompt else None,
+        prompt_fingerprint=encoder.prompt_fingerprint(),
+        templates=None if args.prompt else encoder.templates)
+    print(f'wrote {npy} ({emb.shape[0]} x {emb.shape[1]} float32, L2-normalised rows) and '
+          f'{side} in {seconds:.2f} s')
+    return npy
+
+
+if __name__ == '__main__':
+    main()
