@@ -28,6 +28,14 @@ _NUMPY_GLOBALS = (
     'numpy.dtypes.Float64DType', 'numpy.dtypes.Float32DType', 'numpy.dtypes.Float16DType',
     'numpy.dtypes.Int64DType', 'numpy.dtypes.Int32DType', 'numpy.dtypes.BoolDType',
 )
+# Plain containers that optimizer state dicts pickle by reference; building them runs no code
+# from the file.
+_SAFE_CONTAINERS = {
+    'builtins.dict': dict, 'builtins.list': list, 'builtins.set': set,
+    'builtins.frozenset': frozenset, 'builtins.tuple': tuple,
+    # torch's unpickler only fills real dicts; the default factory is irrelevant to reading
+    'collections.defaultdict': lambda *args: {},
+}
 _registered = False
 _lock = threading.Lock()
 
@@ -113,7 +121,8 @@ def load_with_placeholders(path: str, map_location: Union[str, torch.device] = '
     allowed = {g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
                for g in mmengine_safe_globals()}
     blocked = {'sys', 'os', 'posix', 'nt', 'builtins', 'subprocess'}
-    stubs = [(_placeholder_class(g), g) for g in unknown
-             if g not in allowed and g.rpartition('.')[0] not in blocked]
+    stubs = [(_SAFE_CONTAINERS[g], g) if g in _SAFE_CONTAINERS else (_placeholder_class(g), g)
+             for g in unknown
+             if g in _SAFE_CONTAINERS or (g not in allowed and g.rpartition('.')[0] not in blocked)]
     with torch.serialization.safe_globals(stubs):
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -82,6 +82,9 @@ def load_embeddings(path: str, names: Optional[Sequence[str]] = None,
     if arr.ndim != 2:
         raise ValueError(f'{path!r} holds an array of shape {arr.shape}; expected classes x dim')
     emb = torch.from_numpy(arr.astype(np.float32))
+    if names is not None and emb.shape[0] != len(names):
+        raise ValueError(f'{path!r} has {emb.shape[0]} rows but the vocabulary has '
+                         f'{len(names)} classes')
     side = None
     side_path = sidecar_path(path)
     if os.path.isfile(side_path):
@@ -97,9 +100,6 @@ def load_embeddings(path: str, names: Optional[Sequence[str]] = None,
             raise ValueError(f'{path!r} was made for other classes: class {i} is '
                              f'{a[i] if i < len(a) else "(none)"!r} in the file, '
                              f'{b[i] if i < len(b) else "(none)"!r} expected')
-    if names is not None and emb.shape[0] != len(names):
-        raise ValueError(f'{path!r} has {emb.shape[0]} rows but the vocabulary has '
-                         f'{len(names)} classes')
     if dim is not None and emb.shape[1] != dim:
         raise ValueError(f'{path!r} has embedding width {emb.shape[1]}, expected {dim}')
     if normalize:

@@ -1,0 +1,194 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pomp_mm import load_prompt, save_prompt
+from pomp_mm.compat import load_with_placeholders
+
+NAMES = ['cat', 'golden retriever', 'traffic light']
+
+
+def _official_checkpoint(path, ctx):
+    """What the official POMP / CoOp (Dassl) trainer writes: the prompt learner's state dict
+    plus optimizer and scheduler state, the latter holding pickled scheduler objects."""
+    ctx_param = nn.Parameter(ctx.clone())
+    opt = torch.optim.SGD([ctx_param], lr=0.002, momentum=0.9)
+    ctx_param.grad = torch.ones_like(ctx_param)
+    opt.step()
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    sched = cosine.state_dict()
+    sched['successor'] = cosine  # Dassl's warm-up scheduler keeps its successor object
+    torch.save({
+        'state_dict': {'ctx': ctx, 'token_prefix': torch.randn(5, 1, ctx.shape[-1]),
+                       'token_suffix': torch.randn(5, 72, ctx.shape[-1])},
+        'epoch': 20, 'optimizer': opt.state_dict(), 'scheduler': sched, 'val_result': None,
+    }, path)
+
+
+def test_our_format_round_trip(make_encoder, tmp_path):
+    enc = make_encoder(n_ctx=4, class_token_position='middle')
+    path = str(tmp_path / 'prompt.pth')
+    save_prompt(path, enc.prompt_learner.ctx, clip_model=enc.model_id,
+                class_token_position='middle', train_vocabulary='imagenet21k',
+                train_vocabulary_size=21841, loss={'type': 'pomp', 'k': 1000})
+    assert os.path.getsize(path) < 10_000
+    assert [p for p in os.listdir(tmp_path) if p.endswith('.tmp')] == []
+    ckpt = load_prompt(path)
+    assert torch.equal(ckpt.ctx, enc.prompt_learner.ctx.detach())
+    assert ckpt.meta['n_ctx'] == 4 and ckpt.meta['width'] == 64
+    assert ckpt.meta['train_vocabulary_size'] == 21841 and ckpt.meta['loss']['k'] == 1000
+    assert ckpt.class_token_position == 'middle'
+    loaded = make_encoder(prompt=path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_text(NAMES), enc.encode_text(NAMES),
+                                   atol=0, rtol=0)
+    assert loaded.prompt_fingerprint() == enc.prompt_fingerprint()
+
+
+def test_official_format_round_trip(make_encoder, tmp_path):
+    torch.manual_seed(3)
+    ctx = torch.randn(16, 64) * 0.02
+    path = str(tmp_path / 'model.pth.tar-20')
+    _official_checkpoint(path, ctx)
+    with pytest.raises(pickle.UnpicklingError):  # plain safe loading refuses such files
+        torch.load(path, weights_only=True)
+    ckpt = load_prompt(path)
+    assert torch.equal(ckpt.ctx, ctx)
+    assert ckpt.meta['source_format'] == 'official' and ckpt.meta['epoch'] == 20
+    enc = make_encoder(prompt=path)
+    assert enc.prompt_learner.n_ctx == 16
+    # the official prompt means the same as a new prompt holding the same vectors
+    fresh = make_encoder(n_ctx=16)
+    with torch.no_grad():
+        fresh.prompt_learner.ctx.copy_(ctx)
+        torch.testing.assert_close(enc.encode_text(NAMES), fresh.encode_text(NAMES),
+                                   atol=0, rtol=0)
+
+
+def test_placeholders_never_run_pickled_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ('touch ' + str(tmp_path / 'pwned'),))
+
+    path = str(tmp_path / 'evil.pth')
+    torch.save({'state_dict': {'ctx': torch.zeros(2, 4)}, 'x': Evil()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        load_with_placeholders(path)
+    assert not (tmp_path / 'pwned').exists()
+
+
+def test_width_mismatch_names_both_widths(make_encoder, tmp_path):
+    path = str(tmp_path / 'wide.pth')
+    save_prompt(path, torch.zeros(4, 768), clip_model='ViT-L-14')
+    with pytest.raises(ValueError, match=r'width 768 but the text tower .* has width 64'):
+        make_encoder(prompt=path)
+
+
+def test_missing_prompt_path(make_encoder, tmp_path):
+    with pytest.raises(FileNotFoundError, match='no_such_prompt.pth'):
+        make_encoder(prompt=str(tmp_path / 'no_such_prompt.pth'))
+
+
+def test_file_without_ctx(tmp_path):
+    path = str(tmp_path / 'other.pth')
+    torch.save({'state_dict': {'weight': torch.zeros(2)}}, path)
+    with pytest.raises(ValueError, match=r"no prompt context vectors.*\['weight'\]"):
+        load_prompt(path)
+
+
+# ------------------------------------------------------------------ mmengine checkpoints
+class _ToyModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 2)
+
+
+def _runner_checkpoint(work_dir):
+    """A checkpoint written by mmengine's own Runner (message hub with numpy scalars and
+    HistoryBuffer objects, optimizer and scheduler state)."""
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Toy(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+
+        def forward(self, inputs=None, data_samples=None, mode='tensor'):
+            x = inputs if isinstance(inputs, torch.Tensor) else torch.stack(inputs)
+            out = self.linear(x)
+            return {'loss': out.pow(2).mean()} if mode == 'loss' else out
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return dict(inputs=torch.full((2,), float(i)))
+
+    runner = Runner(
+        model=Toy(), work_dir=work_dir,
+        train_dataloader=dict(dataset=Data(), batch_size=2, num_workers=0,
+                              sampler=dict(type='DefaultSampler', shuffle=False),
+                              collate_fn=dict(type='default_collate')),
+        train_cfg=dict(by_epoch=False, max_iters=4),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
+        param_scheduler=dict(type='CosineAnnealingLR', by_epoch=False, T_max=4),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=4, by_epoch=False),
+                           logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0))
+    runner.train()
+    return os.path.join(work_dir, 'iter_4.pth'), runner.model.state_dict()
+
+
+def test_mmengine_checkpoint_round_trip(tmp_path):
+    import pomp_mm  # noqa: F401  registers the allow-list
+    from mmengine.runner import load_checkpoint
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    path, state = _runner_checkpoint(str(tmp_path))
+    assert torch.__version__.startswith('2.14')
+    saved = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:  # without the allow-list, mmengine cannot read its own checkpoint under torch 2.14
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        assert 'mmengine.logging.history_buffer.HistoryBuffer' in unsafe
+        assert any(g.endswith('multiarray.scalar') for g in unsafe)
+        with pytest.raises(pickle.UnpicklingError):
+            _load_checkpoint(path, map_location='cpu')
+    finally:
+        torch.serialization.add_safe_globals(saved)
+
+    raw = _load_checkpoint(path, map_location='cpu')  # mmengine's own torch.load call
+    hub = raw['message_hub']
+    assert isinstance(hub['runtime_info']['eta'], np.floating)
+    buffers = hub['log_scalars']
+    assert 'train/loss' in buffers and buffers['train/loss'].mean() >= 0
+
+    model = _ToyModel()
+    load_checkpoint(model, path, map_location='cpu')
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, state[k], atol=0, rtol=0)
+
+
+def test_allow_list_getattr_is_narrow(tmp_path):
+    import pomp_mm  # noqa: F401
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    class Attr:
+        def __init__(self, name):
+            self.name = name
+
+        def __reduce__(self):
+            return (getattr, (HistoryBuffer, self.name))
+
+    ok, bad = str(tmp_path / 'ok.pth'), str(tmp_path / 'bad.pth')
+    torch.save({'x': Attr('mean')}, ok)
+    torch.save({'x': Attr('__init_subclass__')}, bad)
+    assert torch.load(ok, weights_only=True)['x'] is HistoryBuffer.mean
+    with pytest.raises(pickle.UnpicklingError, match='__init_subclass__'):
+        torch.load(bad, weights_only=True)

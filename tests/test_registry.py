@@ -1,0 +1,50 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_core_imports_without_toolkits():
+    code = ("import sys\n"
+            "for m in ('mmdet', 'mmseg', 'mmcv'):\n"
+            "    sys.modules[m] = None  # importing them now fails\n"
+            "import pomp_mm\n"
+            "from pomp_mm import PompTextEncoder, load_vocabulary\n"
+            "assert len(load_vocabulary('imagenet21k')) == 21841\n"
+            "print('ok')\n")
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == 'ok', res.stderr
+
+
+@pytest.mark.parametrize('registry', ['mmengine', 'mmdet', 'mmseg'])
+def test_build_from_registry(registry, tiny_cfg):
+    import importlib
+
+    import pomp_mm  # noqa: F401
+    models = importlib.import_module(f'{registry}.registry').MODELS
+    torch.manual_seed(0)
+    enc = models.build(dict(type='PompTextEncoder', clip_model=tiny_cfg,
+                            vocabulary=['cat', 'dog', 'car'], ctx_init='a photo of a',
+                            cat_bg=True))
+    assert type(enc).__name__ == 'PompTextEncoder'
+    assert enc().shape == (4, 32)
+
+
+def test_custom_imports_from_a_config(tmp_path, tiny_cfg):
+    """What a user's MM config does: custom_imports, then a model dict naming our type."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS
+
+    cfg_file = tmp_path / 'user_cfg.py'
+    cfg_file.write_text(
+        "custom_imports = dict(imports=['pomp_mm'], allow_failed_imports=False)\n"
+        f"text_encoder = dict(type='PompTextEncoder', clip_model={tiny_cfg!r},\n"
+        "                    dataset_name='imagenet1k', templates='simple_imagenet')\n")
+    cfg = Config.fromfile(str(cfg_file))
+    enc = MODELS.build(cfg.text_encoder)
+    assert enc.num_classes == 1000 and len(enc.templates) == 7
