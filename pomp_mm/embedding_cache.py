@@ -37,7 +37,7 @@ class EmbeddingCache:
     """
 
     def __init__(self, folder: str):
-        self.folder = os.path.join(folder, 'embeddings')
+        self.folder = os.path.join(os.path.expanduser(folder), 'embeddings')
 
     @staticmethod
     def key(names: Sequence[str], **parts: Any) -> str:

@@ -48,3 +48,24 @@ def test_custom_imports_from_a_config(tmp_path, tiny_cfg):
     cfg = Config.fromfile(str(cfg_file))
     enc = MODELS.build(cfg.text_encoder)
     assert enc.num_classes == 1000 and len(enc.templates) == 7
+
+
+@pytest.mark.parametrize('toolkit', ['mmseg', 'mmdet'])
+def test_shipped_config_fragments_build(toolkit, tmp_path, tiny_cfg, make_encoder):
+    """The _base_ fragments users inherit, with the weights swapped for tiny local ones."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS
+
+    from pomp_mm import save_prompt
+
+    prompt = str(tmp_path / 'prompt.pth')
+    save_prompt(prompt, make_encoder(n_ctx=4).prompt_learner.ctx)
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', toolkit, '_base_',
+                                       'pomp_text_encoder.py'))
+    assert cfg.custom_imports.imports == ['pomp_mm']
+    enc_cfg = dict(cfg.pomp_text_encoder, clip_model=tiny_cfg, pretrained=None, prompt=prompt,
+                   cache_dir=str(tmp_path / 'cache'))
+    enc = MODELS.build(enc_cfg)
+    expected = {'mmseg': 171 + 1, 'mmdet': 1203}[toolkit]  # coco-stuff + background row / lvis
+    with torch.no_grad():
+        assert enc().shape == (expected, 32)
