@@ -93,6 +93,8 @@ class PompTextEncoder(BaseModule):
         cache_dir: Folder of an on-disk embedding cache for ``encode_text``; None disables it.
         chunk_size: Classes encoded per text-tower call, bounding memory.
         truncate: Run the causal transformer only up to the last EOT token of each chunk.
+        clip_module: The open_clip model ``clip_model`` / ``pretrained`` describe, when the
+            caller has already built it (pre-training needs its image tower too).
         init_cfg: mmengine initialisation config.
     """
 
@@ -113,6 +115,7 @@ class PompTextEncoder(BaseModule):
                  cache_dir: Optional[str] = None,
                  chunk_size: int = 1024,
                  truncate: bool = True,
+                 clip_module: Optional[nn.Module] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg)
         if (vocabulary is None) == (dataset_name is None):
@@ -125,7 +128,8 @@ class PompTextEncoder(BaseModule):
         self.dataset_name = dataset_name
         self.clip_model_spec = clip_model
         self.model_id = clip_model_id(clip_model, pretrained)
-        self.tower = TextTower(build_clip(clip_model, pretrained))
+        self.tower = TextTower(clip_module if clip_module is not None
+                               else build_clip(clip_model, pretrained))
         self.tokenizer = _get_tokenizer(clip_model, self.tower.context_length)
         self.templates = get_templates(templates)
         self.chunk_size = chunk_size
@@ -186,8 +190,10 @@ class PompTextEncoder(BaseModule):
         learner = PromptLearner(ckpt.n_ctx, ckpt.width, None, ckpt.class_token_position, csc)
         with torch.no_grad():
             learner.ctx.copy_(ckpt.ctx)
+        learner.ctx.requires_grad_(getattr(self, 'prompt_trainable', False))
         device = self.tower.token_embedding.weight.device
         self.prompt_learner = learner.to(device)
+        self.prompt_source = ckpt.path
         self.prompt_meta = dict(ckpt.meta)
         self._memory.clear()
 
@@ -226,7 +232,8 @@ class PompTextEncoder(BaseModule):
         batch = learner.tokenize(names, self.tokenizer, self.tower.context_length)
         class_index = learner.class_indices(names)
         device = self.tower.token_embedding.weight.device
-        out = torch.empty(len(names), self.tower.output_dim, device=device)
+        grad = torch.is_grad_enabled()
+        out = None if grad else torch.empty(len(names), self.tower.output_dim, device=device)
         rows = []
         for idx in self._chunks(batch.eot, progress, 'encoding prompts'):
             seq_len = int(batch.eot[idx].max()) + 1 if self.truncate else None
@@ -234,7 +241,7 @@ class PompTextEncoder(BaseModule):
             embeds = self.tower.embed_tokens(sub.tokens.to(device))
             x = learner(embeds, sub, None if class_index is None else class_index[idx])
             feats = F.normalize(self.tower(x, sub.eot.to(device)).float(), dim=-1)
-            if torch.is_grad_enabled():
+            if grad:
                 rows.append((idx, feats))
             else:
                 out[idx.to(device)] = feats
@@ -274,8 +281,14 @@ class PompTextEncoder(BaseModule):
         Returns:
             L2-normalised embeddings [len(names), D] (float32, on the text tower's device).
         """
-        vocab = parse_vocabulary(names)
-        names = list(vocab.names)
+        return self.encode_names(parse_vocabulary(names).names, progress)
+
+    def encode_names(self, names: Sequence[str], progress: Optional[bool] = False) -> torch.Tensor:
+        """:meth:`encode_text` for names used exactly as given (no cleaning, no duplicate
+        warnings): the per-step path of pre-training."""
+        names = list(names)
+        if not names:
+            raise ValueError('no class names to encode')
         grad = torch.is_grad_enabled() and self.prompt_learner is not None and \
             self.prompt_learner.ctx.requires_grad
         key = None
@@ -326,6 +339,8 @@ class PompTextEncoder(BaseModule):
         """Initialise the background row only: CLIP weights and prompts are loaded, not drawn."""
         if self.cat_bg:
             nn.init.normal_(self.bg_embed, std=self.bg_embed.shape[1]**-0.5)
+        if self.init_cfg:  # e.g. a 'Pretrained' init_cfg restoring this whole module
+            super().init_weights()
         self._is_init = True
 
     def train(self, mode: bool = True) -> 'PompTextEncoder':

@@ -47,6 +47,8 @@ def test_our_format_round_trip(make_encoder, tmp_path):
         torch.testing.assert_close(loaded.encode_text(NAMES), enc.encode_text(NAMES),
                                    atol=0, rtol=0)
     assert loaded.prompt_fingerprint() == enc.prompt_fingerprint()
+    assert not loaded.prompt_learner.ctx.requires_grad  # frozen by default
+    assert make_encoder(prompt=path, prompt_trainable=True).prompt_learner.ctx.requires_grad
 
 
 def test_official_format_round_trip(make_encoder, tmp_path):

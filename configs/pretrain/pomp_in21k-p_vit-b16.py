@@ -1,0 +1,62 @@
+# POMP on ImageNet-21K-P (winter21, 10,450 classes), the official setting: ViT-B/16, n_ctx 4,
+# K = 1000 classes per step, 16 shots per class, 4 augmented views per image (RandAugment(2)),
+# SGD lr 0.002, 20 epochs, cosine with one constant warm-up epoch at 1e-5, batch 32 per GPU.
+#
+# Data: data/imagenet21k_resized/{imagenet21k_train,imagenet21k_val}/<wnid>/*.JPEG
+# Weights: open_clip 'openai' ViT-B-16 (or set pretrained to a local file).
+custom_imports = dict(imports=['pomp_mm', 'pomp_mm.pretrain'], allow_failed_imports=False)
+
+data_root = 'data/imagenet21k_resized'
+num_views = 4
+max_epochs = 20
+batch_size = 32  # per GPU
+
+model = dict(
+    type='PompPretrainer',
+    clip_model='ViT-B-16',
+    pretrained='openai',
+    vocabulary='imagenet21k-p',
+    n_ctx=4,
+    class_token_position='end',
+    num_sampled=1000,
+    sampling='uniform',
+    correction='ln',  # 'log10' reproduces the official code since its commit 871ef33
+    seed=42)
+
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='collate_views'),
+    dataset=dict(
+        type='ImageNet21K',
+        data_root=data_root,
+        layout='winter21',
+        split='train',
+        shots=16,
+        seed=1,
+        split_file=data_root + '/split_16shots_seed1.json',
+        num_views=num_views))
+
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.002, momentum=0.9, weight_decay=5e-4))
+param_scheduler = [
+    # constant warm-up at 1e-5 for the first epoch, as CoOp/POMP do
+    dict(type='ConstantLR', factor=1e-5 / 0.002, by_epoch=True, begin=0, end=1,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=max_epochs - 1, by_epoch=True, begin=1,
+         end=max_epochs, convert_to_iter_based=True),
+]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+
+default_scope = None
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2),
+    sampler_seed=dict(type='DistSamplerSeedHook'))
+custom_hooks = [dict(type='PromptCheckpointHook', interval=1000)]
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='nccl'))
+randomness = dict(seed=42)
+log_level = 'INFO'

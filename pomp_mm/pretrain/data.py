@@ -1,0 +1,277 @@
+"""Image datasets for prompt pre-training: ImageNet-21K layouts and generic image lists.
+
+Labels index a :class:`~pomp_mm.vocabulary.Vocabulary`, so the label space is the whole
+vocabulary (every class is a possible negative) even when some classes have no images on disk.
+Unreadable or truncated images are skipped (``None`` samples dropped by :func:`collate_views`)
+and counted, never crashing a long run.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.registry import DATASETS, FUNCTIONS
+from torch.utils.data import Dataset
+
+from ..fileio import atomic_write
+from ..vocabulary import Vocabulary, load_vocabulary, parse_vocabulary
+
+__all__ = ['ImageNet21K', 'ImageList', 'collate_views', 'few_shot_split', 'build_transform',
+           'CLIP_MEAN', 'CLIP_STD']
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+Item = Tuple[str, int]
+
+
+def build_transform(train: bool, image_size: int = 224, rand_augment: int = 2,
+                    magnitude: int = 9) -> Callable:
+    """CLIP preprocessing; for training RandomResizedCrop + flip + RandAugment(n), as POMP."""
+    from torchvision import transforms as T
+    normalize = T.Normalize(CLIP_MEAN, CLIP_STD)
+    if not train:
+        return T.Compose([T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC),
+                          T.CenterCrop(image_size), T.ToTensor(), normalize])
+    ops = [T.RandomResizedCrop(image_size, scale=(0.08, 1.0),
+                               interpolation=T.InterpolationMode.BICUBIC),
+           T.RandomHorizontalFlip()]
+    if rand_augment:
+        ops.append(T.RandAugment(num_ops=rand_augment, magnitude=magnitude))
+    return T.Compose(ops + [T.ToTensor(), normalize])
+
+
+def _list_images(folder: str) -> List[str]:
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def few_shot_split(items: Sequence[Item], shots: int, seed: int) -> List[Item]:
+    """At most ``shots`` items per label, drawn with a seeded RNG (order: by label, then path)."""
+    by_label: Dict[int, List[str]] = {}
+    for path, label in items:
+        by_label.setdefault(label, []).append(path)
+    rng = random.Random(seed)
+    out: List[Item] = []
+    for label in sorted(by_label):
+        paths = sorted(by_label[label])
+        chosen = paths if len(paths) <= shots else rng.sample(paths, shots)
+        out.extend((p, label) for p in sorted(chosen))
+    return out
+
+
+def _load_or_make_split(split_file: Optional[str], make: Callable[[], List[Item]],
+                        expect: dict) -> List[Item]:
+    """Reuse a split file written by an earlier run with the same settings, else write one."""
+    if split_file and os.path.isfile(split_file):
+        with open(split_file, encoding='utf-8') as f:
+            data = json.load(f)
+        if data.get('settings') != expect:
+            raise ValueError(f'split file {split_file!r} was made with {data.get("settings")}, '
+                             f'not {expect}; delete it or point split_file elsewhere')
+        return [(p, int(label)) for p, label in data['items']]
+    items = make()
+    if split_file:
+        payload = json.dumps({'settings': expect, 'items': items}).encode()
+        atomic_write(split_file, lambda f: f.write(payload))
+        logger.info('wrote split file %s (%d images)', split_file, len(items))
+    return items
+
+
+class _ViewsDataset(Dataset):
+    """Common part: items, a transform applied ``num_views`` times, skip-and-count on errors."""
+
+    def __init__(self, items: List[Item], vocabulary: Vocabulary, transform: Callable,
+                 num_views: int = 1):
+        if num_views < 1:
+            raise ValueError(f'num_views must be >= 1, got {num_views}')
+        self.items = items
+        self.vocabulary = vocabulary
+        self.transform = transform
+        self.num_views = num_views
+        self.metainfo = {'classes': vocabulary.names, 'ids': vocabulary.ids}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def class_counts(self) -> List[int]:
+        counts = [0] * len(self.vocabulary)
+        for _, label in self.items:
+            counts[label] += 1
+        return counts
+
+    def __getitem__(self, index: int) -> Optional[dict]:
+        from PIL import Image, UnidentifiedImageError
+        path, label = self.items[index]
+        try:
+            with Image.open(path) as img:
+                img = img.convert('RGB')
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            logger.warning('skipping unreadable image %s: %s', path, err)
+            return None
+        views = torch.stack([self.transform(img) for _ in range(self.num_views)])
+        return {'inputs': views, 'label': label, 'index': index}
+
+
+@FUNCTIONS.register_module()
+def collate_views(batch: List[Optional[dict]]) -> dict:
+    """Stack samples ``[B, V, 3, H, W]``, dropping unreadable ones and counting them."""
+    good = [b for b in batch if b is not None]
+    out = {'skipped': len(batch) - len(good)}
+    if good:
+        out['inputs'] = torch.stack([b['inputs'] for b in good])
+        out['labels'] = torch.tensor([b['label'] for b in good], dtype=torch.long)
+        out['indices'] = torch.tensor([b['index'] for b in good], dtype=torch.long)
+    return out
+
+
+@DATASETS.register_module()
+class ImageNet21K(_ViewsDataset):
+    """ImageNet-21K with one folder per wnid.
+
+    Args:
+        data_root: For ``layout='fall11'``, the folder holding ``<wnid>/`` folders; for
+            ``'winter21'`` (ImageNet-21K-P), the folder holding ``imagenet21k_train/`` and
+            ``imagenet21k_val/``.
+        layout: ``'fall11'`` or ``'winter21'``.
+        split: ``'train'`` or ``'val'`` (winter21 only has a val folder; for fall11, ``'val'``
+            takes images not in the training split).
+        vocabulary: Label space, by default ``imagenet21k`` for fall11 and ``imagenet21k-p``
+            for winter21. Folders whose wnid is not in it are skipped (logged).
+        shots: Images per class for few-shot training (None: all).
+        seed: Seed of the few-shot draw.
+        split_file: JSON file the split is written to once and reused from.
+        num_views: Augmented views per image.
+        transform: Image transform; default :func:`build_transform`.
+    """
+
+    def __init__(self, data_root: str, layout: str = 'fall11', split: str = 'train',
+                 vocabulary: Optional[str] = None, shots: Optional[int] = 16, seed: int = 1,
+                 split_file: Optional[str] = None, num_views: int = 1,
+                 transform: Optional[Callable] = None, image_size: int = 224):
+        if layout not in ('fall11', 'winter21'):
+            raise ValueError(f"layout must be 'fall11' or 'winter21', got {layout!r}")
+        if split not in ('train', 'val'):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if not os.path.isdir(data_root):
+            raise FileNotFoundError(f'ImageNet-21K root not found: {data_root!r}')
+        vocab = load_vocabulary(vocabulary or ('imagenet21k' if layout == 'fall11'
+                                               else 'imagenet21k-p'))
+        self.data_root, self.layout, self.split = data_root, layout, split
+        folder = data_root
+        if layout == 'winter21':
+            folder = os.path.join(data_root, f'imagenet21k_{split}')
+            if not os.path.isdir(folder):
+                raise FileNotFoundError(f'winter21 layout needs {folder!r}')
+        settings = {'layout': layout, 'split': split, 'vocabulary': vocab.source,
+                    'shots': shots, 'seed': seed}
+        items = _load_or_make_split(split_file, lambda: self._scan(folder, vocab, shots, seed),
+                                    settings)
+        transform = transform or build_transform(split == 'train', image_size)
+        super().__init__(items, vocab, transform, num_views)
+
+    def _scan(self, folder: str, vocab: Vocabulary, shots: Optional[int],
+              seed: int) -> List[Item]:
+        index = {wnid: i for i, wnid in enumerate(vocab.ids)}
+        items: List[Item] = []
+        unknown = []
+        for wnid in sorted(os.listdir(folder)):
+            sub = os.path.join(folder, wnid)
+            if not os.path.isdir(sub):
+                continue
+            if wnid not in index:
+                unknown.append(wnid)
+                continue
+            items.extend((os.path.join(sub, f), index[wnid]) for f in _list_images(sub))
+        if unknown:
+            logger.warning('%d folders are not %s classes and are skipped, e.g. %s',
+                           len(unknown), vocab.source, unknown[:3])
+        if not items:
+            raise ValueError(f'no images found under {folder!r}')
+        if self.split == 'val' and self.layout == 'winter21':
+            return items  # its own val folder: evaluate on all of it
+        if shots is None:
+            if self.split == 'val':
+                raise ValueError('fall11 has no val folder: a held-out split needs shots')
+            return items
+        train = few_shot_split(items, shots, seed)
+        if self.split == 'val':  # fall11: the images the few-shot draw did not take
+            chosen = set(p for p, _ in train)
+            return [it for it in items if it[0] not in chosen]
+        return train
+
+
+@DATASETS.register_module()
+class ImageList(_ViewsDataset):
+    """Custom pre-training images: a CSV (``path,class`` rows; class is a name or an index into
+    the vocabulary; relative paths are relative to the CSV) or a folder with one sub-folder per
+    class (folder names are the class names, sorted).
+
+    Args:
+        source: CSV file or folder.
+        vocabulary: Label space; for a folder, defaults to its sub-folder names.
+        shots, seed, split_file, num_views, transform, image_size, train: As for
+            :class:`ImageNet21K`.
+    """
+
+    def __init__(self, source: str, vocabulary=None, shots: Optional[int] = None, seed: int = 1,
+                 split_file: Optional[str] = None, num_views: int = 1,
+                 transform: Optional[Callable] = None, image_size: int = 224,
+                 train: bool = True):
+        if os.path.isdir(source):
+            classes = sorted(d for d in os.listdir(source)
+                             if os.path.isdir(os.path.join(source, d)))
+            vocab = parse_vocabulary(vocabulary) if vocabulary is not None else \
+                Vocabulary(tuple(c.replace('_', ' ') for c in classes), tuple(classes), source)
+            lookup = {i: n for n, i in zip(vocab.names, vocab.ids)}
+            items: List[Item] = []
+            for c in classes:
+                name = lookup.get(c, c.replace('_', ' '))
+                if name not in vocab.names:
+                    raise ValueError(f'folder {c!r} is not a class of the vocabulary')
+                label = vocab.names.index(name)
+                sub = os.path.join(source, c)
+                items.extend((os.path.join(sub, f), label) for f in _list_images(sub))
+        elif os.path.isfile(source):
+            if vocabulary is None:
+                raise ValueError(f'a CSV image list ({source!r}) needs a vocabulary')
+            vocab = parse_vocabulary(vocabulary)
+            items = self._read_csv(source, vocab)
+        else:
+            raise FileNotFoundError(f'image list not found: {source!r}')
+        if not items:
+            raise ValueError(f'no images found in {source!r}')
+        settings = {'source': os.path.abspath(source), 'shots': shots, 'seed': seed}
+        items = _load_or_make_split(
+            split_file, lambda: few_shot_split(items, shots, seed) if shots else items, settings)
+        super().__init__(items, vocab, transform or build_transform(train, image_size),
+                         num_views)
+
+    @staticmethod
+    def _read_csv(path: str, vocab: Vocabulary) -> List[Item]:
+        base = os.path.dirname(os.path.abspath(path))
+        by_name = {n: i for i, n in enumerate(vocab.names)}
+        by_id = {n: i for i, n in enumerate(vocab.ids)}
+        items = []
+        with open(path, newline='', encoding='utf-8') as f:
+            for line_no, row in enumerate(csv.reader(f), 1):
+                if not row or row[0].startswith('#') or (line_no == 1 and row[0] == 'path'):
+                    continue
+                if len(row) < 2:
+                    raise ValueError(f'{path}:{line_no}: expected "path,class", got {row}')
+                img, cls = row[0].strip(), row[1].strip()
+                if cls in by_name or cls in by_id:
+                    label = by_name.get(cls, by_id.get(cls))
+                elif cls.isdigit() and int(cls) < len(vocab):
+                    label = int(cls)
+                else:
+                    raise ValueError(f'{path}:{line_no}: class {cls!r} is not in the vocabulary')
+                items.append((img if os.path.isabs(img) else os.path.join(base, img), label))
+        return items

@@ -1,0 +1,51 @@
+"""mmengine hooks for prompt pre-training."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+from ..prompt_checkpoint import save_prompt
+
+__all__ = ['PromptCheckpointHook']
+
+
+@HOOKS.register_module()
+class PromptCheckpointHook(Hook):
+    """Write the prompt alone (a few KB, pomp_mm format) every ``interval`` iterations and at
+    the end of training, atomically, as ``prompt_iter_<n>.pth`` and ``prompt_latest.pth`` in
+    the work dir. mmengine's ``CheckpointHook`` keeps writing the full resume checkpoints.
+
+    Args:
+        interval: Iterations between prompt checkpoints (<= 0: only at the end).
+        out_dir: Folder (default: the runner's work dir).
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, interval: int = 1000, out_dir: Optional[str] = None):
+        self.interval = interval
+        self.out_dir = out_dir
+
+    def _save(self, runner, tag: str) -> str:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        out_dir = self.out_dir or runner.work_dir
+        meta = dict(model.prompt_metadata(), iteration=runner.iter, epoch=runner.epoch)
+        path = save_prompt(os.path.join(out_dir, f'prompt_{tag}.pth'),
+                           model.prompt_learner.ctx, **meta)
+        save_prompt(os.path.join(out_dir, 'prompt_latest.pth'), model.prompt_learner.ctx, **meta)
+        runner.logger.info(f'prompt saved to {path}')
+        return path
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if runner.rank != 0 or self.interval <= 0:
+            return
+        if self.every_n_train_iters(runner, self.interval):
+            self._save(runner, f'iter_{runner.iter + 1}')
+
+    def after_train(self, runner) -> None:
+        if runner.rank == 0:
+            self._save(runner, 'final')

@@ -1,0 +1,122 @@
+"""POMP local-contrast loss with local correction (Ren et al., NeurIPS 2023, arXiv 2304.04704).
+
+Contrasting against ``K'`` of ``N`` classes underestimates the softmax denominator; local correction
+adds a margin ``m = log((N - 1) / (K' - 1))`` to every non-target logit so each sampled negative
+stands in for ``(N - 1) / (K' - 1)`` classes (paper Eq. 5).
+
+The margin is added to the *scaled* logits (``logit_scale * cos + m``), which is where the official
+implementation (amazon-science/prompt-pretraining, ``trainers/pomp.py``) adds it. Two differences
+from that code, on purpose: the official code uses ``log10`` (our ``correction='log10'``; the
+default here is the paper's natural log) and applies it only to the sampled out-of-batch negatives,
+with a per-image negative count; here the margin goes on every non-target column, including the
+other images' positives.
+"""
+import math
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CORRECTIONS = ('ln', 'log10', 'none')
+
+
+def correction_margin(num_classes: int, num_contrasted: int, correction: str = 'ln') -> float:
+    """Local-correction margin ``log((N - 1) / (K' - 1))``.
+
+    Args:
+        num_classes: ``N``, the full vocabulary size (>= 2).
+        num_contrasted: ``K'``, the number of classes actually contrasted (1..N).
+        correction: ``'ln'`` (paper), ``'log10'`` (official code) or ``'none'`` (0).
+
+    Returns:
+        The margin; 0 when ``K' == 1`` (no non-target column exists, and the ratio would divide by
+        zero) and when ``K' == N`` (``log 1``).
+    """
+    if correction not in CORRECTIONS:
+        raise ValueError(f'unknown correction {correction!r}; expected one of {list(CORRECTIONS)}')
+    if num_classes < 2:
+        raise ValueError(f'num_classes must be >= 2, got {num_classes}')
+    if not 1 <= num_contrasted <= num_classes:
+        raise ValueError(f'num_contrasted must be in [1, num_classes={num_classes}], '
+                         f'got {num_contrasted}')
+    if correction == 'none' or num_contrasted == 1:
+        return 0.0
+    ratio = (num_classes - 1) / (num_contrasted - 1)
+    return math.log(ratio) if correction == 'ln' else math.log10(ratio)
+
+
+def local_contrast_logits(image_features: Tensor, text_features: Tensor,
+                          logit_scale: Union[Tensor, float]) -> Tensor:
+    """Scaled cosine logits ``logit_scale * image_features @ text_features.T``.
+
+    Args:
+        image_features: ``[B, D]``, assumed L2-normalised.
+        text_features: ``[K', D]`` features of the contrasted classes, assumed L2-normalised.
+        logit_scale: The multiplier itself (CLIP's ``logit_scale.exp()``), not its log.
+
+    Returns:
+        ``[B, K']`` logits.
+    """
+    if image_features.dim() != 2 or text_features.dim() != 2:
+        raise ValueError(f'expected [B, D] and [K, D] features, got {tuple(image_features.shape)} '
+                         f'and {tuple(text_features.shape)}')
+    if image_features.shape[1] != text_features.shape[1]:
+        raise ValueError(f'feature dims differ: image {image_features.shape[1]} vs text '
+                         f'{text_features.shape[1]}')
+    return logit_scale * image_features @ text_features.T
+
+
+def pomp_loss(logits: Tensor, targets: Tensor, num_classes: int, correction: str = 'ln') -> Tensor:
+    """Cross-entropy over the contrasted classes with local correction, averaged over the batch.
+
+    Args:
+        logits: ``[B, K']`` scaled logits over the contrasted classes.
+        targets: ``[B]`` index of each image's class within the ``K'`` columns.
+        num_classes: ``N``, the full vocabulary size.
+        correction: ``'ln'``, ``'log10'`` or ``'none'``; see :func:`correction_margin`.
+
+    Returns:
+        Scalar loss.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f'logits must be [B, K], got shape {tuple(logits.shape)}')
+    if targets.shape != logits.shape[:1]:
+        raise ValueError(f'targets must have shape [{logits.shape[0]}], got {tuple(targets.shape)}')
+    num_contrasted = logits.shape[1]
+    targets = targets.long()
+    if ((targets < 0) | (targets >= num_contrasted)).any():
+        raise ValueError(f'targets must index the {num_contrasted} contrasted columns')
+    margin = correction_margin(num_classes, num_contrasted, correction)
+    if margin != 0.0:
+        non_target = torch.ones_like(logits, dtype=torch.bool)
+        non_target[torch.arange(logits.shape[0], device=logits.device), targets] = False
+        logits = logits + margin * non_target.to(logits.dtype)
+    return F.cross_entropy(logits, targets)
+
+
+class PompLoss(torch.nn.Module):
+    """Module form of :func:`local_contrast_logits` + :func:`pomp_loss`.
+
+    Args:
+        num_classes: ``N``, the full vocabulary size.
+        correction: ``'ln'`` (default, paper), ``'log10'`` (official code) or ``'none'``.
+    """
+
+    def __init__(self, num_classes: int, correction: str = 'ln') -> None:
+        super().__init__()
+        if correction not in CORRECTIONS:
+            raise ValueError(f'unknown correction {correction!r}; expected one of {list(CORRECTIONS)}')
+        if num_classes < 2:
+            raise ValueError(f'num_classes must be >= 2, got {num_classes}')
+        self.num_classes = int(num_classes)
+        self.correction = correction
+
+    def forward(self, image_features: Tensor, text_features: Tensor, targets: Tensor,
+                logit_scale: Union[Tensor, float]) -> Tensor:
+        """Loss for ``[B, D]`` image and ``[K', D]`` text features; see :func:`pomp_loss`."""
+        logits = local_contrast_logits(image_features, text_features, logit_scale)
+        return pomp_loss(logits, targets, self.num_classes, self.correction)
+
+    def extra_repr(self) -> str:
+        return f'num_classes={self.num_classes}, correction={self.correction!r}'

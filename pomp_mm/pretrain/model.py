@@ -1,0 +1,182 @@
+"""The prompt pre-training model: frozen CLIP image and text towers, one learned prompt, and the
+POMP loss (local contrast over K sampled classes + local correction)."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS
+
+from ..clip import ClipSpec, build_clip
+from ..text_encoder import PompTextEncoder
+from ..vocabulary import VocabularyLike, parse_vocabulary
+from .loss import local_contrast_logits, pomp_loss
+from .sampling import NegativeSampler
+
+__all__ = ['PompPretrainer']
+
+logger = logging.getLogger(__name__)
+
+
+@MODELS.register_module()
+class PompPretrainer(BaseModel):
+    """Learns a POMP prompt over a large vocabulary with a frozen CLIP.
+
+    Each step embeds the images (all views) with the frozen image tower, samples the K classes
+    to contrast (the batch's classes plus negatives), embeds only those K prompts, and applies
+    the locally corrected cross-entropy.
+
+    Args:
+        clip_model: open_clip model name or config dict.
+        pretrained: open_clip tag or local CLIP weights file.
+        vocabulary: The N classes (built-in name such as ``'imagenet21k'``, list or file); the
+            dataset's labels index it.
+        n_ctx: Context length; ``ctx_init`` initialises it from words instead.
+        class_token_position: ``'end'``, ``'middle'`` or ``'front'``.
+        num_sampled: K, classes contrasted per step (``None`` or >= N: full softmax, the
+            CoOp-style baseline).
+        sampling: ``'uniform'``, ``'frequency'`` or ``'hard'``.
+        correction: ``'ln'`` (paper), ``'log10'`` (official code) or ``'none'``.
+        class_counts: Images per class, for ``sampling='frequency'``.
+        hard_refresh_interval: Steps between refreshes of the class-embedding bank (hard mode).
+        seed: Seed of the negative sampler (each distributed rank adds its own offset).
+        chunk_size: Classes per text-tower call when embedding many classes.
+        data_preprocessor: mmengine data preprocessor config.
+    """
+
+    def __init__(self,
+                 clip_model: ClipSpec = 'ViT-B-16',
+                 pretrained: Optional[str] = None,
+                 vocabulary: VocabularyLike = 'imagenet21k',
+                 n_ctx: Optional[int] = 16,
+                 ctx_init: Optional[str] = None,
+                 class_token_position: str = 'end',
+                 num_sampled: Optional[int] = 1000,
+                 sampling: str = 'uniform',
+                 correction: str = 'ln',
+                 class_counts: Optional[Sequence[int]] = None,
+                 hard_refresh_interval: int = 1000,
+                 hard_temperature: float = 0.07,
+                 seed: int = 0,
+                 chunk_size: int = 1024,
+                 data_preprocessor: Optional[Union[dict, torch.nn.Module]] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        from mmengine.dist import get_rank
+        vocab = parse_vocabulary(vocabulary)
+        clip = build_clip(clip_model, pretrained)
+        self.visual = clip.visual
+        self.text_encoder = PompTextEncoder(
+            clip_model=clip_model, pretrained=pretrained, clip_module=clip, vocabulary=vocab,
+            n_ctx=None if ctx_init else n_ctx, ctx_init=ctx_init,
+            class_token_position=class_token_position, prompt_trainable=True,
+            chunk_size=chunk_size)
+        self.vocabulary = vocab
+        self.num_classes = len(vocab)
+        k = self.num_classes if num_sampled is None else min(num_sampled, self.num_classes)
+        self.num_sampled = k
+        self.correction = correction
+        self.sampling = sampling
+        self.sampler = NegativeSampler(self.num_classes, k, mode=sampling,
+                                       class_counts=class_counts, seed=seed, rank=get_rank(),
+                                       hard_temperature=hard_temperature,
+                                       refresh_interval=hard_refresh_interval)
+        self._step = 0
+        self.loss_settings = {'num_sampled': k, 'sampling': sampling, 'correction': correction,
+                              'num_classes': self.num_classes}
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def prompt_learner(self):
+        return self.text_encoder.prompt_learner
+
+    def train(self, mode: bool = True) -> 'PompPretrainer':
+        super().train(mode)
+        self.visual.eval()  # frozen towers: no dropout / batch-norm updates
+        self.text_encoder.tower.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """Nothing to draw: CLIP is loaded and the prompt initialised at construction."""
+        self._is_init = True
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image features of ``[..., 3, H, W]`` images, flattened to [M, D]."""
+        flat = images.reshape(-1, *images.shape[-3:])
+        dtype = next(self.visual.parameters()).dtype
+        return F.normalize(self.visual(flat.to(dtype)).float(), dim=-1)
+
+    @torch.no_grad()
+    def refresh_bank(self) -> None:
+        """Embed all N classes with the current prompt (hard negative mining bank)."""
+        was = self.text_encoder.prompt_learner.ctx.requires_grad
+        bank = self.text_encoder.encode_names(self.vocabulary.names, progress=None)
+        self.sampler.update_bank(bank, step=self._step)
+        self.text_encoder.prompt_learner.ctx.requires_grad_(was)
+
+    def compute_loss(self, features: torch.Tensor, labels: torch.Tensor,
+                     num_views: int) -> Dict[str, torch.Tensor]:
+        """POMP loss for image features [B * num_views, D] of images with ``labels`` [B]."""
+        if self.sampling == 'hard' and self.sampler.needs_refresh(self._step):
+            self.refresh_bank()
+        class_ids, targets = self.sampler.sample(labels.cpu())
+        names = [self.vocabulary.names[i] for i in class_ids.tolist()]
+        text = self.text_encoder.encode_names(names)
+        logits = local_contrast_logits(features, text, self.text_encoder.tower.logit_scale.exp())
+        targets = targets.to(features.device).repeat_interleave(num_views)
+        loss = pomp_loss(logits, targets, self.num_classes, self.correction)
+        with torch.no_grad():
+            acc = (logits.argmax(-1) == targets).float().mean()
+        self._step += 1
+        return {'loss': loss, 'acc_local': acc,
+                'num_contrasted': torch.tensor(float(len(class_ids)))}
+
+    # ------------------------------------------------------------------ mmengine API
+    def forward(self, inputs: Optional[torch.Tensor] = None,
+                labels: Optional[torch.Tensor] = None, indices: Any = None,
+                skipped: Union[int, torch.Tensor] = 0, features: Optional[torch.Tensor] = None,
+                mode: str = 'loss') -> Union[Dict[str, torch.Tensor], torch.Tensor]:
+        """``mode='loss'``: the loss dict (``skipped`` counts unreadable images of the batch);
+        ``mode='tensor'``: image features. ``features`` [B, V, D] replaces ``inputs`` when
+        training from an image-feature cache."""
+        skipped_t = torch.as_tensor(float(skipped))
+        if mode == 'tensor':
+            return self.encode_images(inputs)
+        if mode != 'loss':
+            raise ValueError(f"PompPretrainer supports mode 'loss' and 'tensor', got {mode!r}")
+        if labels is None or (inputs is None and features is None):
+            # every image of the batch was unreadable: a zero loss that still touches ctx
+            zero = self.prompt_learner.ctx.sum() * 0.0
+            return {'loss': zero, 'skipped_images': skipped_t}
+        if features is not None:
+            num_views = features.shape[1] if features.dim() == 3 else 1
+            feats = F.normalize(features.reshape(-1, features.shape[-1]).float(), dim=-1)
+        else:
+            num_views = inputs.shape[1] if inputs.dim() == 5 else 1
+            feats = self.encode_images(inputs)
+        out = self.compute_loss(feats, labels, num_views)
+        out['skipped_images'] = skipped_t
+        return out
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        """Sampler RNG and step, so that a resumed run draws the negatives it would have."""
+        return {'sampler': self.sampler.state_dict(), 'step': self._step}
+
+    def set_extra_state(self, state: Dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state['sampler'])
+        self._step = int(state['step'])
+
+    def prompt_metadata(self) -> Dict[str, Any]:
+        """What :func:`pomp_mm.save_prompt` records about this run."""
+        enc = self.text_encoder
+        return {'clip_model': enc.model_id,
+                'class_token_position': enc.prompt_learner.class_token_position,
+                'ctx_init': enc.prompt_meta.get('ctx_init'),
+                'train_vocabulary': self.vocabulary.source,
+                'train_vocabulary_size': self.num_classes, 'loss': dict(self.loss_settings),
+                'steps': self._step}
+

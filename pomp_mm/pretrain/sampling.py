@@ -1,0 +1,235 @@
+"""Class sampling for POMP local contrast (Ren et al., NeurIPS 2023, arXiv 2304.04704).
+
+Each training step contrasts the batch images against ``K'`` classes instead of all ``N``: the
+unique classes of the batch (always included) plus negatives drawn without replacement from the
+remaining classes, up to ``K'' = min(K, N)`` in total.
+"""
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+SAMPLING_MODES = ('uniform', 'frequency', 'hard')
+
+# A large prime keeps per-rank seeds apart even for neighbouring user seeds.
+_RANK_SEED_STRIDE = 1000003
+
+
+class NegativeSampler:
+    """Picks the classes contrasted at one POMP step.
+
+    Args:
+        num_classes: ``N``, size of the full vocabulary (>= 2).
+        k: ``K``, the number of classes to contrast per step, positives included (>= 1).
+        mode: ``'uniform'``; ``'frequency'`` (probability proportional to ``class_counts``);
+            ``'hard'`` (probability proportional to ``softmax(s / hard_temperature)`` where ``s``
+            is a class's highest cosine similarity to any positive class in the embedding bank
+            set by :meth:`update_bank`).
+        class_counts: Per-class counts, required by ``'frequency'`` (ignored otherwise). Classes
+            with count 0 are never drawn as negatives.
+        seed: Base seed of the sampler's private generator.
+        rank: Distributed rank; the generator is seeded with ``seed + 1000003 * rank`` so ranks
+            draw different negatives, each deterministically.
+        hard_temperature: Softmax temperature of ``'hard'`` mode (> 0).
+        refresh_interval: Steps after which :meth:`needs_refresh` asks for a new bank (>= 1).
+
+    Note:
+        In ``'frequency'`` mode, if fewer classes with non-zero count remain than negatives are
+        wanted, only those are returned, so ``K'`` can be below ``min(K, N)``.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 k: int,
+                 mode: str = 'uniform',
+                 class_counts: Optional[Sequence[int]] = None,
+                 seed: int = 0,
+                 rank: int = 0,
+                 hard_temperature: float = 0.07,
+                 refresh_interval: int = 1000) -> None:
+        if int(num_classes) < 2:
+            raise ValueError(f'num_classes must be >= 2, got {num_classes}')
+        if int(k) < 1:
+            raise ValueError(f'k must be >= 1, got {k}')
+        if mode not in SAMPLING_MODES:
+            raise ValueError(f'unknown sampling mode {mode!r}; expected one of {list(SAMPLING_MODES)}')
+        if not hard_temperature > 0:
+            raise ValueError(f'hard_temperature must be > 0, got {hard_temperature}')
+        if int(refresh_interval) < 1:
+            raise ValueError(f'refresh_interval must be >= 1, got {refresh_interval}')
+        self.num_classes = int(num_classes)
+        self.k = int(k)
+        self.mode = mode
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.hard_temperature = float(hard_temperature)
+        self.refresh_interval = int(refresh_interval)
+
+        self.class_counts: Optional[torch.Tensor] = None
+        if mode == 'frequency':
+            self.class_counts = self._check_counts(class_counts)
+
+        # A private generator so sampling neither perturbs nor depends on the global RNG.
+        self.generator = torch.Generator(device='cpu')
+        self.generator.manual_seed(self.seed + _RANK_SEED_STRIDE * self.rank)
+
+        self.bank: Optional[torch.Tensor] = None
+        self.last_refresh_step: Optional[int] = None
+
+    def _check_counts(self, class_counts: Optional[Sequence[int]]) -> torch.Tensor:
+        if class_counts is None:
+            raise ValueError("mode='frequency' requires class_counts (one count per class), got None")
+        counts = torch.as_tensor(class_counts, dtype=torch.float64).flatten().cpu()
+        if counts.numel() != self.num_classes:
+            raise ValueError(f'class_counts has {counts.numel()} entries but num_classes is '
+                             f'{self.num_classes}')
+        if not torch.isfinite(counts).all():
+            raise ValueError('class_counts must be finite')
+        if (counts < 0).any():
+            bad = int(torch.nonzero(counts < 0)[0])
+            raise ValueError(f'class_counts must be non-negative; class {bad} has count '
+                             f'{counts[bad].item()}')
+        if not (counts > 0).any():
+            raise ValueError('class_counts are all zero; no class could ever be sampled')
+        return counts
+
+    def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        if not isinstance(labels, torch.Tensor):
+            labels = torch.as_tensor(labels)
+        if labels.dim() != 1 or labels.numel() == 0:
+            raise ValueError(f'labels must be a non-empty 1-D tensor, got shape {tuple(labels.shape)}')
+        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+            raise TypeError(f'labels must be an integer tensor, got {labels.dtype}')
+        labels = labels.detach().cpu().long()
+        bad = (labels < 0) | (labels >= self.num_classes)
+        if bad.any():
+            value = int(labels[bad][0])
+            raise ValueError(f'label {value} is out of range [0, {self.num_classes})')
+        return labels
+
+    @staticmethod
+    def _positives(labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Unique labels in first-appearance order, and each label's index among them."""
+        uniq, inverse = torch.unique(labels, sorted=True, return_inverse=True)
+        first = torch.full((uniq.numel(),), labels.numel(), dtype=torch.long)
+        first.scatter_reduce_(0, inverse, torch.arange(labels.numel()), reduce='amin')
+        order = torch.argsort(first)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel())
+        return uniq[order], rank[inverse]
+
+    def sample(self, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Draws the classes to contrast for a batch.
+
+        Args:
+            labels: ``[B]`` integer class ids in ``[0, N)``.
+
+        Returns:
+            ``class_ids`` ``[K']`` long (batch positives in first-appearance order, then the
+            negatives) and ``targets`` ``[B]`` long with ``class_ids[targets] == labels``; both on
+            ``labels``' device.
+
+        Raises:
+            RuntimeError: In ``'hard'`` mode before :meth:`update_bank` was called.
+        """
+        device = labels.device if isinstance(labels, torch.Tensor) else torch.device('cpu')
+        labels = self._check_labels(labels)
+        positives, targets = self._positives(labels)
+        num_neg = max(0, min(self.k, self.num_classes) - positives.numel())
+        negatives = self._sample_negatives(positives, num_neg)
+        class_ids = torch.cat([positives, negatives])
+        return class_ids.to(device), targets.to(device)
+
+    def _sample_negatives(self, positives: torch.Tensor, num_neg: int) -> torch.Tensor:
+        if self.mode == 'hard' and self.bank is None:
+            raise RuntimeError("NegativeSampler(mode='hard') has no class-embedding bank; call "
+                               'update_bank(embeddings) with [num_classes, D] class embeddings '
+                               'before sample()')
+        if num_neg == 0:
+            return torch.empty(0, dtype=torch.long)
+        is_pos = torch.zeros(self.num_classes, dtype=torch.bool)
+        is_pos[positives] = True
+
+        if self.mode == 'uniform':
+            candidates = torch.nonzero(~is_pos).squeeze(1)
+            pick = torch.randperm(candidates.numel(), generator=self.generator)[:num_neg]
+            return candidates[pick]
+
+        if self.mode == 'frequency':
+            weights = self.class_counts.masked_fill(is_pos, 0.0)
+        else:
+            weights = self._hard_weights(positives, is_pos)
+        # Without replacement multinomial fails if fewer non-zero weights than draws remain.
+        num_neg = min(num_neg, int((weights > 0).sum()))
+        if num_neg == 0:
+            return torch.empty(0, dtype=torch.long)
+        return torch.multinomial(weights, num_neg, replacement=False, generator=self.generator)
+
+    def _hard_weights(self, positives: torch.Tensor, is_pos: torch.Tensor) -> torch.Tensor:
+        bank = self.bank
+        sim = bank @ bank[positives.to(bank.device)].T  # [N, P]
+        score = sim.max(dim=1).values.double().cpu() / self.hard_temperature
+        probs = torch.softmax(score.masked_fill(is_pos, float('-inf')), dim=0)
+        # A very sharp temperature could underflow far classes to 0 and shrink K'; keep every
+        # negative reachable with a negligible floor instead.
+        probs = probs.clamp_min(torch.finfo(torch.float64).tiny)
+        return probs.masked_fill(is_pos, 0.0)
+
+    def update_bank(self, embeddings: torch.Tensor, step: Optional[int] = None) -> None:
+        """Sets the class-embedding bank used by ``'hard'`` mode.
+
+        Args:
+            embeddings: ``[N, D]`` class (text) embeddings; L2-normalised and detached here.
+            step: Training step of this refresh, used by :meth:`needs_refresh`. ``None`` means the
+                bank never expires by step count.
+        """
+        if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2:
+            raise ValueError('embeddings must be a [num_classes, D] tensor')
+        if embeddings.shape[0] != self.num_classes:
+            raise ValueError(f'embeddings has {embeddings.shape[0]} rows but num_classes is '
+                             f'{self.num_classes}')
+        if not torch.isfinite(embeddings).all():
+            raise ValueError('embeddings contain non-finite values')
+        # float32 so fp16 text features do not lose resolution in the similarity softmax.
+        self.bank = F.normalize(embeddings.detach().float(), dim=-1)
+        self.last_refresh_step = None if step is None else int(step)
+
+    def needs_refresh(self, step: int) -> bool:
+        """Whether ``'hard'`` mode wants a new bank at ``step`` (always ``False`` otherwise)."""
+        if self.mode != 'hard':
+            return False
+        if self.bank is None:
+            return True
+        if self.last_refresh_step is None:
+            return False
+        return int(step) - self.last_refresh_step >= self.refresh_interval
+
+    def state_dict(self, include_bank: bool = True) -> Dict[str, Any]:
+        """Generator state, last refresh step and (by default) the bank, for exact resumption.
+
+        Args:
+            include_bank: Store the bank too (``N x D`` float32; ~45 MB for 21k x 512). Without it
+                a resumed ``'hard'`` sampler must be given a new bank and will diverge.
+        """
+        return {
+            'num_classes': self.num_classes,
+            'mode': self.mode,
+            'generator_state': self.generator.get_state(),
+            'last_refresh_step': self.last_refresh_step,
+            'bank': self.bank.cpu() if include_bank and self.bank is not None else None,
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restores what :meth:`state_dict` saved."""
+        if state.get('num_classes') != self.num_classes or state.get('mode') != self.mode:
+            raise ValueError(f"sampler state is for num_classes={state.get('num_classes')}, "
+                             f"mode={state.get('mode')!r}; this sampler has "
+                             f'num_classes={self.num_classes}, mode={self.mode!r}')
+        self.generator.set_state(state['generator_state'])
+        self.last_refresh_step = state.get('last_refresh_step')
+        if state.get('bank') is not None:
+            self.bank = state['bank'].float()
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(num_classes={self.num_classes}, k={self.k}, '
+                f'mode={self.mode!r}, seed={self.seed}, rank={self.rank})')

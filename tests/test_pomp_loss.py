@@ -1,0 +1,269 @@
+"""POMP local-contrast sampler and local-correction loss."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pomp_mm.pretrain import (NegativeSampler, PompLoss, correction_margin, local_contrast_logits,
+                              pomp_loss)
+
+
+def _unit(*shape, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=-1)
+
+
+def _first_appearance(labels):
+    seen = []
+    for v in labels.tolist():
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+# ----------------------------------------------------------------------------- margin / loss
+
+
+@pytest.mark.parametrize('n,k', [(10, 3), (21841, 1000), (5, 2), (100, 100)])
+def test_margin_values(n, k):
+    assert correction_margin(n, k, 'ln') == pytest.approx(math.log((n - 1) / (k - 1)), abs=1e-12)
+    assert correction_margin(n, k, 'log10') == pytest.approx(math.log10((n - 1) / (k - 1)), abs=1e-12)
+    assert correction_margin(n, k, 'none') == 0.0
+    assert correction_margin(n, k) == correction_margin(n, k, 'ln')
+
+
+def test_margin_single_column_is_zero_and_validation():
+    for corr in ('ln', 'log10', 'none'):
+        assert correction_margin(50, 1, corr) == 0.0
+    assert correction_margin(50, 50, 'ln') == 0.0
+    with pytest.raises(ValueError, match='ln'):
+        correction_margin(10, 3, 'log2')
+    with pytest.raises(ValueError, match='num_contrasted'):
+        correction_margin(10, 11)
+    with pytest.raises(ValueError, match='num_contrasted'):
+        correction_margin(10, 0)
+
+
+@pytest.mark.parametrize('correction', ['none', 'ln', 'log10'])
+def test_full_vocabulary_equals_full_softmax_ce(correction):
+    n, b, d = 12, 7, 16
+    img, txt = _unit(b, d, seed=1), _unit(n, d, seed=2)
+    labels = torch.tensor([3, 3, 0, 11, 5, 0, 8])
+    scale = 20.0
+    sampler = NegativeSampler(n, k=n, seed=4)
+    class_ids, targets = sampler.sample(labels)
+    assert sorted(class_ids.tolist()) == list(range(n))
+    logits = local_contrast_logits(img, txt[class_ids], scale)
+    got = pomp_loss(logits, targets, num_classes=n, correction=correction)
+    want = F.cross_entropy(scale * img @ txt.T, labels)
+    assert got.dtype == torch.float64
+    assert abs(got.item() - want.item()) < 1e-6
+    # A K' < N subset must not coincide with the full loss, else the check above proves nothing.
+    sub_ids, sub_t = NegativeSampler(n, k=6, seed=4).sample(labels)
+    sub = pomp_loss(local_contrast_logits(img, txt[sub_ids], scale), sub_t, n, 'none')
+    assert abs(sub.item() - want.item()) > 1e-3
+
+
+def test_hand_computed_tiny_case():
+    n = 10
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.3, 1.2, 0.7]], dtype=torch.float64)
+    targets = torch.tensor([0, 2])
+    for corr, m in (('ln', math.log(9 / 2)), ('log10', math.log10(9 / 2)), ('none', 0.0)):
+        manual = 0.0
+        for row, t in zip(logits.tolist(), targets.tolist()):
+            shifted = [z + (0.0 if j == t else m) for j, z in enumerate(row)]
+            manual += -shifted[t] + math.log(sum(math.exp(z) for z in shifted))
+        manual /= 2
+        got = pomp_loss(logits, targets, num_classes=n, correction=corr).item()
+        assert got == pytest.approx(manual, abs=1e-12)
+    # Correction raises the loss: non-target columns get a positive margin.
+    assert pomp_loss(logits, targets, n, 'ln') > pomp_loss(logits, targets, n, 'none')
+
+
+def test_pomp_loss_module_and_gradient():
+    n, b, d = 30, 4, 8
+    img = _unit(b, d, seed=5)
+    txt = _unit(6, d, seed=6).requires_grad_(True)
+    targets = torch.tensor([0, 1, 1, 2])
+    scale = torch.tensor(math.log(100.0), dtype=torch.float64).exp()
+    module = PompLoss(num_classes=n)
+    assert module.num_classes == n and module.correction == 'ln'
+    loss = module(img, txt, targets, scale)
+    ref = pomp_loss(scale * img @ txt.T, targets, n, 'ln')
+    assert loss.item() == pytest.approx(ref.item(), abs=1e-12)
+    loss.backward()
+    assert txt.grad is not None
+    assert txt.grad.abs().sum() > 0
+    assert torch.isfinite(txt.grad).all()
+    with pytest.raises(ValueError, match='log10'):
+        PompLoss(n, correction='log2')
+
+
+def test_pomp_loss_rejects_bad_targets():
+    with pytest.raises(ValueError, match='targets'):
+        pomp_loss(torch.zeros(2, 3), torch.tensor([0, 3]), num_classes=10)
+
+
+# ----------------------------------------------------------------------------- sampler invariants
+
+
+def _make(mode, n, k, seed=0, rank=0, **kw):
+    if mode == 'frequency':
+        kw.setdefault('class_counts', torch.arange(1, n + 1).tolist())
+    sampler = NegativeSampler(n, k, mode=mode, seed=seed, rank=rank, **kw)
+    if mode == 'hard':
+        sampler.update_bank(_unit(n, 8, seed=seed + 7, dtype=torch.float32), step=0)
+    return sampler
+
+
+@pytest.mark.parametrize('mode', ['uniform', 'frequency', 'hard'])
+def test_sampler_invariants(mode):
+    g = torch.Generator().manual_seed(123)
+    for n, k in ((40, 10), (40, 40), (40, 3), (60, 1)):
+        sampler = _make(mode, n, k)
+        for _ in range(25):
+            b = int(torch.randint(1, 9, (1,), generator=g))
+            labels = torch.randint(0, n, (b,), generator=g)
+            class_ids, targets = sampler.sample(labels)
+            pos = _first_appearance(labels)
+            ids = class_ids.tolist()
+            assert class_ids.dtype == torch.long and targets.dtype == torch.long
+            assert ids[:len(pos)] == pos
+            assert len(ids) == max(min(k, n), len(pos))
+            assert len(set(ids)) == len(ids)  # negatives never repeat nor equal a positive
+            assert all(0 <= c < n for c in ids)
+            assert torch.equal(class_ids[targets], labels)
+
+
+def test_more_positives_than_k_gives_no_negatives():
+    sampler = NegativeSampler(50, k=2, seed=1)
+    labels = torch.tensor([7, 3, 7, 9, 1])
+    class_ids, targets = sampler.sample(labels)
+    assert class_ids.tolist() == [7, 3, 9, 1]
+    assert targets.tolist() == [0, 1, 0, 2, 3]
+
+
+@pytest.mark.parametrize('mode', ['uniform', 'frequency', 'hard'])
+def test_large_vocabulary(mode):
+    n, k = 21841, 1000
+    sampler = _make(mode, n, k, seed=3)
+    labels = torch.randint(0, n, (64,), generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        class_ids, targets = sampler.sample(labels)
+        assert class_ids.numel() == k
+        assert class_ids.unique().numel() == k
+        assert torch.equal(class_ids[targets], labels)
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+@pytest.mark.parametrize('mode', ['uniform', 'frequency', 'hard'])
+def test_seed_rank_and_resume(mode):
+    n, k = 500, 40
+    labels = torch.tensor([4, 17, 4, 250])
+    a, b = _make(mode, n, k, seed=11), _make(mode, n, k, seed=11)
+    for _ in range(3):
+        assert torch.equal(a.sample(labels)[0], b.sample(labels)[0])
+
+    r0, r1 = _make(mode, n, k, seed=11, rank=0), _make(mode, n, k, seed=11, rank=1)
+    assert not torch.equal(r0.sample(labels)[0][3:], r1.sample(labels)[0][3:])
+
+    state = a.state_dict()
+    expected = [a.sample(labels)[0] for _ in range(3)]
+    fresh = _make(mode, n, k, seed=999)
+    if mode == 'hard':
+        fresh.update_bank(torch.randn(n, 8), step=5)  # must be replaced by the saved bank
+    fresh.load_state_dict(state)
+    assert fresh.last_refresh_step == (0 if mode == 'hard' else None)
+    for want in expected:
+        assert torch.equal(fresh.sample(labels)[0], want)
+
+
+def test_sampler_does_not_touch_global_rng():
+    torch.manual_seed(0)
+    before = torch.rand(3)
+    torch.manual_seed(0)
+    NegativeSampler(100, 20).sample(torch.tensor([1, 2]))
+    assert torch.equal(torch.rand(3), before)
+
+
+def test_load_state_dict_rejects_other_vocabulary():
+    state = NegativeSampler(100, 20).state_dict()
+    with pytest.raises(ValueError, match='num_classes'):
+        NegativeSampler(101, 20).load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------- weighted modes
+
+
+def test_frequency_mode_follows_counts():
+    n = 20
+    counts = [0] + [100] * 4 + [1] * (n - 5)  # class 0 never seen, 1..4 frequent
+    sampler = NegativeSampler(n, k=4, mode='frequency', class_counts=counts, seed=2)
+    hits = torch.zeros(n)
+    labels = torch.tensor([10])
+    for _ in range(300):
+        class_ids, _ = sampler.sample(labels)
+        hits[class_ids[1:]] += 1
+    assert hits[0] == 0
+    frequent = hits[1:5].mean()
+    rare = hits[5:].sum() - hits[10]  # rare classes other than the positive
+    assert frequent > 20 * (rare / (n - 6))
+
+    # Too few non-zero-count classes left: K' shrinks rather than drawing a zero-count class.
+    small = NegativeSampler(5, k=5, mode='frequency', class_counts=[0, 0, 3, 1, 1], seed=0)
+    class_ids, _ = small.sample(torch.tensor([2]))
+    assert sorted(class_ids.tolist()) == [2, 3, 4]
+
+
+def test_hard_mode_prefers_near_duplicates():
+    n, d = 60, 16
+    base = _unit(n, d, seed=21, dtype=torch.float32)
+    near = [1, 2, 3]
+    bank = base.clone()
+    bank[near] = base[0] + 0.05 * base[near]  # near-duplicates of the positive class 0
+    sampler = NegativeSampler(n, k=3, mode='hard', seed=5, refresh_interval=100)
+    with pytest.raises(RuntimeError, match='update_bank'):
+        sampler.sample(torch.tensor([0]))
+    assert sampler.needs_refresh(0)
+    sampler.update_bank(bank * 3.0, step=10)  # unnormalised input: normalised internally
+    assert torch.allclose(sampler.bank.norm(dim=-1), torch.ones(n))
+    hits = torch.zeros(n)
+    for _ in range(200):
+        class_ids, _ = sampler.sample(torch.tensor([0]))
+        hits[class_ids[1:]] += 1
+    assert hits[0] == 0
+    assert hits[near].sum() > 0.9 * hits.sum()
+
+    assert not sampler.needs_refresh(10)
+    assert not sampler.needs_refresh(109)
+    assert sampler.needs_refresh(110)
+    sampler.update_bank(bank, step=110)
+    assert not sampler.needs_refresh(150)
+    assert not NegativeSampler(n, 3).needs_refresh(10 ** 6)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def test_error_messages():
+    with pytest.raises(ValueError, match='label 12 '):
+        NegativeSampler(10, 3).sample(torch.tensor([1, 12, 3]))
+    with pytest.raises(ValueError, match='label -1 '):
+        NegativeSampler(10, 3).sample(torch.tensor([-1]))
+    with pytest.raises(ValueError, match=r"'uniform', 'frequency', 'hard'"):
+        NegativeSampler(10, 3, mode='random')
+    with pytest.raises(ValueError, match='class_counts'):
+        NegativeSampler(10, 3, mode='frequency')
+    with pytest.raises(ValueError, match='9 entries'):
+        NegativeSampler(10, 3, mode='frequency', class_counts=[1] * 9)
+    with pytest.raises(ValueError, match='non-negative'):
+        NegativeSampler(3, 2, mode='frequency', class_counts=[1, -2, 1])
+    with pytest.raises(ValueError, match='k must be >= 1'):
+        NegativeSampler(10, 0)
+    with pytest.raises(ValueError, match='num_classes must be >= 2'):
+        NegativeSampler(1, 1)
+    with pytest.raises(ValueError, match='rows'):
+        NegativeSampler(10, 3, mode='hard').update_bank(torch.randn(9, 4))
