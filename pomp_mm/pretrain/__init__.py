@@ -1,11 +1,16 @@
-"""POMP prompt pre-training pieces: class sampling and the local-correction loss.
+"""POMP prompt pre-training: class sampling, the local-correction loss, datasets, the
+pre-training model and its hooks (registered in mmengine's root registries).
 
-Pure torch; nothing here imports MMDetection, MMSegmentation or MMCV.
+Nothing here imports MMDetection, MMSegmentation or MMCV.
 """
+from .data import ImageList, ImageNet21K, build_transform, collate_views, few_shot_split
+from .hooks import PromptCheckpointHook
 from .loss import CORRECTIONS, PompLoss, correction_margin, local_contrast_logits, pomp_loss
+from .model import PompPretrainer
 from .sampling import SAMPLING_MODES, NegativeSampler
 
 __all__ = [
-    'CORRECTIONS', 'SAMPLING_MODES', 'NegativeSampler', 'PompLoss', 'correction_margin',
-    'local_contrast_logits', 'pomp_loss'
+    'CORRECTIONS', 'SAMPLING_MODES', 'ImageList', 'ImageNet21K', 'NegativeSampler', 'PompLoss',
+    'PompPretrainer', 'PromptCheckpointHook', 'build_transform', 'collate_views',
+    'correction_margin', 'few_shot_split', 'local_contrast_logits', 'pomp_loss'
 ]

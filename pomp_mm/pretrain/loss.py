@@ -34,7 +34,8 @@ def correction_margin(num_classes: int, num_contrasted: int, correction: str = '
         zero) and when ``K' == N`` (``log 1``).
     """
     if correction not in CORRECTIONS:
-        raise ValueError(f'unknown correction {correction!r}; expected one of {list(CORRECTIONS)}')
+        raise ValueError(f'unknown correction {correction!r}; '
+                         f'expected one of {list(CORRECTIONS)}')
     if num_classes < 2:
         raise ValueError(f'num_classes must be >= 2, got {num_classes}')
     if not 1 <= num_contrasted <= num_classes:
@@ -106,7 +107,8 @@ class PompLoss(torch.nn.Module):
     def __init__(self, num_classes: int, correction: str = 'ln') -> None:
         super().__init__()
         if correction not in CORRECTIONS:
-            raise ValueError(f'unknown correction {correction!r}; expected one of {list(CORRECTIONS)}')
+            raise ValueError(f'unknown correction {correction!r}; '
+                             f'expected one of {list(CORRECTIONS)}')
         if num_classes < 2:
             raise ValueError(f'num_classes must be >= 2, got {num_classes}')
         self.num_classes = int(num_classes)

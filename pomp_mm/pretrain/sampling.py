@@ -52,7 +52,8 @@ class NegativeSampler:
         if int(k) < 1:
             raise ValueError(f'k must be >= 1, got {k}')
         if mode not in SAMPLING_MODES:
-            raise ValueError(f'unknown sampling mode {mode!r}; expected one of {list(SAMPLING_MODES)}')
+            raise ValueError(f'unknown sampling mode {mode!r}; '
+                             f'expected one of {list(SAMPLING_MODES)}')
         if not hard_temperature > 0:
             raise ValueError(f'hard_temperature must be > 0, got {hard_temperature}')
         if int(refresh_interval) < 1:
@@ -78,7 +79,8 @@ class NegativeSampler:
 
     def _check_counts(self, class_counts: Optional[Sequence[int]]) -> torch.Tensor:
         if class_counts is None:
-            raise ValueError("mode='frequency' requires class_counts (one count per class), got None")
+            raise ValueError("mode='frequency' requires class_counts (one count per class), "
+                             'got None')
         counts = torch.as_tensor(class_counts, dtype=torch.float64).flatten().cpu()
         if counts.numel() != self.num_classes:
             raise ValueError(f'class_counts has {counts.numel()} entries but num_classes is '
@@ -97,7 +99,8 @@ class NegativeSampler:
         if not isinstance(labels, torch.Tensor):
             labels = torch.as_tensor(labels)
         if labels.dim() != 1 or labels.numel() == 0:
-            raise ValueError(f'labels must be a non-empty 1-D tensor, got shape {tuple(labels.shape)}')
+            raise ValueError('labels must be a non-empty 1-D tensor, '
+                             f'got shape {tuple(labels.shape)}')
         if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
             raise TypeError(f'labels must be an integer tensor, got {labels.dtype}')
         labels = labels.detach().cpu().long()

@@ -1,0 +1,149 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pomp_mm import load_prompt
+from pomp_mm.clip import TINY_CLIP
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ['cat', 'dog', 'car', 'tree', 'boat', 'lamp', 'cup', 'shoe']
+
+
+def _write_images(folder, classes, per_class, size=40, seed=0, corrupt=()):
+    from PIL import Image
+    rng = np.random.RandomState(seed)
+    for c in classes:
+        os.makedirs(os.path.join(folder, c), exist_ok=True)
+        for i in range(per_class):
+            path = os.path.join(folder, c, f'{i}.jpg')
+            if (c, i) in corrupt:
+                with open(path, 'wb') as f:
+                    f.write(b'\xff\xd8\xff\xe0 this is not a jpeg')
+                continue
+            arr = rng.randint(0, 255, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(path)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    folder = tmp_path / 'images'
+    _write_images(str(folder), CLASSES, 3, corrupt={('lamp', 1)})
+    return str(folder)
+
+
+def _config(tmp_path, image_folder, max_iters=4, extra_model=None, batch_size=4):
+    model = dict(type='PompPretrainer', clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4,
+                 num_sampled=4, seed=3)
+    model.update(extra_model or {})
+    cfg = f"""
+custom_imports = dict(imports=['pomp_mm', 'pomp_mm.pretrain'], allow_failed_imports=False)
+model = {model!r}
+train_dataloader = dict(
+    batch_size={batch_size}, num_workers=0,
+    sampler=dict(type='DefaultSampler', shuffle=True, seed=0),
+    collate_fn=dict(type='collate_views'),
+    dataset=dict(type='ImageList', source={image_folder!r}, num_views=2, image_size=32,
+                 train=False))
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.5, momentum=0.9))
+# explicit end: stopping early at max_iters=2 must not reshape the schedule (an interrupted run)
+param_scheduler = [dict(type='CosineAnnealingLR', T_max={max_iters}, by_epoch=False, begin=0,
+                        end={max_iters})]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters={max_iters})
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=1),
+    checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False))
+custom_hooks = [dict(type='PromptCheckpointHook', interval=2)]
+randomness = dict(seed=0)
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+"""
+    path = tmp_path / f'cfg_{max_iters}.py'
+    path.write_text(cfg)
+    return str(path)
+
+
+def _pretrain(*args, timeout=600):
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'pretrain.py'), *args],
+                         capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res.stdout + res.stderr
+
+
+def test_pretrain_resume_is_exact_and_skips_bad_images(tmp_path, image_folder):
+    cfg = _config(tmp_path, image_folder)
+    straight, split = str(tmp_path / 'straight'), str(tmp_path / 'split')
+    log = _pretrain(cfg, '--work-dir', straight)
+    assert 'skipped_images' in log
+    _pretrain(cfg, '--work-dir', split, '--cfg-options', 'train_cfg.max_iters=2')
+    _pretrain(cfg, '--work-dir', split, '--resume')
+    a = load_prompt(os.path.join(straight, 'prompt_latest.pth'))
+    b = load_prompt(os.path.join(split, 'prompt_latest.pth'))
+    assert torch.equal(a.ctx, b.ctx)
+    start = load_prompt(os.path.join(straight, 'prompt_iter_2.pth'))
+    assert not torch.equal(a.ctx, start.ctx)  # it did learn something between 2 and 4
+    meta = a.meta
+    assert meta['train_vocabulary_size'] == len(CLASSES) and meta['loss']['num_sampled'] == 4
+    assert meta['iteration'] == 4
+    assert os.path.getsize(os.path.join(straight, 'prompt_latest.pth')) < 10_000
+    assert os.path.isfile(os.path.join(straight, 'iter_4.pth'))  # full resume checkpoint
+
+
+def test_seeded_runs_are_bitwise_identical(tmp_path, image_folder):
+    cfg = _config(tmp_path, image_folder, max_iters=2)
+    _pretrain(cfg, '--work-dir', str(tmp_path / 'a'))
+    _pretrain(cfg, '--work-dir', str(tmp_path / 'b'))
+    a = load_prompt(str(tmp_path / 'a' / 'prompt_latest.pth'))
+    b = load_prompt(str(tmp_path / 'b' / 'prompt_latest.pth'))
+    assert torch.equal(a.ctx, b.ctx)
+
+
+def test_only_the_prompt_trains(tiny_cfg):
+    from pomp_mm.pretrain import PompPretrainer
+    torch.manual_seed(0)
+    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=3)
+    model.train()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ['text_encoder.prompt_learner.ctx']
+    images = torch.randn(2, 2, 3, 32, 32)
+    out = model(inputs=images, labels=torch.tensor([1, 5]), mode='loss')
+    out['loss'].backward()
+    assert model.prompt_learner.ctx.grad.abs().sum() > 0
+    assert out['num_contrasted'].item() == 3
+    assert not model.visual.training and not model.text_encoder.tower.training
+
+
+def test_full_softmax_baseline_matches_cross_entropy(tiny_cfg):
+    """num_sampled=None contrasts all N classes: plain cross-entropy over the vocabulary."""
+    from pomp_mm.pretrain import PompPretrainer
+    torch.manual_seed(0)
+    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4,
+                           num_sampled=None, correction='none')
+    images, labels = torch.randn(3, 1, 3, 32, 32), torch.tensor([0, 7, 2])
+    with torch.no_grad():
+        loss = model(inputs=images, labels=labels, mode='loss')['loss']
+        img = model.encode_images(images)
+        txt = model.text_encoder.encode_names(CLASSES)
+        logits = model.text_encoder.tower.logit_scale.exp() * img @ txt.T
+        ref = torch.nn.functional.cross_entropy(logits, labels)
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=0)
+
+
+def test_hard_mode_trains(tiny_cfg):
+    from pomp_mm.pretrain import PompPretrainer
+    torch.manual_seed(0)
+    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=3,
+                           sampling='hard', hard_refresh_interval=2)
+    opt = torch.optim.SGD([model.prompt_learner.ctx], lr=0.1)
+    for step in range(3):
+        out = model(inputs=torch.randn(2, 1, 3, 32, 32), labels=torch.tensor([0, 1]))
+        opt.zero_grad()
+        out['loss'].backward()
+        opt.step()
+    # the bank is built at step 0 (none yet) and refreshed at step 2 (interval 2)
+    assert model.sampler.last_refresh_step == 2 and model.sampler.bank.shape == (8, 32)
+    state = model.get_extra_state()
+    assert state['step'] == 3 and state['sampler']['last_refresh_step'] == 2
