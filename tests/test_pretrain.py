@@ -145,5 +145,59 @@ def test_hard_mode_trains(tiny_cfg):
         opt.step()
     # the bank is built at step 0 (none yet) and refreshed at step 2 (interval 2)
     assert model.sampler.last_refresh_step == 2 and model.sampler.bank.shape == (8, 32)
-    state = model.get_extra_state()
-    assert state['step'] == 3 and state['sampler']['last_refresh_step'] == 2
+    state = model.state_dict()
+    assert int(state['step_count']) == 3 and int(state['bank_step']) == 2
+    # a resumed model hands the saved bank back to its sampler
+    torch.manual_seed(0)
+    resumed = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=3,
+                             sampling='hard', hard_refresh_interval=2)
+    resumed.load_state_dict(state)
+    resumed._sync_bank()
+    torch.testing.assert_close(resumed.sampler.bank, model.sampler.bank)
+    assert resumed.sampler.last_refresh_step == 2
+
+
+RANK_HOOK = '''
+import json, os
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class RecordSamplesHook(Hook):
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        path = os.path.join(runner.work_dir, f'rank{runner.rank}.jsonl')
+        with open(path, 'a') as f:
+            f.write(json.dumps({'iter': runner.iter,
+                                'class_ids': model.last_class_ids.tolist(),
+                                'ctx': model.prompt_learner.ctx.detach().flatten()[:8].tolist()})
+                    + '\\n')
+'''
+
+
+def test_ddp_two_processes_on_cpu(tmp_path, image_folder):
+    """torchrun, 2 ranks, gloo: each rank draws its own negatives; the prompt stays equal."""
+    (tmp_path / 'rank_hook.py').write_text(RANK_HOOK)
+    cfg = _config(tmp_path, image_folder, max_iters=3, batch_size=2)
+    text = open(cfg).read().replace(
+        "custom_imports = dict(imports=['pomp_mm', 'pomp_mm.pretrain']",
+        "custom_imports = dict(imports=['pomp_mm', 'pomp_mm.pretrain', 'rank_hook']")
+    text = text.replace("custom_hooks = [", "custom_hooks = [dict(type='RecordSamplesHook'), ")
+    open(cfg, 'w').write(text)
+    work = tmp_path / 'ddp'
+    env = dict(os.environ, PYTHONPATH=f'{tmp_path}:{ROOT}', OMP_NUM_THREADS='1')
+    res = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',
+         '--master-port', '29517', os.path.join(ROOT, 'tools', 'pretrain.py'), cfg,
+         '--launcher', 'pytorch', '--work-dir', str(work)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = {r: [json.loads(line) for line in open(work / f'rank{r}.jsonl')] for r in (0, 1)}
+    assert len(rows[0]) == len(rows[1]) == 3
+    negatives_differ = False
+    for a, b in zip(rows[0], rows[1]):
+        assert a['ctx'] == b['ctx']  # DDP keeps the prompt identical on every rank
+        negatives_differ |= a['class_ids'] != b['class_ids']
+    assert negatives_differ
+    assert load_prompt(str(work / 'prompt_latest.pth')).meta['iteration'] == 3

@@ -38,6 +38,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     import pomp_mm  # noqa: F401  registers models, datasets, hooks; safe checkpoint loading
     import pomp_mm.pretrain  # noqa: F401
+    import torch
     from mmengine.config import Config
     from mmengine.runner import Runner
 
@@ -49,6 +50,15 @@ def main(argv=None) -> None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.launcher != 'none' and not torch.cuda.is_available():
+        # CPU DDP (gloo): DDP wants device_ids=None for CPU modules, mmengine passes the rank
+        cfg.model_wrapper_cfg = dict(cfg.get('model_wrapper_cfg') or
+                                     dict(type='MMDistributedDataParallel'), device_ids=None)
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+        if args.launcher == 'pytorch' and not torch.distributed.is_initialized():
+            # mmengine's pytorch launcher calls torch.cuda.set_device even for gloo; a group
+            # that already exists makes it skip its own initialisation
+            torch.distributed.init_process_group('gloo')
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('dtype', 'bfloat16')

@@ -2,6 +2,7 @@
 POMP loss (local contrast over K sampled classes + local correction)."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any, Dict, Optional, Sequence, Union
 
@@ -17,6 +18,11 @@ from .loss import local_contrast_logits, pomp_loss
 from .sampling import NegativeSampler
 
 __all__ = ['PompPretrainer']
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    digest = hashlib.blake2b(f'{seed}/{rank}/{step}'.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, 'little') & ((1 << 63) - 1)
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +90,13 @@ class PompPretrainer(BaseModel):
                                        class_counts=class_counts, seed=seed, rank=get_rank(),
                                        hard_temperature=hard_temperature,
                                        refresh_interval=hard_refresh_interval)
-        self._step = 0
+        self.seed, self.rank = seed, get_rank()
+        # Resume state as fixed-shape buffers (mmengine broadcasts and reloads state dicts
+        # tensor by tensor): the step, and for hard mode the class bank and its step.
+        self.register_buffer('step_count', torch.zeros((), dtype=torch.long))
+        self.register_buffer('bank_step', torch.full((), -1, dtype=torch.long))
+        bank_shape = (self.num_classes, self.text_encoder.tower.output_dim)
+        self.register_buffer('class_bank', torch.zeros(bank_shape if sampling == 'hard' else 0))
         self.loss_settings = {'num_sampled': k, 'sampling': sampling, 'correction': correction,
                               'num_classes': self.num_classes}
 
@@ -110,20 +122,36 @@ class PompPretrainer(BaseModel):
         dtype = next(self.visual.parameters()).dtype
         return F.normalize(self.visual(flat.to(dtype)).float(), dim=-1)
 
+    @property
+    def _step(self) -> int:
+        return int(self.step_count)
+
     @torch.no_grad()
     def refresh_bank(self) -> None:
         """Embed all N classes with the current prompt (hard negative mining bank)."""
-        was = self.text_encoder.prompt_learner.ctx.requires_grad
         bank = self.text_encoder.encode_names(self.vocabulary.names, progress=None)
         self.sampler.update_bank(bank, step=self._step)
-        self.text_encoder.prompt_learner.ctx.requires_grad_(was)
+        self.class_bank.copy_(self.sampler.bank)
+        self.bank_step.fill_(self._step)
+
+    def _sync_bank(self) -> None:
+        """After a resume the bank lives in the buffers only: hand it back to the sampler."""
+        step = int(self.bank_step)
+        if step >= 0 and self.sampler.last_refresh_step != step:
+            self.sampler.update_bank(self.class_bank, step=step)
 
     def compute_loss(self, features: torch.Tensor, labels: torch.Tensor,
                      num_views: int) -> Dict[str, torch.Tensor]:
         """POMP loss for image features [B * num_views, D] of images with ``labels`` [B]."""
-        if self.sampling == 'hard' and self.sampler.needs_refresh(self._step):
-            self.refresh_bank()
+        if self.sampling == 'hard':
+            self._sync_bank()
+            if self.sampler.needs_refresh(self._step):
+                self.refresh_bank()
+        # Negatives are a function of (seed, rank, step): ranks differ, and a resumed run
+        # (every rank reads rank 0's checkpoint) draws exactly what it would have drawn.
+        self.sampler.generator.manual_seed(_step_seed(self.seed, self.rank, self._step))
         class_ids, targets = self.sampler.sample(labels.cpu())
+        self.last_class_ids = class_ids  # inspected by tests and debugging hooks
         names = [self.vocabulary.names[i] for i in class_ids.tolist()]
         text = self.text_encoder.encode_names(names)
         logits = local_contrast_logits(features, text, self.text_encoder.tower.logit_scale.exp())
@@ -131,7 +159,7 @@ class PompPretrainer(BaseModel):
         loss = pomp_loss(logits, targets, self.num_classes, self.correction)
         with torch.no_grad():
             acc = (logits.argmax(-1) == targets).float().mean()
-        self._step += 1
+        self.step_count += 1
         return {'loss': loss, 'acc_local': acc,
                 'num_contrasted': torch.tensor(float(len(class_ids)))}
 
@@ -161,14 +189,6 @@ class PompPretrainer(BaseModel):
         out = self.compute_loss(feats, labels, num_views)
         out['skipped_images'] = skipped_t
         return out
-
-    def get_extra_state(self) -> Dict[str, Any]:
-        """Sampler RNG and step, so that a resumed run draws the negatives it would have."""
-        return {'sampler': self.sampler.state_dict(), 'step': self._step}
-
-    def set_extra_state(self, state: Dict[str, Any]) -> None:
-        self.sampler.load_state_dict(state['sampler'])
-        self._step = int(state['step'])
 
     def prompt_metadata(self) -> Dict[str, Any]:
         """What :func:`pomp_mm.save_prompt` records about this run."""
