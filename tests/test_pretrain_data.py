@@ -1,0 +1,90 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from pomp_mm.pretrain.data import ImageList, ImageNet21K, collate_views, few_shot_split
+from pomp_mm.vocabulary import load_vocabulary
+
+
+def _img(path, seed=0, size=24):
+    from PIL import Image
+    arr = np.random.RandomState(seed).randint(0, 255, (size, size, 3), dtype=np.uint8)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+@pytest.fixture(scope='module')
+def wnids():
+    return list(load_vocabulary('imagenet21k-p').ids[:3])
+
+
+def test_winter21_layout_few_shot_split_reused(tmp_path, wnids):
+    root = tmp_path / 'in21k'
+    for split, count in (('train', 5), ('val', 2)):
+        for w in wnids:
+            for i in range(count):
+                _img(str(root / f'imagenet21k_{split}' / w / f'{i}.JPEG'), i)
+    (root / 'imagenet21k_train' / 'n99999999').mkdir()  # not a class: skipped, logged
+    split_file = str(tmp_path / 'split.json')
+    ds = ImageNet21K(str(root), layout='winter21', shots=2, seed=1, split_file=split_file,
+                     num_views=3, image_size=16)
+    vocab = load_vocabulary('imagenet21k-p')
+    assert len(ds) == 6 and len(ds.vocabulary) == 10450
+    assert sorted({label for _, label in ds.items}) == [vocab.ids.index(w) for w in wnids]
+    assert ds.class_counts[vocab.ids.index(wnids[0])] == 2
+    sample = ds[0]
+    assert sample['inputs'].shape == (3, 3, 16, 16)
+    # the split file is reused: new images on disk do not change the split
+    saved = json.load(open(split_file))
+    _img(str(root / 'imagenet21k_train' / wnids[0] / 'new.JPEG'))
+    again = ImageNet21K(str(root), layout='winter21', shots=2, seed=1, split_file=split_file)
+    assert again.items == ds.items == [tuple(x) for x in saved['items']]
+    with pytest.raises(ValueError, match='was made with'):
+        ImageNet21K(str(root), layout='winter21', shots=4, seed=1, split_file=split_file)
+    val = ImageNet21K(str(root), layout='winter21', split='val')
+    assert len(val) == 6
+
+
+def test_fall11_layout_held_out_split(tmp_path):
+    root = tmp_path / 'fall11'
+    wnids = list(load_vocabulary('imagenet21k').ids[100:102])
+    for w in wnids:
+        for i in range(4):
+            _img(str(root / w / f'{w}_{i}.JPEG'), i)
+    train = ImageNet21K(str(root), shots=3, seed=0)
+    val = ImageNet21K(str(root), split='val', shots=3, seed=0)
+    assert len(train) == 6 and len(val) == 2
+    assert not {p for p, _ in train.items} & {p for p, _ in val.items}
+    with pytest.raises(ValueError, match='held-out split needs shots'):
+        ImageNet21K(str(root), split='val', shots=None)
+    with pytest.raises(FileNotFoundError, match='nowhere'):
+        ImageNet21K(str(tmp_path / 'nowhere'))
+
+
+def test_few_shot_split_is_seeded():
+    items = [(f'{c}/{i}.jpg', c) for c in range(3) for i in range(10)]
+    a, b, c = few_shot_split(items, 4, 0), few_shot_split(items, 4, 0), few_shot_split(items, 4, 1)
+    assert a == b != c
+    assert [sum(1 for _, label in a if label == k) for k in range(3)] == [4, 4, 4]
+
+
+def test_image_list_csv_and_unreadable_images(tmp_path):
+    _img(str(tmp_path / 'a.jpg'))
+    _img(str(tmp_path / 'sub' / 'b.png'), 1)
+    (tmp_path / 'broken.jpg').write_bytes(b'\xff\xd8\xff truncated')
+    csv = tmp_path / 'list.csv'
+    csv.write_text('path,class\na.jpg,dog\nsub/b.png,1\nbroken.jpg,cat\n')
+    ds = ImageList(str(csv), vocabulary=['cat', 'dog'], image_size=16, num_views=2)
+    assert [label for _, label in ds.items] == [1, 1, 0]
+    batch = collate_views([ds[i] for i in range(3)])
+    assert batch['skipped'] == 1
+    assert batch['inputs'].shape == (2, 2, 3, 16, 16)
+    assert batch['labels'].tolist() == [1, 1]
+    assert collate_views([None]) == {'skipped': 1}
+    bad = tmp_path / 'bad.csv'
+    bad.write_text('a.jpg,horse\n')
+    with pytest.raises(ValueError, match=r"bad.csv:1: class 'horse' is not in the vocabulary"):
+        ImageList(str(bad), vocabulary=['cat', 'dog'])
