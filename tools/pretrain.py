@@ -60,6 +60,8 @@ def main(argv=None) -> None:
             # that already exists makes it skip its own initialisation
             torch.distributed.init_process_group('gloo')
     if args.amp:
+        if not torch.cuda.is_available():
+            raise SystemExit('--amp needs a CUDA GPU (mmengine AmpOptimWrapper); none found')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
     if args.resume == 'auto':
