@@ -199,3 +199,17 @@ randomness = dict(seed=0)
     torch.manual_seed(0)
     same = PompPretrainer(clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4, num_sampled=4)
     assert meta['visual_fingerprint'] == visual_fingerprint(same.visual)
+    # the printed snippet trains (one step through mmengine's Runner)
+    snippet = res.stdout[res.stdout.index('_base_ = '):]
+    (tmp_path / 'cached.py').write_text(snippet + '''
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1))
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=1)
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False))
+''')
+    res = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'pretrain.py'), str(tmp_path / 'cached.py'),
+         '--work-dir', str(tmp_path / 'work')],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert os.path.isfile(tmp_path / 'work' / 'iter_1.pth')

@@ -11,7 +11,6 @@ cache by pointing the config's train_dataloader at it (the command prints the sn
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -76,9 +75,7 @@ def main(argv=None) -> dict:
 Train from it with a config like (same model settings; the image tower is not run):
 
 _base_ = [{osp.abspath(args.config)!r}]
-custom_imports = dict(imports=['pomp_mm', 'pomp_mm.pretrain',
-                               'pomp_mm.pretrain.feature_cache'],
-                      allow_failed_imports=False)
+custom_imports = dict(imports=['pomp_mm', 'pomp_mm.pretrain'], allow_failed_imports=False)
 train_dataloader = dict(
     dataset=dict(_delete_=True, type='CachedFeatures', cache_dir={out!r}),
     collate_fn=dict(type='collate_features'))

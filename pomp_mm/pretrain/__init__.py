@@ -4,13 +4,15 @@ pre-training model and its hooks (registered in mmengine's root registries).
 Nothing here imports MMDetection, MMSegmentation or MMCV.
 """
 from .data import ImageList, ImageNet21K, build_transform, collate_views, few_shot_split
+from .feature_cache import CachedFeatures, build_feature_cache, collate_features
 from .hooks import PromptCheckpointHook
 from .loss import CORRECTIONS, PompLoss, correction_margin, local_contrast_logits, pomp_loss
 from .model import PompPretrainer
 from .sampling import SAMPLING_MODES, NegativeSampler
 
 __all__ = [
-    'CORRECTIONS', 'SAMPLING_MODES', 'ImageList', 'ImageNet21K', 'NegativeSampler', 'PompLoss',
-    'PompPretrainer', 'PromptCheckpointHook', 'build_transform', 'collate_views',
+    'CORRECTIONS', 'SAMPLING_MODES', 'CachedFeatures', 'ImageList', 'ImageNet21K',
+    'NegativeSampler', 'PompLoss', 'PompPretrainer', 'PromptCheckpointHook', 'build_feature_cache',
+    'build_transform', 'collate_features', 'collate_views',
     'correction_margin', 'few_shot_split', 'local_contrast_logits', 'pomp_loss'
 ]
