@@ -1,0 +1,11 @@
+"""Evaluation of POMP prompts: zero-shot image classification (no MMDetection/MMSegmentation)."""
+from .classification import (ALL_DATASETS, COOP_LAYOUTS, CROSS_DATASETS, IMAGENET_DATASETS,
+                             ClassificationDataset, CoopLayout, DatasetNotFound, accuracy,
+                             build_dataset, embed_images, evaluate, image_folder_dataset,
+                             read_coop_split, read_fgvc_aircraft, resolve_dataset_names)
+
+__all__ = [
+    'ALL_DATASETS', 'COOP_LAYOUTS', 'CROSS_DATASETS', 'IMAGENET_DATASETS', 'ClassificationDataset',
+    'CoopLayout', 'DatasetNotFound', 'accuracy', 'build_dataset', 'embed_images', 'evaluate',
+    'image_folder_dataset', 'read_coop_split', 'read_fgvc_aircraft', 'resolve_dataset_names'
+]
