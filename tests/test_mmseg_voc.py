@@ -1,0 +1,284 @@
+"""Open-vocabulary SAN on a tiny generated VOC: unit checks, then tools/train.py + tools/test.py.
+
+The end-to-end test inherits configs/mmseg/pomp_voc.py and swaps in tiny towers (64-wide ViT
+with 3 layers, pomp_mm's tiny CLIP text tower, 10 queries) and 64x64 images.
+"""
+import copy
+import glob
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('mmseg')
+
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+import pomp_mm  # noqa: E402
+from pomp_mm.clip import TINY_CLIP  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE_CONFIG = os.path.join(ROOT, 'configs', 'mmseg', 'pomp_voc.py')
+VOC = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
+       'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa',
+       'train', 'tvmonitor')
+UNSEEN = ('pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
+UNSEEN_IDS = tuple(VOC.index(c) for c in UNSEEN)  # 15..19 in the 20-class label space
+
+TINY_CONFIG = """
+_base_ = [{base!r}]
+data_root = {root!r}
+model = dict(
+    pretrained=None,
+    data_preprocessor=dict(size_divisor=64),
+    image_encoder=dict(img_size=(32, 32), embed_dims=64, num_layers=3, num_heads=2,
+                       out_indices=(1, 2)),
+    text_encoder=dict(_delete_=True, type='PompTextEncoder', clip_model={clip!r},
+                      prompt={prompt!r}, dataset_name='voc', cat_bg=True),
+    decode_head=dict(
+        deep_supervision_idxs=[],
+        # fusion_index: one entry per CLIP feature map (out_indices + the origin)
+        san_cfg=dict(clip_channels=64, embed_dims=32, num_queries=10, fusion_index=[0, 1, 2],
+                     cfg_encoder=dict(num_encode_layer=2, num_heads=2, mlp_ratio=2),
+                     cfg_decoder=dict(num_heads=2, embed_channels=32, mlp_channels=32)),
+        maskgen_cfg=dict(sos_token_num=10, num_layers=1, embed_dims=64, num_heads=2,
+                         mlp_ratio=2, out_dims=32),
+        train_cfg=dict(num_points=256)))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='IgnoreUnseenClasses', classes={{{{_base_.classes}}}},
+         unseen_classes={{{{_base_.unseen_classes}}}}),
+    dict(type='RandomCrop', crop_size=(64, 64)),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+_voc = dict(_delete_=True, type='PascalVOCDataset', data_root=data_root,
+            metainfo={{{{_base_.metainfo}}}},
+            data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(_voc, ann_file='ImageSets/Segmentation/train.txt',
+                                     pipeline=train_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(_voc, ann_file='ImageSets/Segmentation/val.txt',
+                                   pipeline=test_pipeline))
+test_dataloader = val_dataloader
+# AmpOptimWrapper (inherited from SAN) needs CUDA
+optim_wrapper = dict(_delete_=True, type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4))
+max_iters = 2
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+param_scheduler = [dict(type='PolyLR', power=1.0, begin=0, end=max_iters, by_epoch=False)]
+# no best-checkpoint copy: each save re-formats the config with yapf (seconds on a busy CPU)
+default_hooks = dict(checkpoint=dict(interval=max_iters, save_best=None), logger=dict(interval=1))
+"""
+
+
+def _write_voc(root: str) -> None:
+    """Four 64x64 images; masks with seen and unseen VOC ids (1..20), background 0 and 255."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    names = [f'2007_00000{i}' for i in range(4)]
+    for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    for i, name in enumerate(names):
+        img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(img).save(os.path.join(root, 'JPEGImages', name + '.jpg'))
+        mask = np.zeros((64, 64), np.uint8)             # VOC background
+        mask[:32, :32] = 1 + i                          # seen (aeroplane..boat)
+        mask[:32, 32:] = 8 + i                          # seen (cat..diningtable)
+        mask[32:, :32] = 16 + i                         # unseen (pottedplant..train)
+        mask[60:, :] = 255                              # VOC's void border
+        Image.fromarray(mask, mode='L').save(os.path.join(root, 'SegmentationClass',
+                                                          name + '.png'))
+    split = os.path.join(root, 'ImageSets', 'Segmentation')
+    with open(os.path.join(split, 'train.txt'), 'w') as f:
+        f.write('\n'.join(names[:3]) + '\n')
+    with open(os.path.join(split, 'val.txt'), 'w') as f:
+        f.write('\n'.join(names[2:]) + '\n')
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    """A tiny VOC, a 64-wide prompt and a config inheriting pomp_voc.py."""
+    root = str(tmp_path_factory.mktemp('voc'))
+    _write_voc(root)
+    prompt = pomp_mm.save_prompt(os.path.join(root, 'prompt.pth'), torch.randn(4, 64) * 0.02,
+                                 clip_model='tiny')
+    config = os.path.join(root, 'tiny_voc.py')
+    with open(config, 'w') as f:
+        f.write(TINY_CONFIG.format(base=BASE_CONFIG, root=root, clip=TINY_CLIP, prompt=prompt))
+    return SimpleNamespace(root=root, config=config, prompt=prompt, cfg=Config.fromfile(config))
+
+
+def build_model(tiny, **changes):
+    """Build the tiny config's model, after applying dotted-key ``changes`` (``'a.b': v``)."""
+    import pomp_mm.mmseg  # noqa: F401
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    cfg = copy.deepcopy(tiny.cfg.model)
+    for key, value in changes.items():
+        *path, last = key.split('.')
+        node = cfg
+        for part in path:
+            node = node[part]
+        node[last] = value
+    torch.manual_seed(0)
+    return MODELS.build(cfg)
+
+
+# ------------------------------------------------------------------------------- units
+def test_ignore_unseen_classes_maps_unseen_ids_to_255():
+    from pomp_mm.mmseg import IgnoreUnseenClasses
+    seg = np.array([list(range(20)) + [255]], dtype=np.uint8)
+    for classes in (VOC, 'voc'):
+        out = IgnoreUnseenClasses(classes, list(UNSEEN))(dict(gt_seg_map=seg.copy()))
+        expected = [255 if i in UNSEEN_IDS else i for i in range(20)] + [255]
+        assert out['gt_seg_map'].tolist() == [expected]
+    assert seg.tolist() == [list(range(20)) + [255]]  # the input map is not modified
+
+
+def test_ignore_unseen_classes_errors():
+    from pomp_mm.mmseg import IgnoreUnseenClasses
+    with pytest.raises(ValueError, match=r"'sofaa' is not in classes.*did you mean \['sofa'\]"):
+        IgnoreUnseenClasses(VOC, ['sofaa'])
+    with pytest.raises(TypeError, match='list of class names'):
+        IgnoreUnseenClasses(VOC, 'sofa')
+    with pytest.raises(KeyError, match='after LoadAnnotations'):
+        IgnoreUnseenClasses(VOC, ['sofa'])(dict(img=None))
+
+
+def test_head_init_weights_without_checkpoint(tiny):
+    """mmseg's own SideAdapterCLIPHead crashes here (the reason for PompSideAdapterCLIPHead)."""
+    from mmseg.registry import MODELS
+    model = build_model(tiny)
+    model.init_weights()  # must not raise
+    head_cfg = copy.deepcopy(tiny.cfg.model.decode_head)
+    head_cfg.type = 'SideAdapterCLIPHead'
+    with pytest.raises(AttributeError, match='init_weights'):
+        MODELS.build(head_cfg).init_weights()
+
+
+def test_unseen_classes_are_masked_in_the_loss_only(tiny):
+    model = build_model(tiny)
+    head = model.decode_head
+    assert model.num_classes == 20 and head.loss_excluded_classes == UNSEEN_IDS
+    logits = torch.randn(2, 10, 21)
+    probs = head._mask_excluded(logits).softmax(-1)
+    seen = [i for i in range(21) if i not in UNSEEN_IDS]  # + the background column
+    assert torch.all(probs[..., list(UNSEEN_IDS)] == 0)
+    torch.testing.assert_close(probs[..., seen], logits[..., seen].softmax(-1))
+
+    # Unseen pixels that reach the loss mean the pipeline lacks IgnoreUnseenClasses.
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    sample = SegDataSample(gt_sem_seg=PixelData(data=torch.tensor([[[0, 255, 17]]])))
+    with pytest.raises(ValueError, match=r"\['sofa'\].*IgnoreUnseenClasses"):
+        model._check_labels([sample])
+    sample = SegDataSample(gt_sem_seg=PixelData(data=torch.tensor([[[0, 20]]])))
+    with pytest.raises(ValueError, match=r'label ids \[20\] outside 0..19'):
+        model._check_labels([sample])
+
+
+@pytest.mark.parametrize('changes, error, match', [
+    ({'decode_head.num_classes': 15}, ValueError,
+     r'decode_head.num_classes=15 but the text encoder vocabulary has 20 classes'),
+    ({'unseen_classes': ['sofaa']}, ValueError,
+     r"'sofaa' is not in the text encoder vocabulary.*did you mean \['sofa'\]"),
+    ({'unseen_classes': list(VOC)}, ValueError, 'nothing is left to train on'),
+    ({'text_encoder.cat_bg': False}, ValueError, 'cat_bg=True'),
+    ({'decode_head.type': 'SideAdapterCLIPHead'}, TypeError, 'PompSideAdapterCLIPHead'),
+])
+def test_build_errors(tiny, changes, error, match):
+    with pytest.raises(error, match=match):
+        build_model(tiny, **changes)
+
+
+def test_class_weight_length_is_checked(tiny):
+    losses = copy.deepcopy(tiny.cfg.model.decode_head.loss_decode)
+    losses[0]['class_weight'] = [1.0] * 171 + [0.1]  # SAN's COCO-Stuff value
+    with pytest.raises(ValueError, match='172 class weights.*21'):
+        build_model(tiny, **{'decode_head.loss_decode': losses})
+
+
+def test_prompt_width_must_fit(tiny, tmp_path):
+    narrow = pomp_mm.save_prompt(str(tmp_path / 'narrow.pth'), torch.zeros(4, 32))
+    with pytest.raises(ValueError, match='width 32 but the text tower .* width 64'):
+        build_model(tiny, **{'text_encoder.prompt': narrow})
+
+
+def test_vocabulary_check_hook(tiny):
+    from pomp_mm.mmseg import VocabularyCheckHook
+    model = build_model(tiny)
+
+    def runner(classes):
+        loader = SimpleNamespace(dataset=SimpleNamespace(metainfo=dict(classes=classes)))
+        return SimpleNamespace(model=model, train_dataloader=loader)
+
+    VocabularyCheckHook().before_train(runner(VOC))
+    # mmseg's PascalVOCDataset without a metainfo override keeps 'background' as class 0
+    with pytest.raises(ValueError, match=r"index 0: 'background' vs 'aeroplane'"):
+        VocabularyCheckHook().before_train(runner(('background', ) + VOC))
+
+
+# ------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope='module')
+def training(tiny, tmp_path_factory):
+    """tools/train.py on the tiny config, as a user runs it: its work dir and output."""
+    work = str(tmp_path_factory.mktemp('work'))
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'train.py'), tiny.config,
+                          '--work-dir', work], capture_output=True, text=True, cwd=ROOT,
+                         timeout=600)
+    output = res.stdout + res.stderr
+    assert res.returncode == 0, f'tools/train.py failed:\n{output[-6000:]}'
+    return SimpleNamespace(work=work, output=output)
+
+
+def test_train_then_test_tools(tiny, training, tmp_path):
+    output = training.output
+    ckpt = os.path.join(training.work, 'iter_2.pth')
+    assert os.path.isfile(ckpt)
+    keys = ('mIoU', 'mIoU-seen', 'mIoU-unseen', 'hIoU')
+    assert all(f'{k}:' in output for k in keys)  # the validation at the end of training
+
+    out = str(tmp_path / 'metrics.json')
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'test.py'), tiny.config,
+                          ckpt, '--work-dir', str(tmp_path / 'test'), '--out', out],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, f'tools/test.py failed:\n{res.stdout[-3000:]}{res.stderr[-5000:]}'
+    with open(out) as f:
+        metrics = json.load(f)
+    assert set(keys) <= set(metrics)
+    runs = glob.glob(str(tmp_path / 'test' / '*' / '*.json'))  # mmengine's own record
+    assert len(runs) == 1
+    with open(runs[0]) as f:
+        assert set(keys) <= set(json.load(f))
+
+
+def test_seg_demo_writes_an_overlay_with_legend(tiny, training, tmp_path):
+    """tools/seg_demo.py in-process (the tools' subprocess path is covered above)."""
+    import importlib.util
+
+    from PIL import Image
+    spec = importlib.util.spec_from_file_location('seg_demo',
+                                                  os.path.join(ROOT, 'tools', 'seg_demo.py'))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    image = glob.glob(os.path.join(tiny.root, 'JPEGImages', '*.jpg'))[0]
+    out = demo.main([image, tiny.config, os.path.join(training.work, 'iter_2.pth'),
+                     '--texts', 'cat . sofa . window', '--out', str(tmp_path / 'out.png'),
+                     '--device', 'cpu'])
+    drawn = Image.open(out)
+    assert drawn.height == 64 and drawn.width > 64  # the image plus the legend panel
+    # a known class keeps the checkpoint's colour
+    meta = dict(classes=VOC, palette=[[i, 0, 0] for i in range(20)])
+    assert demo.palette_for(['cat', 'window'], meta)[0] == [VOC.index('cat'), 0, 0]

@@ -1,0 +1,407 @@
+"""Benchmark one POMP pre-training step: full softmax vs POMP local contrast (no download).
+
+A "step" is what changes between the cases, the prompt / text side: sample the K contrasted
+classes, embed their K prompts through the frozen text tower, the locally corrected
+cross-entropy against *fixed, precomputed* image features, backward to the prompt ``ctx`` and an
+SGD step on it (lr 0.002, momentum 0.9, wd 5e-4, as in the configs). The image tower is frozen
+and runs under ``no_grad``: its cost is the same in every case, so it is left out of the
+comparisons (``--full-scale`` adds it back to give images/s).
+
+(1) Full softmax over N=1,000 classes (``num_sampled=None``, the CoOp baseline) vs POMP with
+    K in {128, 256, 512, 1000}, same N=1,000 vocabulary.
+(2) POMP K=1,000 at N=1,000 vs N=21,841 (``imagenet21k``): the cost should follow K, not N.
+
+The N=1,000 vocabulary is, by default, 1,000 ``imagenet21k`` names drawn at random (seed 0), so
+its names have the same token-length distribution as the K=1,000 classes drawn from all 21,841
+(a prompt batch is padded to its longest prompt, so name length moves memory by a few %);
+``--small-vocab first`` takes the first 1,000 names instead, ``imagenet1k`` the ImageNet-1k ones.
+
+Each case runs in a fresh process; random-weight open_clip model, same labels (seeded) in every
+case. All N prompts are tokenized once before timing (``PromptLearner`` caches token ids; lazily
+the first steps at N=21,841 would also pay the BPE tokenizer), then a small kernel warm-up,
+``--warmup`` untimed steps and ``--steps`` timed ones (median reported). Peak memory is over all
+steps of the case, above the usage just before the first one: CUDA max allocated on a GPU, on CPU
+the growth of the peak resident set (VmHWM, reset via /proc/self/clear_refs; CPU workers run
+with MALLOC_MMAP_THRESHOLD_=65536 unless set, so that this follows live tensors).
+Targets: K=128 vs full softmax at N=1,000, memory ratio <= 0.12 and time ratio <= 0.30 (paper
+Table 3: 0.19 and 0.46); K=1,000 memory at N=21,841 within 5% of N=1,000.
+
+``--full-scale`` (GPU): random ViT-B/16, bf16 autocast, 32 images x 4 views, K=1,000 of N=21,841;
+a step is then the image-tower forward of the 128 views plus the text step above; reports image
+views/s (goal > 1,000) and absolute peak memory (goal < 16 GB).
+
+    python tools/benchmark_pretrain.py --quick                  # smoke test, < 1 min on CPU
+    python tools/benchmark_pretrain.py                          # ViT-B-16 text tower, CPU
+    python tools/benchmark_pretrain.py --device cuda --precision bf16 --batch-size 32 --views 4
+    python tools/benchmark_pretrain.py --full-scale             # on a GPU
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+LARGE_VOCAB = 'imagenet21k'
+SMALL_VOCABS = ('random', 'first', 'imagenet1k')
+
+
+# The three memory helpers are identical to tools/benchmark_text_encoder.py.
+def _status_mb(field: str) -> float:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) / 1024  # kB
+    raise KeyError(field)
+
+
+def _peak_mb(device: str) -> float:
+    if device.startswith('cuda'):
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        return _status_mb('VmHWM')
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak(device: str) -> float:
+    """Reset the peak counter; returns the current usage (MB) to subtract from the peak."""
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 2**20
+    try:  # Linux: writing 5 to clear_refs resets VmHWM to the current RSS
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return _status_mb('VmRSS')
+    except (OSError, KeyError):
+        return _peak_mb(device)
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _vocabulary(kind: str, size: int):
+    """``size`` classes: ``kind`` 'random' / 'first' of imagenet21k, or 'imagenet1k'."""
+    from pomp_mm.vocabulary import Vocabulary, load_vocabulary
+    if kind == 'imagenet1k':
+        vocab = load_vocabulary('imagenet1k')
+        index = list(range(len(vocab)))
+    else:
+        vocab = load_vocabulary(LARGE_VOCAB)
+        if kind == 'all' or size >= len(vocab):
+            return vocab
+        if kind == 'random':
+            gen = torch.Generator().manual_seed(0)
+            index = sorted(torch.randperm(len(vocab), generator=gen)[:size].tolist())
+        else:
+            index = list(range(len(vocab)))
+    index = index[:size]
+    if len(index) == len(vocab):
+        return vocab
+    return Vocabulary(tuple(vocab.names[i] for i in index), tuple(vocab.ids[i] for i in index),
+                      f'{vocab.source}[{kind} {len(index)}]')
+
+
+def _autocast(device: str, precision: str):
+    if precision == 'fp32':
+        return contextlib.nullcontext()
+    return torch.autocast(device_type='cuda' if device.startswith('cuda') else 'cpu',
+                          dtype=torch.bfloat16)
+
+
+def worker(case: dict) -> dict:
+    """Run one case in this process; returns step times (s) and peak memory (MB)."""
+    import logging
+    import warnings
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings('ignore')
+    from pomp_mm.clip import resolve_clip_spec
+    from pomp_mm.pretrain.model import PompPretrainer
+
+    device, full_scale = case['device'], case.get('full_scale', False)
+    if case.get('threads'):
+        torch.set_num_threads(case['threads'])
+    tag = case['label']
+    vocab = _vocabulary(case['vocab'], case['num_classes'])
+    torch.manual_seed(0)
+    model = PompPretrainer(clip_model=resolve_clip_spec(case['model']), pretrained=None,
+                           vocabulary=vocab, n_ctx=case['n_ctx'], num_sampled=case['k'],
+                           sampling='uniform', correction='ln', chunk_size=case['chunk_size'])
+    model.to(device).train()
+    learner, enc = model.prompt_learner, model.text_encoder
+    ctx_len = enc.tower.context_length
+    optim = torch.optim.SGD([learner.ctx], lr=0.002, momentum=0.9, weight_decay=5e-4)
+    amp = lambda: _autocast(device, case['precision'])  # noqa: E731
+
+    # 1. tokenize all N prompts once (the per-name token cache is then warm in every case)
+    t0 = time.perf_counter()
+    learner.tokenize(list(vocab.names), enc.tokenizer, ctx_len)
+    tokenize_s = time.perf_counter() - t0
+
+    # 2. fixed inputs: images (all views), their frozen features, and one label batch per step
+    size = model.visual.image_size
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    batch, views = case['batch_size'], case['views']
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(batch, views, 3, *size, generator=gen).to(device)
+    total = case['warmup'] + case['steps']
+    labels = [torch.randint(len(vocab), (batch,), generator=gen) for _ in range(total)]
+    with amp():
+        feats = model.encode_images(images)
+    if not full_scale:
+        del images
+
+    # 3. kernel warm-up on a few prompts (small, so it leaves little freed memory behind)
+    with amp():
+        emb = enc.encode_names(list(vocab.names[:8]))
+    emb.float().sum().backward()
+    learner.ctx.grad = None
+    del emb
+
+    base = _reset_peak(device)
+    times, image_times, seq_lens, losses = [], [], [], []
+    for step in range(total):
+        _sync(device)
+        start = time.perf_counter()
+        if full_scale:
+            with amp():
+                feats = model.encode_images(images)
+            _sync(device)
+            image_done = time.perf_counter()
+        with amp():
+            out = model.compute_loss(feats, labels[step], views)
+        out['loss'].backward()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        _sync(device)
+        end = time.perf_counter()
+        loss = float(out['loss'])
+        names = [vocab.names[i] for i in model.last_class_ids.tolist()]
+        seq_lens.append(int(learner.tokenize(names, enc.tokenizer, ctx_len).eot.max()) + 1)
+        losses.append(loss)
+        if step >= case['warmup']:
+            times.append(end - start)
+            if full_scale:
+                image_times.append(image_done - start)
+        _log(f'  [{tag}] step {step + 1}/{total}'
+             f'{" (warm-up)" if step < case["warmup"] else ""}: {end - start:.2f} s, '
+             f'loss {loss:.3f}, {len(names)} classes, {seq_lens[-1]} tokens')
+    peak = _peak_mb(device)
+    if not all(map(lambda v: v == v and abs(v) != float('inf'), losses)):
+        raise FloatingPointError(f'non-finite loss in {tag}: {losses}')
+    return {'step_s': statistics.median(times), 'best_s': min(times),
+            'image_s': statistics.median(image_times) if image_times else None,
+            'peak_mb': peak - base, 'peak_abs_mb': peak, 'classes': len(vocab),
+            'contrasted': int(out['num_contrasted']), 'max_tokens': max(seq_lens),
+            'tokenize_s': tokenize_s, 'views': batch * views}
+
+
+def _run(case: dict) -> dict:
+    env = dict(os.environ)
+    if not case['device'].startswith('cuda'):
+        # glibc keeps freed heap memory (and raises its mmap threshold as it goes), which makes
+        # the peak RSS depend on fragmentation (+-10% between identical cases); a fixed
+        # threshold maps every tensor separately and unmaps it when freed, so the peak RSS
+        # follows the peak of live tensors, as CUDA max allocated does
+        env.setdefault('MALLOC_MMAP_THRESHOLD_', '65536')
+    res = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker',
+                          json.dumps(case)], stdout=subprocess.PIPE, text=True, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f'benchmark case {case["label"]} failed (exit {res.returncode}); '
+                           'see its stderr above')
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _verdict(ok: bool) -> str:
+    return 'PASS' if ok else 'FAIL'
+
+
+def _device_name(device: str) -> str:
+    if device.startswith('cuda'):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f'CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__})'
+
+
+def _full_scale(args, base: dict) -> None:
+    case = dict(base, label=f'full scale K={args.k_full}', vocab='all', num_classes=0,
+                k=args.k_full, full_scale=True)
+    _log(f'[1/1] {case["label"]}, N={LARGE_VOCAB}, {args.batch_size}x{args.views} views')
+    r = _run(case)
+    views_s = r['views'] / r['step_s']
+    peak_gb = r['peak_abs_mb'] / 1024
+    mem = 'CUDA max allocated' if args.device.startswith('cuda') else 'peak RSS'
+    print(f'# POMP pre-training step at full scale on {_device_name(args.device)}\n')
+    print(f'random {args.model}, {args.precision}, {args.batch_size} images x {args.views} views, '
+          f'K={r["contrasted"]} of N={r["classes"]:,}, n_ctx {args.n_ctx}; median of '
+          f'{args.steps} steps after {args.warmup} warm-up; step = image tower forward '
+          f'(no grad) + text step (sample, embed K prompts, loss, backward, SGD on ctx)\n')
+    print('| image tower (s) | text step (s) | step (s) | image-views/s | '
+          f'peak mem, absolute ({mem}, GB) | growth during steps (GB) |')
+    print('|---|---|---|---|---|---|')
+    print(f'| {r["image_s"]:.3f} | {r["step_s"] - r["image_s"]:.3f} | {r["step_s"]:.3f} | '
+          f'{views_s:,.0f} | {peak_gb:.2f} | {r["peak_mb"] / 1024:.2f} |')
+    print(f'\nthroughput {views_s:,.0f} views/s (goal > 1,000): {_verdict(views_s > 1000)}')
+    print(f'peak memory {peak_gb:.2f} GB (goal < 16 GB): {_verdict(peak_gb < 16)}')
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--model', help="open_clip model name (random weights), 'tiny' or a .json "
+                   "config (default ViT-B-16; tiny with --quick)")
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--batch-size', type=int, help='images per step (default 8; 32 full scale)')
+    p.add_argument('--views', type=int, help='views per image (default 2; 4 full scale)')
+    p.add_argument('--n-ctx', type=int, default=16)
+    p.add_argument('--ks', help='POMP K values for part (1) (default 128,256,512,1000; '
+                   '128,1000 with --quick)')
+    p.add_argument('--num-classes', type=int, default=1000, help='small N (parts 1 and 2)')
+    p.add_argument('--small-vocab', choices=SMALL_VOCABS, default='random',
+                   help='the small-N classes: random (seed 0) or first imagenet21k names, or '
+                   'imagenet1k (default random)')
+    p.add_argument('--large-classes', type=int,
+                   help='large N of part (2): all 21,841 imagenet21k names by default '
+                   '(3,000 random ones with --quick)')
+    p.add_argument('--k-full', type=int, default=1000, help='K of part (2) and --full-scale')
+    p.add_argument('--steps', type=int, help='timed steps, median reported (default: 2 on CPU, '
+                   '20 on GPU)')
+    p.add_argument('--warmup', type=int, help='untimed steps first (default: 1 on CPU, 0 with '
+                   '--quick, 5 on GPU); a few-prompt kernel warm-up always runs before')
+    p.add_argument('--precision', choices=['fp32', 'bf16'],
+                   help='bf16 = torch.autocast (default fp32; bf16 with --full-scale)')
+    p.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s own)')
+    p.add_argument('--chunk-size', type=int, default=1024, help='prompts per text-tower call')
+    p.add_argument('--skip-large-vocab', action='store_true', help='skip part (2)')
+    p.add_argument('--quick', action='store_true',
+                   help='smoke test: tiny model, K in {128, 1000}, N=1,000 vs 3,000, 2 timed '
+                   'steps, no warm-up step; < 1 min on CPU')
+    p.add_argument('--full-scale', action='store_true',
+                   help='GPU run: ViT-B-16, bf16, 32x4 views, K=1,000 of N=21,841, with the '
+                   'image tower; reports views/s and peak memory')
+    p.add_argument('--worker', help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+
+    cuda = args.device.startswith('cuda')
+    if args.threads:
+        torch.set_num_threads(args.threads)  # for the device line of the report
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit(f'--device {args.device}: no CUDA GPU found')
+    args.model = args.model or ('tiny' if args.quick else 'ViT-B-16')
+    args.batch_size = args.batch_size or (32 if args.full_scale else 8)
+    args.views = args.views or (4 if args.full_scale else 2)
+    args.precision = args.precision or ('bf16' if args.full_scale else 'fp32')
+    args.steps = args.steps or (20 if cuda else 2)
+    args.ks = args.ks or ('128,1000' if args.quick else '128,256,512,1000')
+    args.warmup = args.warmup if args.warmup is not None else (
+        5 if cuda else 0 if args.quick else 1)
+    if args.large_classes is None:
+        args.large_classes = 3000 if args.quick else 0  # 0: the whole imagenet21k
+    base = dict(model=args.model, device=args.device, batch_size=args.batch_size,
+                views=args.views, n_ctx=args.n_ctx, precision=args.precision,
+                chunk_size=args.chunk_size, steps=args.steps, warmup=args.warmup,
+                threads=args.threads)
+    if args.full_scale:
+        _full_scale(args, base)
+        return
+
+    ks = sorted({int(k) for k in args.ks.split(',') if k.strip()})
+    n = args.num_classes
+    small = dict(base, vocab=args.small_vocab, num_classes=n)
+    cases = [('full', dict(small, label=f'full softmax N={n}', k=None))]
+    cases += [(k, dict(small, label=f'POMP K={k} N={n}', k=k)) for k in ks]
+    if not args.skip_large_vocab:
+        if args.k_full not in ks:
+            cases.append((('small', args.k_full),
+                          dict(small, label=f'POMP K={args.k_full} N={n}', k=args.k_full)))
+        large_kind = 'random' if args.large_classes else 'all'
+        cases.append((('large', args.k_full),
+                      dict(base, vocab=large_kind, num_classes=args.large_classes,
+                           label=f'POMP K={args.k_full} N={args.large_classes or 21841}',
+                           k=args.k_full)))
+    results = {}
+    start = time.perf_counter()
+    for i, (key, case) in enumerate(cases):
+        _log(f'[{i + 1}/{len(cases)}] {case["label"]} ({time.perf_counter() - start:.0f} s)')
+        results[key] = _run(case)
+    _log(f'done in {time.perf_counter() - start:.0f} s')
+
+    mem = 'CUDA max allocated' if cuda else 'peak RSS growth'
+    vocab_desc = {'random': f'{n:,} random imagenet21k names (seed 0)',
+                  'first': f'the first {n:,} imagenet21k names',
+                  'imagenet1k': f'{n:,} imagenet1k names'}[args.small_vocab]
+    print(f'# POMP pre-training step benchmark: random {args.model}, {args.precision}, on '
+          f'{_device_name(args.device)}\n')
+    print(f'Step = text side only: sample K classes, embed their K prompts (n_ctx {args.n_ctx}) '
+          'with the frozen text tower, POMP loss against fixed precomputed image features of '
+          f'{args.batch_size} images x {args.views} views, backward, SGD step on ctx. The frozen '
+          'image tower (no grad) costs the same in every case and is not included. '
+          f'Median of {args.steps} timed steps after {args.warmup} warm-up; all N prompts '
+          f'tokenized before timing; memory = {mem} over all steps of the case, each case in a '
+          'fresh process.\n')
+
+    full = results['full']
+    print(f'(1) full softmax vs POMP at N={n:,} ({vocab_desc})\n')
+    print('| loss | K | classes embedded / step | max prompt tokens | step time (s) | '
+          'time ratio | peak mem (MB) | mem ratio |')
+    print('|---|---|---|---|---|---|---|---|')
+    rows = [('full softmax (CoOp)', '-', full)] + [('POMP', str(k), results[k]) for k in ks]
+    for name, k, r in rows:
+        print(f'| {name} | {k} | {r["contrasted"]} | {r["max_tokens"]} | {r["step_s"]:.3f} | '
+              f'{r["step_s"] / full["step_s"]:.2f} | {r["peak_mb"]:.0f} | '
+              f'{r["peak_mb"] / max(full["peak_mb"], 1e-9):.2f} |')
+
+    verdicts = []
+    if 128 in ks:
+        r = results[128]
+        mem_ratio = r['peak_mb'] / max(full['peak_mb'], 1e-9)
+        time_ratio = r['step_s'] / full['step_s']
+        verdicts.append(f'K=128 vs full softmax, memory ratio {mem_ratio:.3f} (target <= 0.12, '
+                        f'paper 0.19): {_verdict(mem_ratio <= 0.12)}')
+        verdicts.append(f'K=128 vs full softmax, time ratio {time_ratio:.3f} (target <= 0.30, '
+                        f'paper 0.46): {_verdict(time_ratio <= 0.30)}')
+
+    if not args.skip_large_vocab:
+        kf = args.k_full
+        small_r = results[kf] if kf in ks else results[('small', kf)]
+        large_r = results[('large', kf)]
+        large_desc = (f'all {large_r["classes"]:,} imagenet21k names' if not args.large_classes
+                      else f'{large_r["classes"]:,} random imagenet21k names (seed 0)')
+        print(f'\n(2) POMP K={kf:,}: N={n:,} vs N={large_r["classes"]:,} ({large_desc})\n')
+        print('| N | classes embedded / step | max prompt tokens | step time (s) | time ratio | '
+              'peak mem (MB) | mem ratio |')
+        print('|---|---|---|---|---|---|---|')
+        for r in (small_r, large_r):
+            print(f'| {r["classes"]:,} | {r["contrasted"]} | {r["max_tokens"]} | '
+                  f'{r["step_s"]:.3f} | {r["step_s"] / small_r["step_s"]:.2f} | '
+                  f'{r["peak_mb"]:.0f} | {r["peak_mb"] / max(small_r["peak_mb"], 1e-9):.3f} |')
+        ratio = large_r['peak_mb'] / max(small_r['peak_mb'], 1e-9)
+        verdicts.append(f'K={kf} memory, N={large_r["classes"]:,} vs N={n:,}: ratio {ratio:.3f} '
+                        f'(target within 5%): {_verdict(abs(ratio - 1) <= 0.05)}')
+    if verdicts:
+        print('\nTargets' + (' (meant for the ViT-B-16 default; the tiny --quick model is '
+                             'dominated by fixed overheads)' if args.quick else '') + ':\n')
+        for line in verdicts:
+            print(f'- {line}')
+
+
+if __name__ == '__main__':
+    main()
