@@ -7,7 +7,7 @@ mmdet's and mmseg's registries too). Its ``forward()`` honours the contract of m
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F

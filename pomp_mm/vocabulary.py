@@ -11,7 +11,7 @@ import os
 import pkgutil
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple, Union
 
 __all__ = [
     'Vocabulary', 'clean_name', 'load_vocabulary', 'builtin_vocabularies', 'parse_vocabulary'

@@ -3,7 +3,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from pomp_mm.pretrain.data import ImageList, ImageNet21K, collate_views, few_shot_split
 from pomp_mm.vocabulary import load_vocabulary

@@ -17,32 +17,17 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from pomp_mm.runner import add_runner_args, build_runner, load_config  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from mmengine.config import DictAction
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('config', help='test config file')
     p.add_argument('checkpoint', help='checkpoint file')
-    p.add_argument('--work-dir', help='where logs and the metrics JSON go')
     p.add_argument('--out', help='also write the metrics to this JSON file')
     p.add_argument('--show-dir', help='save drawn predictions in this folder')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override config entries, e.g. test_dataloader.batch_size=1')
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    p.add_argument('--local-rank', '--local_rank', type=int, default=0)
-    args = p.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
-
-
-def build_runner(cfg):
-    """The config's runner: ``runner_type`` if it names one, else mmengine's Runner."""
-    from mmengine.registry import RUNNERS, init_default_scope
-    from mmengine.runner import Runner
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)  # sets the default scope from cfg.default_scope itself
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    return RUNNERS.build(cfg)
+    add_runner_args(p)
+    return p.parse_args(argv)
 
 
 def enable_drawing(cfg, show_dir: str) -> None:
@@ -60,17 +45,7 @@ def enable_drawing(cfg, show_dir: str) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    import pomp_mm  # noqa: F401  registers PompTextEncoder; safe checkpoint loading
-    from mmengine.config import Config
-
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint not found: {args.checkpoint!r}')
     cfg.load_from = args.checkpoint

@@ -1,0 +1,85 @@
+"""Shared plumbing of the command-line tools that drive mmengine's Runner
+(``tools/train.py``, ``tools/test.py``, ``tools/pretrain.py``)."""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+from typing import Any
+
+__all__ = ['add_runner_args', 'add_train_args', 'load_config', 'apply_train_args',
+           'build_runner']
+
+
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``."""
+    from mmengine.config import DictAction
+    parser.add_argument('--work-dir', help='where logs and checkpoints go (default: the '
+                        "config's work_dir, else work_dirs/<config name>)")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_iters=1000')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """:func:`add_runner_args` plus ``--resume`` and ``--amp``."""
+    add_runner_args(parser)
+    parser.add_argument('--resume', nargs='?', const='auto',
+                        help='resume from a checkpoint path; with no value, the latest one '
+                        'in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision (needs CUDA)')
+
+
+def load_config(args: argparse.Namespace) -> Any:
+    """Read ``args.config`` and apply the common options."""
+    import torch
+    from mmengine.config import Config
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.launcher != 'none' and not torch.cuda.is_available():
+        # CPU DDP (gloo): DDP wants device_ids=None for CPU modules, mmengine passes the rank
+        cfg.model_wrapper_cfg = dict(cfg.get('model_wrapper_cfg') or
+                                     dict(type='MMDistributedDataParallel'), device_ids=None)
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+        if args.launcher == 'pytorch' and not torch.distributed.is_initialized():
+            # mmengine's pytorch launcher calls torch.cuda.set_device even for gloo; a group
+            # that already exists makes it skip its own initialisation
+            torch.distributed.init_process_group('gloo')
+    return cfg
+
+
+def apply_train_args(cfg: Any, args: argparse.Namespace) -> Any:
+    """Apply ``--amp`` and ``--resume``."""
+    import torch
+    if args.amp:
+        if not torch.cuda.is_available():
+            raise SystemExit('--amp needs a CUDA GPU (mmengine AmpOptimWrapper); none found')
+        if cfg.optim_wrapper.get('type') != 'AmpOptimWrapper':
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        cfg.resume, cfg.load_from = True, args.resume
+    return cfg
+
+
+def build_runner(cfg: Any):
+    """The config's runner: ``runner_type`` if it names one, else mmengine's Runner."""
+    import pomp_mm  # noqa: F401  registers PompTextEncoder; safe checkpoint loading
+    from mmengine.registry import RUNNERS, init_default_scope
+    from mmengine.runner import Runner
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)  # sets the default scope from cfg.default_scope itself
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    return RUNNERS.build(cfg)
