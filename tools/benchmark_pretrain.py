@@ -45,9 +45,7 @@ import contextlib
 import json
 import math
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -56,40 +54,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from pomp_mm.benchmarking import peak_memory_mb, reset_peak_memory, run_case  # noqa: E402
+
 LARGE_VOCAB = 'imagenet21k'
 SMALL_VOCABS = ('random', 'first', 'imagenet1k')
-
-
-# The three memory helpers are identical to tools/benchmark_text_encoder.py.
-def _status_mb(field: str) -> float:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) / 1024  # kB
-    raise KeyError(field)
-
-
-def _peak_mb(device: str) -> float:
-    if device.startswith('cuda'):
-        return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        return _status_mb('VmHWM')
-    except (OSError, KeyError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_peak(device: str) -> float:
-    """Reset the peak counter; returns the current usage (MB) to subtract from the peak."""
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated() / 2**20
-    try:  # Linux: writing 5 to clear_refs resets VmHWM to the current RSS
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return _status_mb('VmRSS')
-    except (OSError, KeyError):
-        return _peak_mb(device)
 
 
 def _sync(device: str) -> None:
@@ -179,7 +147,7 @@ def worker(case: dict) -> dict:
     learner.ctx.grad = None
     del emb
 
-    base = _reset_peak(device)
+    base = reset_peak_memory(device)
     times, image_times, seq_lens, losses = [], [], [], []
     for step in range(total):
         _sync(device)
@@ -207,7 +175,7 @@ def worker(case: dict) -> dict:
         _log(f'  [{tag}] step {step + 1}/{total}'
              f'{" (warm-up)" if step < case["warmup"] else ""}: {end - start:.2f} s, '
              f'loss {loss:.3f}, {len(names)} classes, {seq_lens[-1]} tokens')
-    peak = _peak_mb(device)
+    peak = peak_memory_mb(device)
     if not all(math.isfinite(v) for v in losses):
         raise FloatingPointError(f'non-finite loss in {tag}: {losses}')
     return {'step_s': statistics.median(times), 'best_s': min(times),
@@ -218,19 +186,7 @@ def worker(case: dict) -> dict:
 
 
 def _run(case: dict) -> dict:
-    env = dict(os.environ)
-    if not case['device'].startswith('cuda'):
-        # glibc keeps freed heap memory (and raises its mmap threshold as it goes), which makes
-        # the peak RSS depend on fragmentation (+-10% between identical cases); a fixed
-        # threshold maps every tensor separately and unmaps it when freed, so the peak RSS
-        # follows the peak of live tensors, as CUDA max allocated does
-        env.setdefault('MALLOC_MMAP_THRESHOLD_', '65536')
-    res = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker',
-                          json.dumps(case)], stdout=subprocess.PIPE, text=True, env=env)
-    if res.returncode != 0:
-        raise RuntimeError(f'benchmark case {case["label"]} failed (exit {res.returncode}); '
-                           'see its stderr above')
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_case(__file__, case)
 
 
 def _verdict(ok: bool) -> str:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,36 +26,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-
-def _status_mb(field: str) -> float:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) / 1024  # kB
-    raise KeyError(field)
-
-
-def _peak_mb(device: str) -> float:
-    if device.startswith('cuda'):
-        return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        return _status_mb('VmHWM')
-    except (OSError, KeyError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_peak(device: str) -> float:
-    """Reset the peak counter; returns the current usage (MB) to subtract from the peak."""
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated() / 2**20
-    try:  # Linux: writing 5 to clear_refs resets VmHWM to the current RSS
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return _status_mb('VmRSS')
-    except (OSError, KeyError):
-        return _peak_mb(device)
+from pomp_mm.benchmarking import peak_memory_mb, reset_peak_memory, run_case  # noqa: E402
 
 
 def _timed(fn, device: str, repeats: int):
@@ -95,15 +64,15 @@ def worker(case: dict) -> dict:
         if case['kind'] == 'truncation':
             enc.encode_text(names[:8])  # warm-up: tokenizer, kernels
             enc.prompt_learner.tokenize(names, enc.tokenizer, enc.tower.context_length)
-            base = _reset_peak(device)
+            base = reset_peak_memory(device)
             seconds, emb = _timed(lambda: enc.encode_text(names, progress=False), device,
                                   case['repeats'])
             torch.save(emb.cpu(), case['out'])
-            return {'seconds': seconds, 'peak_mb': _peak_mb(device) - base}
+            return {'seconds': seconds, 'peak_mb': peak_memory_mb(device) - base}
         # full vocabulary: first call (tokenize + encode + write cache), then a fresh encoder
-        base = _reset_peak(device)
+        base = reset_peak_memory(device)
         first, emb = _timed(lambda: enc.encode_text(names), device, 1)
-        peak = _peak_mb(device) - base
+        peak = peak_memory_mb(device) - base
         fresh = _encoder(case)
         cached, again = _timed(lambda: fresh.encode_text(names), device, 3)
         assert torch.equal(emb.cpu(), again.cpu())
@@ -111,11 +80,7 @@ def worker(case: dict) -> dict:
 
 
 def _run(case: dict) -> dict:
-    res = subprocess.run([sys.executable, __file__, '--worker', json.dumps(case)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f'benchmark case {case} failed:\n{res.stderr[-3000:]}')
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_case(__file__, case)
 
 
 def main(argv=None) -> None:
