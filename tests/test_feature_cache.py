@@ -3,10 +3,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
+from helpers import write_image_folder
 from pomp_mm.clip import TINY_CLIP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,24 +14,10 @@ CLASSES = ['cat', 'dog', 'car', 'tree', 'boat', 'lamp', 'cup', 'shoe']
 BAD = 3
 
 
-def _write_images(folder, per_class=2, size=32, corrupt=()):
-    from PIL import Image
-    rng = np.random.RandomState(0)
-    for c in CLASSES:
-        os.makedirs(os.path.join(folder, c), exist_ok=True)
-        for i in range(per_class):
-            path = os.path.join(folder, c, f'{i}.jpg')
-            if (c, i) in corrupt:
-                with open(path, 'wb') as f:
-                    f.write(b'\xff\xd8\xff\xe0 not a jpeg')
-                continue
-            Image.fromarray(rng.randint(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
-
-
 @pytest.fixture(scope='module')
 def image_folder(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp('cache_images') / 'images')
-    _write_images(folder, corrupt={('car', 1)})  # folders sorted: dataset index 3 (BAD)
+    write_image_folder(folder, CLASSES, 2, corrupt={('car', 1)})  # folders sorted: dataset index 3 (BAD)
     return folder
 
 

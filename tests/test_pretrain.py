@@ -3,36 +3,21 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
 from pomp_mm import load_prompt
+from helpers import write_image_folder
 from pomp_mm.clip import TINY_CLIP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ['cat', 'dog', 'car', 'tree', 'boat', 'lamp', 'cup', 'shoe']
 
 
-def _write_images(folder, classes, per_class, size=40, seed=0, corrupt=()):
-    from PIL import Image
-    rng = np.random.RandomState(seed)
-    for c in classes:
-        os.makedirs(os.path.join(folder, c), exist_ok=True)
-        for i in range(per_class):
-            path = os.path.join(folder, c, f'{i}.jpg')
-            if (c, i) in corrupt:
-                with open(path, 'wb') as f:
-                    f.write(b'\xff\xd8\xff\xe0 this is not a jpeg')
-                continue
-            arr = rng.randint(0, 255, (size, size, 3), dtype=np.uint8)
-            Image.fromarray(arr).save(path)
-
-
 @pytest.fixture
 def image_folder(tmp_path):
     folder = tmp_path / 'images'
-    _write_images(str(folder), CLASSES, 3, corrupt={('lamp', 1)})
+    write_image_folder(str(folder), CLASSES, 3, size=40, corrupt={('lamp', 1)})
     return str(folder)
 
 
