@@ -6,7 +6,7 @@ and arrays in ``message_hub`` and the ``HistoryBuffer`` log objects, whose stati
 pickled as ``getattr(HistoryBuffer, 'mean')``. :func:`register_mmengine_safe_globals` adds those
 exact globals to torch's allow-list (``getattr`` only as a wrapper that resolves the
 HistoryBuffer statistics methods and nothing else), so mmengine's own ``load_checkpoint`` and
-``--resume`` work while every other global stays refused. Loading with ``weights_only=False`` is
+``--resume`` work while every other global stays refused. Turning weights-only loading off is
 never an option here: it executes arbitrary code from the file.
 """
 from __future__ import annotations
