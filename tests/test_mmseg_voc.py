@@ -282,3 +282,28 @@ def test_seg_demo_writes_an_overlay_with_legend(tiny, training, tmp_path):
     # a known class keeps the checkpoint's colour
     meta = dict(classes=VOC, palette=[[i, 0, 0] for i in range(20)])
     assert demo.palette_for(['cat', 'window'], meta)[0] == [VOC.index('cat'), 0, 0]
+
+
+def test_coco_stuff_config_split():
+    """configs/mmseg/pomp_coco-stuff.py: 156 seen / 15 unseen names that all exist in mmseg's
+    COCO-Stuff classes, in the encoder, the pipeline and the metric alike."""
+    from mmengine.config import Config
+
+    from pomp_mm.vocabulary import load_vocabulary
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'mmseg', 'pomp_coco-stuff.py'))
+    vocab = load_vocabulary('coco-stuff')
+    unseen = cfg.unseen_classes
+    assert len(unseen) == 15 and len(vocab) - len(unseen) == 156
+    assert set(unseen) <= set(vocab.ids)
+    assert cfg.model.decode_head.num_classes == len(vocab) == 171
+    assert cfg.model.text_encoder.dataset_name == 'coco-stuff'
+    ignore = [t for t in cfg.train_dataloader.dataset.pipeline
+              if t['type'] == 'IgnoreUnseenClasses'][0]
+    assert ignore['unseen_classes'] == unseen == cfg.test_evaluator.unseen_classes
+    assert 'prompt_learner.ctx' in cfg.optim_wrapper.paramwise_cfg.custom_keys
+    import pomp_mm.mmseg  # noqa: F401
+    from mmseg.registry import TRANSFORMS
+    transform = TRANSFORMS.build(ignore)
+    label = np.array([[vocab.ids.index('wall-concrete'), vocab.ids.index('person')]], np.uint8)
+    out = transform({'gt_seg_map': label.copy()})['gt_seg_map']
+    assert out.tolist() == [[255, vocab.ids.index('person')]]
