@@ -307,3 +307,26 @@ def test_coco_stuff_config_split():
     label = np.array([[vocab.ids.index('wall-concrete'), vocab.ids.index('person')]], np.uint8)
     out = transform({'gt_seg_map': label.copy()})['gt_seg_map']
     assert out.tolist() == [[255, vocab.ids.index('person')]]
+
+
+@pytest.mark.parametrize('target,dataset_type,count', [
+    ('ade20k', 'ADE20KDataset', 150), ('pascal-context', 'PascalContextDataset59', 59)])
+def test_cross_dataset_configs(target, dataset_type, count):
+    """Test-only configs switch the vocabulary, the head's class count and the test set, and
+    their class list matches the toolkit dataset's (what VocabularyCheckHook enforces)."""
+    from mmengine.config import Config
+    from mmseg.registry import DATASETS
+
+    from pomp_mm.vocabulary import load_vocabulary
+    import pomp_mm.mmseg  # noqa: F401
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'mmseg',
+                                       f'pomp_coco-stuff_to_{target}.py'))
+    vocab = load_vocabulary(target)
+    assert cfg.model.text_encoder.dataset_name == target and len(vocab) == count
+    assert cfg.model.decode_head.num_classes == count
+    assert len(cfg.model.decode_head.loss_decode[0].class_weight) == count + 1
+    assert cfg.model.unseen_classes is None
+    assert cfg.test_dataloader.dataset.type == dataset_type
+    assert cfg.test_evaluator.type == 'IoUMetric'
+    dataset_cls = DATASETS.get(dataset_type)
+    assert tuple(dataset_cls.METAINFO['classes'])[-count:] == vocab.ids
