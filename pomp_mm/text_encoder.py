@@ -31,8 +31,9 @@ TemplateSpec = Union[str, Sequence[str]]
 def get_templates(spec: TemplateSpec) -> List[str]:
     """Prompt templates (``'{}'`` marks the class name) by name or as given.
 
-    Names: ``'single'`` ("a photo of a {}."), ``'simple_imagenet'`` (open_clip's 7) and
-    ``'openai_imagenet'`` (CLIP's 80 ImageNet templates, from open_clip).
+    Names: ``'single'`` ("a photo of a {}."), ``'simple_imagenet'`` (open_clip's 7),
+    ``'openai_imagenet'`` (CLIP's 80 ImageNet templates, from open_clip) and ``'vild'``
+    (mmseg's 14 ViLD templates, what SAN uses).
     """
     if not isinstance(spec, str):
         templates = list(spec)
@@ -43,11 +44,15 @@ def get_templates(spec: TemplateSpec) -> List[str]:
         fns = (zsm.SIMPLE_IMAGENET_TEMPLATES
                if spec == 'simple_imagenet' else zsm.OPENAI_IMAGENET_TEMPLATES)
         templates = [fn('{}') for fn in fns]
+    elif spec == 'vild':
+        # mmseg's SAN baseline prompts; imported only when asked (the core needs no mmseg)
+        from mmseg.utils import get_predefined_templates
+        templates = list(get_predefined_templates('vild'))
     elif '{}' in spec:
         templates = [spec]
     else:
         raise ValueError(f"unknown templates {spec!r}; use 'single', 'simple_imagenet', "
-                         "'openai_imagenet' or a list of strings with '{}'")
+                         "'openai_imagenet', 'vild' or a list of strings with '{}'")
     bad = [t for t in templates if '{}' not in t]
     if not templates or bad:
         raise ValueError(f'each template needs a {{}} for the class name; got {bad or templates}')

@@ -330,3 +330,18 @@ def test_cross_dataset_configs(target, dataset_type, count):
     assert cfg.test_evaluator.type == 'IoUMetric'
     dataset_cls = DATASETS.get(dataset_type)
     assert tuple(dataset_cls.METAINFO['classes'])[-count:] == vocab.ids
+
+
+@pytest.mark.parametrize('name', ['voc', 'coco-stuff'])
+def test_hand_template_baselines(name):
+    """Each POMP config has a hand-template twin that differs only in the text encoder."""
+    from mmengine.config import Config
+
+    from pomp_mm import get_templates
+    pomp = Config.fromfile(os.path.join(ROOT, 'configs', 'mmseg', f'pomp_{name}.py'))
+    hand = Config.fromfile(os.path.join(ROOT, 'configs', 'mmseg', f'handprompt_{name}.py'))
+    assert hand.model.text_encoder.prompt is None and pomp.model.text_encoder.prompt
+    assert len(get_templates(hand.model.text_encoder.templates)) == 14
+    pomp.model.text_encoder.update(prompt=None, templates='vild')
+    assert hand.model.to_dict() == pomp.model.to_dict()
+    assert hand.test_dataloader.to_dict() == pomp.test_dataloader.to_dict()
