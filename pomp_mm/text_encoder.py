@@ -316,18 +316,20 @@ class PompTextEncoder(BaseModule):
 
     def class_embeddings(self) -> torch.Tensor:
         """Normalised embeddings of the configured vocabulary [C, D] (cached when unchanged)."""
-        names = tuple(self.vocabulary.names)
-        grad = (torch.is_grad_enabled() and self.prompt_learner is not None
-                and self.prompt_learner.ctx.requires_grad)
-        if grad or not self.cache_feature:
+        learner = self.prompt_learner
+        if (learner is not None and learner.ctx.requires_grad and torch.is_grad_enabled()) \
+                or not self.cache_feature:
             return self.encode_text(self.vocabulary)
-        version = None if self.prompt_learner is None else self.prompt_learner.ctx._version
-        device = self.tower.token_embedding.weight.device
-        key = (names, version, id(self.prompt_learner), device)
-        if key not in self._memory:
+        # Vocabulary objects are immutable and replaced on change, so their id (kept alive by
+        # the memo itself) identifies the class list without hashing every name per call.
+        key = (id(self.vocabulary), None if learner is None else learner.ctx._version,
+               id(learner), self.tower.token_embedding.weight.device)
+        hit = self._memory.get(key)
+        if hit is None:
             self._memory.clear()
-            self._memory[key] = self.encode_text(self.vocabulary).detach()
-        return self._memory[key]
+            hit = (self.vocabulary, self.encode_text(self.vocabulary).detach())
+            self._memory[key] = hit
+        return hit[1]
 
     def forward(self) -> torch.Tensor:
         """Class embeddings of the vocabulary for mmseg's ``MultimodalEncoderDecoder``.

@@ -1,0 +1,127 @@
+"""Per-image inference time of the SAN segmenter with PompTextEncoder vs mmseg's
+CLIPTextEncoder, both with cached class embeddings, on the same tiny model in one run.
+
+Both models are built from configs/mmseg/pomp_voc.py shrunk to tiny towers (random weights,
+64x64 images); they share every weight but the text encoder (copied across). Each image is run
+through both models back to back, in alternating order, and the ratio is the median of the
+per-pair ratios, so drift on a busy machine hits both alike. Target: ratio <= 1.02.
+
+    python tools/benchmark_seg_head.py [--images 10] [--rounds 20] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+VOC = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
+       'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa',
+       'train', 'tvmonitor')
+
+TINY_MODEL = dict(
+    pretrained=None,
+    data_preprocessor=dict(size_divisor=64),
+    image_encoder=dict(img_size=(32, 32), embed_dims=64, num_layers=3, num_heads=2,
+                       out_indices=(1, 2)),
+    decode_head=dict(
+        deep_supervision_idxs=[],
+        # fusion_index: one entry per CLIP feature map (out_indices + the origin)
+        san_cfg=dict(clip_channels=64, embed_dims=32, num_queries=10, fusion_index=[0, 1, 2],
+                     cfg_encoder=dict(num_encode_layer=2, num_heads=2, mlp_ratio=2),
+                     cfg_decoder=dict(num_heads=2, embed_channels=32, mlp_channels=32)),
+        maskgen_cfg=dict(sos_token_num=10, num_layers=1, embed_dims=64, num_heads=2,
+                         mlp_ratio=2, out_dims=32),
+        train_cfg=dict(num_points=256)))
+
+
+def build(text_encoder: dict, device: str):
+    """The tiny pomp_voc model with ``text_encoder``; same seed, so same non-text weights."""
+    import pomp_mm.mmseg  # noqa: F401  (registers the SAN adapters)
+    from mmengine.config import Config, ConfigDict
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from pomp_mm.clip import TINY_CLIP
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'mmseg', 'pomp_voc.py'))
+    cfg.merge_from_dict(dict(model=TINY_MODEL))
+    if text_encoder['type'] == 'PompTextEncoder':
+        text_encoder = dict(text_encoder, clip_model=TINY_CLIP)
+    model_cfg = cfg.model
+    model_cfg.text_encoder = ConfigDict(text_encoder)  # SAN reads its configs by attribute
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    return model.to(device).eval()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--images', type=int, default=10, help='images per round')
+    p.add_argument('--rounds', type=int, default=20)
+    p.add_argument('--size', type=int, default=64, help='image side')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    args = p.parse_args(argv)
+    from mmseg.structures import SegDataSample
+
+    text = {
+        'pomp_mm PompTextEncoder': dict(type='PompTextEncoder', vocabulary=list(VOC),
+                                        templates='vild', cat_bg=True, cache_feature=True),
+        "mmseg CLIPTextEncoder": dict(type='CLIPTextEncoder', vocabulary=list(VOC),
+                                      templates='vild', embed_dims=64, num_layers=2,
+                                      num_heads=2, output_dims=32, cat_bg=True,
+                                      cache_feature=True),
+    }
+    models = {name: build(cfg, args.device) for name, cfg in text.items()}
+    first, second = models.values()
+    shared = {k: v for k, v in first.state_dict().items() if not k.startswith('text_encoder.')}
+    second.load_state_dict(shared, strict=False)  # identical image encoder and head weights
+    torch.manual_seed(1)
+    images = torch.rand(args.images, 3, args.size, args.size, device=args.device) * 255
+    meta = dict(img_shape=(args.size, args.size), ori_shape=(args.size, args.size),
+                pad_shape=(args.size, args.size), padding_size=[0, 0, 0, 0])
+
+    def one(model, img) -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            sample = SegDataSample(metainfo=meta)
+            data = model.data_preprocessor({'inputs': [img], 'data_samples': [sample]})
+            model.predict(data['inputs'], data['data_samples'])
+        if args.device.startswith('cuda'):
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) * 1000
+
+    names = list(models)
+    for name in names:  # warm-up: fills the class-embedding caches
+        for img in images:
+            one(models[name], img)
+    # Pairs of back-to-back calls on the same image, in alternating order: slow drift of the
+    # machine's speed (shared cores) cancels in each pair's ratio.
+    times = {name: [] for name in names}
+    ratios = []
+    for r in range(args.rounds):
+        for i, img in enumerate(images):
+            order = names if (r + i) % 2 == 0 else names[::-1]
+            pair = {name: one(models[name], img) for name in order}
+            for name in names:
+                times[name].append(pair[name])
+            ratios.append(pair[names[0]] / pair[names[1]])
+    print(f'# SAN inference per image: tiny model, {args.size}x{args.size}, {args.device}, '
+          f'{args.images} images x {args.rounds} rounds, back-to-back pairs\n')
+    print('| text encoder | median ms / image |')
+    print('|---|---|')
+    for name in names:
+        print(f'| {name} | {statistics.median(times[name]):.2f} |')
+    ratio = statistics.median(ratios)
+    print(f'\nmedian per-pair time ratio (pomp_mm / mmseg): {ratio:.3f}')
+    print(f'Target: ratio <= 1.02: {"PASS" if ratio <= 1.02 else "FAIL"}')
+
+
+if __name__ == '__main__':
+    main()
