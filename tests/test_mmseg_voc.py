@@ -345,3 +345,48 @@ def test_hand_template_baselines(name):
     pomp.model.text_encoder.update(prompt=None, templates='vild')
     assert hand.model.to_dict() == pomp.model.to_dict()
     assert hand.test_dataloader.to_dict() == pomp.test_dataloader.to_dict()
+
+
+def _predict(model, size=64):
+    from mmseg.structures import SegDataSample
+    meta = dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size),
+                padding_size=[0, 0, 0, 0])
+    data = model.data_preprocessor({'inputs': [torch.rand(3, size, size) * 255],
+                                    'data_samples': [SegDataSample(metainfo=meta)]})
+    with torch.no_grad():
+        return model.predict(data['inputs'], data['data_samples'])[0]
+
+
+def test_vocabulary_switch_at_test_time(tiny):
+    """The same weights predict any class list: the number of output classes follows it."""
+    model = build_model(tiny).eval()
+    assert _predict(model).seg_logits.data.shape[0] == 20
+    model.set_vocabulary('cat . sofa . window')
+    out = _predict(model)
+    assert out.seg_logits.data.shape[0] == 3
+    assert int(out.pred_sem_seg.data.max()) < 3
+
+
+def test_prompt_fine_tuning_gets_its_own_learning_rate(tiny):
+    """prompt_trainable=True: the seen-class loss reaches the prompt, whose optimizer group
+    takes the config's 'prompt_learner.ctx' lr multiplier."""
+    from mmengine.optim import build_optim_wrapper
+    from mmseg.structures import SegDataSample
+    from mmengine.structures import PixelData
+    model = build_model(tiny, **{'text_encoder.prompt_trainable': True}).train()
+    ctx = model.text_encoder.prompt_learner.ctx
+    assert ctx.requires_grad
+    meta = dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64),
+                padding_size=[0, 0, 0, 0])
+    label = torch.randint(0, 15, (1, 64, 64))  # seen classes only
+    sample = SegDataSample(metainfo=meta, gt_sem_seg=PixelData(data=label))
+    data = model.data_preprocessor({'inputs': [torch.rand(3, 64, 64) * 255],
+                                    'data_samples': [sample]}, True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    assert ctx.grad is not None and ctx.grad.abs().sum() > 0
+    wrapper = build_optim_wrapper(model, dict(
+        optimizer=dict(type='AdamW', lr=1e-4),
+        paramwise_cfg=dict(custom_keys={'prompt_learner.ctx': dict(lr_mult=0.1)})))
+    groups = [g for g in wrapper.optimizer.param_groups if any(p is ctx for p in g['params'])]
+    assert len(groups) == 1 and groups[0]['lr'] == pytest.approx(1e-5)
