@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['build_clip', 'clip_model_id', 'resolve_clip_spec', 'TextTower', 'TINY_CLIP']
+__all__ = ['build_clip', 'clip_model_id', 'mmseg_text_state_dict', 'resolve_clip_spec', 'TextTower',
+           'TINY_CLIP']
 
 ClipSpec = Union[str, Dict[str, Any]]
 
@@ -53,6 +54,64 @@ def clip_model_id(clip_model: ClipSpec, pretrained: Optional[str] = None) -> str
     return name
 
 
+_MMSEG_LAYER_KEYS = {
+    # mmseg CLIPTextEncoder (mmcv BaseTransformerLayer) -> open_clip ResidualAttentionBlock
+    'attentions.0.attn.in_proj_weight': 'attn.in_proj_weight',
+    'attentions.0.attn.in_proj_bias': 'attn.in_proj_bias',
+    'attentions.0.attn.out_proj.weight': 'attn.out_proj.weight',
+    'attentions.0.attn.out_proj.bias': 'attn.out_proj.bias',
+    'norms.0.weight': 'ln_1.weight', 'norms.0.bias': 'ln_1.bias',
+    'norms.1.weight': 'ln_2.weight', 'norms.1.bias': 'ln_2.bias',
+    'ffns.0.layers.0.0.weight': 'mlp.c_fc.weight', 'ffns.0.layers.0.0.bias': 'mlp.c_fc.bias',
+    'ffns.0.layers.1.weight': 'mlp.c_proj.weight', 'ffns.0.layers.1.bias': 'mlp.c_proj.bias',
+}
+_MMSEG_TEXT_KEYS = ('token_embedding.weight', 'positional_embedding', 'text_projection',
+                    'logit_scale', 'ln_final.weight', 'ln_final.bias')
+
+
+def mmseg_text_state_dict(state: Dict[str, torch.Tensor],
+                          prefix: str = 'text_encoder.') -> Dict[str, torch.Tensor]:
+    """The text tower of an mmseg-format CLIP checkpoint (what SAN configs pass as
+    ``pretrained``) as open_clip ``CLIP`` state-dict entries. Returns {} when ``state`` holds
+    no mmseg text encoder."""
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if name in _MMSEG_TEXT_KEYS:
+            out[name] = value
+        elif name.startswith('transformer.'):
+            _, index, rest = name.split('.', 2)
+            if rest in _MMSEG_LAYER_KEYS:
+                out[f'transformer.resblocks.{index}.{_MMSEG_LAYER_KEYS[rest]}'] = value
+    return out
+
+
+def _read_mmseg_text(path: str) -> Dict[str, torch.Tensor]:
+    """Text-tower entries of ``path`` if it is an mmseg-format CLIP checkpoint, else {}."""
+    if path.endswith('.safetensors'):
+        return {}
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception:  # JIT archives, foreign pickles: not ours to read; open_clip decides
+        return {}
+    state = state.get('state_dict', state) if isinstance(state, dict) else {}
+    return mmseg_text_state_dict(state) if isinstance(state, dict) else {}
+
+
+def _load_mmseg_text(model: nn.Module, text: Dict[str, torch.Tensor], path: str) -> None:
+    target = getattr(model, 'text', model)
+    own = {k for k in target.state_dict() if not k.startswith('visual.')}
+    missing = sorted(own - set(text))
+    if missing:
+        raise ValueError(f'mmseg-format checkpoint {path!r} lacks text weights {missing[:5]} '
+                         f'({len(missing)} missing); is the model config the same CLIP?')
+    if model.logit_scale.ndim != text['logit_scale'].ndim:
+        text['logit_scale'] = text['logit_scale'].reshape(model.logit_scale.shape)
+    target.load_state_dict(text, strict=False)
+
+
 def _check_pretrained_path(pretrained: str) -> None:
     if not os.path.isfile(pretrained):
         raise FileNotFoundError(f'CLIP weights file not found: {pretrained!r}')
@@ -68,7 +127,8 @@ def build_clip(clip_model: ClipSpec,
             (``{'embed_dim': ..., 'vision_cfg': {...}, 'text_cfg': {...}}``, optionally with
             ``'custom_text': True`` and ``'quick_gelu': True``).
         pretrained: An open_clip pretrained tag (``'openai'``) for a named model, or the path of a
-            local open_clip/OpenAI state dict. None keeps the random initialisation.
+            local open_clip/OpenAI state dict, or of an mmseg-format CLIP checkpoint (SAN's
+            ``pretrained``; only its text tower is read). None keeps the random initialisation.
         device: Where to put the model.
     """
     import open_clip
@@ -80,7 +140,11 @@ def build_clip(clip_model: ClipSpec,
         model = cls(**cfg)
         if pretrained:
             _check_pretrained_path(pretrained)
-            open_clip.load_checkpoint(model, pretrained)
+            text = _read_mmseg_text(pretrained)
+            if text:
+                _load_mmseg_text(model, text, pretrained)
+            else:
+                open_clip.load_checkpoint(model, pretrained)
     elif isinstance(clip_model, str):
         if clip_model not in open_clip.list_models():
             raise ValueError(f'unknown open_clip model {clip_model!r}; see open_clip.list_models() '
@@ -93,7 +157,10 @@ def build_clip(clip_model: ClipSpec,
             if pretrained not in tags:
                 raise ValueError(f'{pretrained!r} is neither a file nor an open_clip tag of '
                                  f'{clip_model!r} (tags: {", ".join(tags) or "none"})')
-        model = open_clip.create_model(clip_model, pretrained=pretrained or None)
+        text = _read_mmseg_text(pretrained) if pretrained and os.path.isfile(pretrained) else {}
+        model = open_clip.create_model(clip_model, pretrained=None if text else pretrained)
+        if text:
+            _load_mmseg_text(model, text, pretrained)
     else:
         raise TypeError(f'clip_model must be an open_clip model name or a config dict, '
                         f'got {type(clip_model).__name__}')

@@ -390,3 +390,30 @@ def test_prompt_fine_tuning_gets_its_own_learning_rate(tiny):
         paramwise_cfg=dict(custom_keys={'prompt_learner.ctx': dict(lr_mult=0.1)})))
     groups = [g for g in wrapper.optimizer.param_groups if any(p is ctx for p in g['params'])]
     assert len(groups) == 1 and groups[0]['lr'] == pytest.approx(1e-5)
+
+
+def test_text_weights_from_an_mmseg_format_checkpoint(tmp_path):
+    """SAN configs pass an mmseg-format CLIP checkpoint as `pretrained`: PompTextEncoder reads
+    its text tower and embeds exactly as mmseg's own CLIPTextEncoder does."""
+    from mmseg.models.text_encoder import CLIPTextEncoder
+
+    from pomp_mm import PompTextEncoder
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    names = ['cat', 'traffic light', 'sofa']
+    ref_enc = CLIPTextEncoder(vocabulary=names, templates='vild', embed_dims=64, num_layers=2,
+                              num_heads=2, output_dims=32, cat_bg=False).eval()
+    for p in ref_enc.parameters():  # mmseg leaves them uninitialised until its init_weights
+        torch.nn.init.normal_(p, std=0.05)
+    path = str(tmp_path / 'san_clip.pth')
+    torch.save({f'text_encoder.{k}': v for k, v in ref_enc.state_dict().items()}, path)
+    cfg = dict(TINY_CLIP, quick_gelu=True)  # mmseg's CLIP text encoder uses QuickGELU
+    enc = PompTextEncoder(clip_model=cfg, pretrained=path, vocabulary=names,
+                          templates='vild').eval()
+    with torch.no_grad():
+        ref = ref_enc.template_encode(names)
+        got = enc.encode_text(names)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    torch.save({'text_encoder.token_embedding.weight': torch.zeros(49408, 64)}, path)
+    with pytest.raises(ValueError, match='lacks text weights'):
+        PompTextEncoder(clip_model=cfg, pretrained=path, vocabulary=names)
