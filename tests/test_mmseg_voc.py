@@ -417,3 +417,19 @@ def test_text_weights_from_an_mmseg_format_checkpoint(tmp_path):
     torch.save({'text_encoder.token_embedding.weight': torch.zeros(49408, 64)}, path)
     with pytest.raises(ValueError, match='lacks text weights'):
         PompTextEncoder(clip_model=cfg, pretrained=path, vocabulary=names)
+
+
+def test_mmseg_own_test_tool_runs_the_config(tiny, training, tmp_path):
+    """mmseg's own tools/test.py (shipped in its package) works with our config: the config's
+    custom_imports load pomp_mm, which also makes the mmengine checkpoint loadable."""
+    import mmseg
+    tool = os.path.join(os.path.dirname(mmseg.__file__), '.mim', 'tools', 'test.py')
+    if not os.path.isfile(tool):
+        pytest.skip(f'this mmseg package does not ship {tool}')
+    res = subprocess.run([sys.executable, tool, tiny.config,
+                          os.path.join(training.work, 'iter_2.pth'),
+                          '--work-dir', str(tmp_path / 'mmseg_test')],
+                         capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    output = res.stdout + res.stderr
+    assert res.returncode == 0, output[-5000:]
+    assert 'hIoU' in output and 'mIoU-unseen' in output
