@@ -161,9 +161,10 @@ class PompTextEncoder(BaseModule):
                 class_token_position, list(self.vocabulary.names) if class_specific else None)
             self.prompt_meta = {'class_token_position': class_token_position,
                                 'ctx_init': ctx_init}
-            if not prompt_trainable:
-                logger.warning('PompTextEncoder built a new, untrained prompt (n_ctx=%s, '
-                               'ctx_init=%r) with prompt_trainable=False', n_ctx, ctx_init)
+            if not prompt_trainable and init is None:
+                # word-initialised context is the hand prompt; random context means nothing
+                logger.warning('PompTextEncoder built a random, untrained prompt (n_ctx=%s) '
+                               'with prompt_trainable=False', n_ctx)
         self.set_prompt_trainable(prompt_trainable)
 
         self.cat_bg = cat_bg
