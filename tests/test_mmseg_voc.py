@@ -22,6 +22,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 
 import pomp_mm  # noqa: E402
 from pomp_mm.clip import TINY_CLIP  # noqa: E402
+from pomp_mm.mmseg.san import TINY_SAN  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(ROOT, 'configs', 'mmseg', 'pomp_voc.py')
@@ -34,22 +35,9 @@ UNSEEN_IDS = tuple(VOC.index(c) for c in UNSEEN)  # 15..19 in the 20-class label
 TINY_CONFIG = """
 _base_ = [{base!r}]
 data_root = {root!r}
-model = dict(
-    pretrained=None,
-    data_preprocessor=dict(size_divisor=64),
-    image_encoder=dict(img_size=(32, 32), embed_dims=64, num_layers=3, num_heads=2,
-                       out_indices=(1, 2)),
-    text_encoder=dict(_delete_=True, type='PompTextEncoder', clip_model={clip!r},
-                      prompt={prompt!r}, dataset_name='voc', cat_bg=True),
-    decode_head=dict(
-        deep_supervision_idxs=[],
-        # fusion_index: one entry per CLIP feature map (out_indices + the origin)
-        san_cfg=dict(clip_channels=64, embed_dims=32, num_queries=10, fusion_index=[0, 1, 2],
-                     cfg_encoder=dict(num_encode_layer=2, num_heads=2, mlp_ratio=2),
-                     cfg_decoder=dict(num_heads=2, embed_channels=32, mlp_channels=32)),
-        maskgen_cfg=dict(sos_token_num=10, num_layers=1, embed_dims=64, num_heads=2,
-                         mlp_ratio=2, out_dims=32),
-        train_cfg=dict(num_points=256)))
+model = dict({tiny_san!r},
+             text_encoder=dict(_delete_=True, type='PompTextEncoder', clip_model={clip!r},
+                               prompt={prompt!r}, dataset_name='voc', cat_bg=True))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
@@ -116,12 +104,17 @@ def tiny(tmp_path_factory):
                                  clip_model='tiny')
     config = os.path.join(root, 'tiny_voc.py')
     with open(config, 'w') as f:
-        f.write(TINY_CONFIG.format(base=BASE_CONFIG, root=root, clip=TINY_CLIP, prompt=prompt))
+        f.write(TINY_CONFIG.format(base=BASE_CONFIG, root=root, clip=TINY_CLIP, prompt=prompt,
+                                  tiny_san=TINY_SAN))
     return SimpleNamespace(root=root, config=config, prompt=prompt, cfg=Config.fromfile(config))
 
 
+DELETE = object()
+
+
 def build_model(tiny, **changes):
-    """Build the tiny config's model, after applying dotted-key ``changes`` (``'a.b': v``)."""
+    """Build the tiny config's model, after applying dotted-key ``changes`` (``'a.b': v``;
+    ``DELETE`` removes the key)."""
     import pomp_mm.mmseg  # noqa: F401
     from mmseg.registry import MODELS
     init_default_scope('mmseg')
@@ -131,7 +124,10 @@ def build_model(tiny, **changes):
         node = cfg
         for part in path:
             node = node[part]
-        node[last] = value
+        if value is DELETE:
+            node.pop(last, None)
+        else:
+            node[last] = value
     torch.manual_seed(0)
     return MODELS.build(cfg)
 
@@ -164,6 +160,7 @@ def test_head_init_weights_without_checkpoint(tiny):
     model.init_weights()  # must not raise
     head_cfg = copy.deepcopy(tiny.cfg.model.decode_head)
     head_cfg.type = 'SideAdapterCLIPHead'
+    head_cfg.pop('no_object_weight')  # a pomp_mm argument
     with pytest.raises(AttributeError, match='init_weights'):
         MODELS.build(head_cfg).init_weights()
 
@@ -196,7 +193,8 @@ def test_unseen_classes_are_masked_in_the_loss_only(tiny):
      r"'sofaa' is not in the text encoder vocabulary.*did you mean \['sofa'\]"),
     ({'unseen_classes': list(VOC)}, ValueError, 'nothing is left to train on'),
     ({'text_encoder.cat_bg': False}, ValueError, 'cat_bg=True'),
-    ({'decode_head.type': 'SideAdapterCLIPHead'}, TypeError, 'PompSideAdapterCLIPHead'),
+    ({'decode_head.type': 'SideAdapterCLIPHead', 'decode_head.no_object_weight': DELETE},
+     TypeError, 'PompSideAdapterCLIPHead'),
 ])
 def test_build_errors(tiny, changes, error, match):
     with pytest.raises(error, match=match):
@@ -204,10 +202,15 @@ def test_build_errors(tiny, changes, error, match):
 
 
 def test_class_weight_length_is_checked(tiny):
+    # no_object_weight (the configs' default) sizes the weights from num_classes...
+    cls_loss = build_model(tiny).decode_head.loss_decode[0]
+    assert list(cls_loss.class_weight) == [1.0] * 20 + [0.1]
+    # ...and without it a stale list is refused
     losses = copy.deepcopy(tiny.cfg.model.decode_head.loss_decode)
     losses[0]['class_weight'] = [1.0] * 171 + [0.1]  # SAN's COCO-Stuff value
     with pytest.raises(ValueError, match='172 class weights.*21'):
-        build_model(tiny, **{'decode_head.loss_decode': losses})
+        build_model(tiny, **{'decode_head.loss_decode': losses,
+                             'decode_head.no_object_weight': DELETE})
 
 
 def test_prompt_width_must_fit(tiny, tmp_path):
@@ -324,7 +327,8 @@ def test_cross_dataset_configs(target, dataset_type, count):
     vocab = load_vocabulary(target)
     assert cfg.model.text_encoder.dataset_name == target and len(vocab) == count
     assert cfg.model.decode_head.num_classes == count
-    assert len(cfg.model.decode_head.loss_decode[0].class_weight) == count + 1
+    # the head sizes its class weights from num_classes (test_class_weight_length_is_checked)
+    assert cfg.model.decode_head.no_object_weight == 0.1
     assert cfg.model.unseen_classes is None
     assert cfg.test_dataloader.dataset.type == dataset_type
     assert cfg.test_evaluator.type == 'IoUMetric'

@@ -25,25 +25,11 @@ VOC = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'c
        'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa',
        'train', 'tvmonitor')
 
-TINY_MODEL = dict(
-    pretrained=None,
-    data_preprocessor=dict(size_divisor=64),
-    image_encoder=dict(img_size=(32, 32), embed_dims=64, num_layers=3, num_heads=2,
-                       out_indices=(1, 2)),
-    decode_head=dict(
-        deep_supervision_idxs=[],
-        # fusion_index: one entry per CLIP feature map (out_indices + the origin)
-        san_cfg=dict(clip_channels=64, embed_dims=32, num_queries=10, fusion_index=[0, 1, 2],
-                     cfg_encoder=dict(num_encode_layer=2, num_heads=2, mlp_ratio=2),
-                     cfg_decoder=dict(num_heads=2, embed_channels=32, mlp_channels=32)),
-        maskgen_cfg=dict(sos_token_num=10, num_layers=1, embed_dims=64, num_heads=2,
-                         mlp_ratio=2, out_dims=32),
-        train_cfg=dict(num_points=256)))
 
 
 def build(text_encoder: dict, device: str):
     """The tiny pomp_voc model with ``text_encoder``; same seed, so same non-text weights."""
-    import pomp_mm.mmseg  # noqa: F401  (registers the SAN adapters)
+    from pomp_mm.mmseg.san import TINY_SAN  # also registers the SAN adapters
     from mmengine.config import Config, ConfigDict
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
@@ -51,7 +37,7 @@ def build(text_encoder: dict, device: str):
     from pomp_mm.clip import TINY_CLIP
     init_default_scope('mmseg')
     cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'mmseg', 'pomp_voc.py'))
-    cfg.merge_from_dict(dict(model=TINY_MODEL))
+    cfg.merge_from_dict(dict(model=TINY_SAN))
     if text_encoder['type'] == 'PompTextEncoder':
         text_encoder = dict(text_encoder, clip_model=TINY_CLIP)
     model_cfg = cfg.model

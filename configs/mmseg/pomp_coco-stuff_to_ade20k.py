@@ -10,16 +10,7 @@ num_classes = 150
 model = dict(
     unseen_classes=None,
     text_encoder=dict(dataset_name='ade20k'),
-    decode_head=dict(
-        num_classes=num_classes,
-        loss_decode=[
-            dict(type='CrossEntropyLoss', loss_name='loss_cls_ce', loss_weight=2.0,
-                 class_weight=[1.0] * num_classes + [0.1]),
-            dict(type='CrossEntropyLoss', use_sigmoid=True, loss_name='loss_mask_ce',
-                 loss_weight=5.0),
-            dict(type='DiceLoss', ignore_index=None, naive_dice=True, eps=1,
-                 loss_name='loss_mask_dice', loss_weight=5.0),
-        ]))
+    decode_head=dict(num_classes=num_classes))
 
 test_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -10,16 +10,7 @@ _base_ = ['./pomp_coco-stuff_to_ade20k.py']
 num_classes = 59
 model = dict(
     text_encoder=dict(dataset_name='pascal-context'),
-    decode_head=dict(
-        num_classes=num_classes,
-        loss_decode=[
-            dict(type='CrossEntropyLoss', loss_name='loss_cls_ce', loss_weight=2.0,
-                 class_weight=[1.0] * num_classes + [0.1]),
-            dict(type='CrossEntropyLoss', use_sigmoid=True, loss_name='loss_mask_ce',
-                 loss_weight=5.0),
-            dict(type='DiceLoss', ignore_index=None, naive_dice=True, eps=1,
-                 loss_name='loss_mask_dice', loss_weight=5.0),
-        ]))
+    decode_head=dict(num_classes=num_classes))
 
 test_dataloader = dict(
     dataset=dict(

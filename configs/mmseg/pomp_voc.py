@@ -43,15 +43,7 @@ model = dict(
     decode_head=dict(
         type='PompSideAdapterCLIPHead',
         num_classes=num_classes,
-        # Lists are replaced, not merged: restate the three losses with 20 + 1 class weights.
-        loss_decode=[
-            dict(type='CrossEntropyLoss', loss_name='loss_cls_ce', loss_weight=2.0,
-                 class_weight=[1.0] * num_classes + [0.1]),
-            dict(type='CrossEntropyLoss', use_sigmoid=True, loss_name='loss_mask_ce',
-                 loss_weight=5.0),
-            dict(type='DiceLoss', ignore_index=None, naive_dice=True, eps=1,
-                 loss_name='loss_mask_dice', loss_weight=5.0),
-        ]))
+        no_object_weight=0.1))
 
 # ------------------------------------------------------------------------------- data
 dataset_type = 'PascalVOCDataset'

@@ -29,6 +29,24 @@ from torch import Tensor
 
 from ..vocabulary import load_vocabulary
 
+#: Overrides that shrink the SAN ViT-B/16 configs to a tiny model with random weights (64-wide
+#: 3-layer ViT, 10 queries, 64x64 inputs) for tests and benchmarks; pair it with
+#: pomp_mm.clip.TINY_CLIP for the text side.
+TINY_SAN = dict(
+    pretrained=None,
+    data_preprocessor=dict(size_divisor=64),
+    image_encoder=dict(img_size=(32, 32), embed_dims=64, num_layers=3, num_heads=2,
+                       out_indices=(1, 2)),
+    decode_head=dict(
+        deep_supervision_idxs=[],
+        # fusion_index: one entry per CLIP feature map (out_indices + the origin)
+        san_cfg=dict(clip_channels=64, embed_dims=32, num_queries=10, fusion_index=[0, 1, 2],
+                     cfg_encoder=dict(num_encode_layer=2, num_heads=2, mlp_ratio=2),
+                     cfg_decoder=dict(num_heads=2, embed_channels=32, mlp_channels=32)),
+        maskgen_cfg=dict(sos_token_num=10, num_layers=1, embed_dims=64, num_heads=2,
+                         mlp_ratio=2, out_dims=32),
+        train_cfg=dict(num_points=256)))
+
 __all__ = [
     'IgnoreUnseenClasses', 'OpenVocabEncoderDecoder', 'PompSideAdapterCLIPHead',
     'VocabularyCheckHook'
@@ -117,6 +135,17 @@ class IgnoreUnseenClasses(BaseTransform):
 
 
 # ------------------------------------------------------------------------------- decode head
+def _with_class_weight(losses, weight: List[float]) -> list:
+    """Copies of the loss configs with ``weight`` on the classification cross-entropy."""
+    losses = [dict(loss) for loss in (losses if isinstance(losses, (list, tuple)) else [losses])]
+    cls = [loss for loss in losses if 'loss_cls' in loss.get('loss_name', '')]
+    if len(cls) != 1:
+        raise ValueError('no_object_weight needs exactly one classification loss '
+                         f"(loss_name containing 'loss_cls') in loss_decode, found {len(cls)}")
+    cls[0]['class_weight'] = weight
+    return losses
+
+
 @MODELS.register_module()
 class PompSideAdapterCLIPHead(SideAdapterCLIPHead):
     """mmseg's ``SideAdapterCLIPHead`` with two changes.
@@ -129,11 +158,21 @@ class PompSideAdapterCLIPHead(SideAdapterCLIPHead):
       logits are set to the dtype's minimum before matching and the classification loss), so
       training is exactly that of a classifier over the remaining classes.
 
-    Args: as ``SideAdapterCLIPHead``.
+    Args:
+        num_classes: Number of classes (the text encoder's vocabulary size).
+        no_object_weight: When given, the classification loss's ``class_weight`` becomes
+            ``[1.0] * num_classes + [no_object_weight]``, so configs that change
+            ``num_classes`` need not restate SAN's whole ``loss_decode`` list (lists replace,
+            not merge, in mmengine configs). None keeps ``loss_decode`` as given.
+        **kwargs: As ``SideAdapterCLIPHead``.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, num_classes: int, *args, no_object_weight: Optional[float] = None,
+                 **kwargs) -> None:
+        if no_object_weight is not None:
+            kwargs['loss_decode'] = _with_class_weight(
+                kwargs.get('loss_decode', []), [1.0] * num_classes + [float(no_object_weight)])
+        super().__init__(num_classes, *args, **kwargs)
         self.loss_excluded_classes: Tuple[int, ...] = ()
 
     def set_loss_excluded_classes(self, class_ids: Iterable[int]) -> None:
