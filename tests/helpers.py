@@ -18,3 +18,71 @@ def write_image_folder(folder, classes, per_class, size=32, seed=0, corrupt=()):
                     f.write(b'\xff\xd8\xff\xe0 not a jpeg')
                 continue
             Image.fromarray(rng.randint(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+
+
+def _box_ann(ann_id, image_id, category_id, box):
+    x, y, w, h = box
+    return {'id': ann_id, 'image_id': image_id, 'category_id': category_id, 'bbox': [x, y, w, h],
+            'area': float(w * h), 'iscrowd': 0,
+            'segmentation': [[x, y, x + w, y, x + w, y + h, x, y + h]]}
+
+
+def write_detection_images(folder, count, size=64, seed=0):
+    """``count`` random ``size`` x ``size`` JPEGs named 000000.jpg, 000001.jpg, ..."""
+    from PIL import Image
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    names = []
+    for i in range(count):
+        name = f'{i:06d}.jpg'
+        Image.fromarray(rng.randint(0, 255, (size, size, 3), dtype=np.uint8)).save(
+            os.path.join(folder, name))
+        names.append(name)
+    return names
+
+
+def write_coco_json(path, file_names, categories, boxes, size=64):
+    """A COCO-format file: ``categories`` is a list of names (ids 1..N); ``boxes[i]`` lists
+    ``(category name, [x, y, w, h])`` for image i."""
+    import json
+    cat_id = {name: i + 1 for i, name in enumerate(categories)}
+    anns = []
+    for img_id, per_image in enumerate(boxes, start=1):
+        for name, box in per_image:
+            anns.append(_box_ann(len(anns) + 1, img_id, cat_id[name], box))
+    data = {
+        'images': [{'id': i, 'file_name': f, 'height': size, 'width': size}
+                   for i, f in enumerate(file_names, start=1)],
+        'annotations': anns,
+        'categories': [{'id': i, 'name': n} for n, i in cat_id.items()],
+    }
+    with open(path, 'w') as f:
+        json.dump(data, f)
+    return path
+
+
+def write_lvis_json(path, split, file_names, categories, frequencies, boxes, size=64):
+    """An LVIS v1-format file: images carry coco_url (``split``/name), categories carry
+    ``frequency`` and ``image_count`` (counted from ``boxes``), as LVIS' own files do."""
+    import json
+    cat_id = {name: i + 1 for i, name in enumerate(categories)}
+    anns, images_of = [], {}
+    for img_id, per_image in enumerate(boxes, start=1):
+        for name, box in per_image:
+            anns.append(_box_ann(len(anns) + 1, img_id, cat_id[name], box))
+            images_of.setdefault(name, set()).add(img_id)
+    data = {
+        'images': [{'id': i, 'height': size, 'width': size,
+                    'coco_url': f'http://images.cocodataset.org/{split}/{f}',
+                    'neg_category_ids': [], 'not_exhaustive_category_ids': []}
+                   for i, f in enumerate(file_names, start=1)],
+        'annotations': anns,
+        'categories': [{'id': cat_id[n], 'name': n, 'synset': f'{n}.n.01',
+                        'frequency': frequencies[n],
+                        'image_count': len(images_of.get(n, ())),
+                        'instance_count': sum(1 for a in anns if a['category_id'] == cat_id[n])}
+                       for n in categories],
+    }
+    with open(path, 'w') as f:
+        json.dump(data, f)
+    return path

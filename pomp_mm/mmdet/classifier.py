@@ -1,0 +1,312 @@
+"""Zero-shot region classifier: region feature -> projection -> cosine with class embeddings.
+
+:class:`ZeroShotClassifier` is a ``cls_predictor_cfg`` for any mmdet ``BBoxHead`` (mmdet builds
+it with ``in_features`` / ``out_features``); :class:`PompBBoxHead` is ``Shared2FCBBoxHead`` with
+it built in. Logits are ``temperature * cos(proj(x), e_c)`` for each class embedding ``e_c`` and
+a constant 0 for background (Detic's zero background column), plus an optional learned bias.
+
+Class embeddings come from a :class:`~pomp_mm.PompTextEncoder` (computed once per vocabulary,
+on first use, and kept out of the checkpoint) or from a Detic-format ``.npy`` file. Training
+uses the train vocabulary, evaluation the test vocabulary; :meth:`set_vocabulary` switches the
+latter at any time. ``baked=True`` holds a fixed embedding table in a plain ``nn.Linear``
+(``tools/bake_detector.py`` writes one), so a deployed model needs no text tower.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
+from mmdet.registry import MODELS
+from torch import nn
+
+from ..embeddings_io import load_embeddings
+from ..vocabulary import Vocabulary, VocabularyLike, parse_vocabulary
+
+__all__ = ['ZeroShotClassifier', 'PompBBoxHead', 'set_detector_vocabulary']
+
+logger = logging.getLogger(__name__)
+
+
+class _Source:
+    """Where one split's class embeddings come from: names for the text encoder, or a file."""
+
+    def __init__(self, vocabulary: Optional[Vocabulary], npy: Optional[str]):
+        self.vocabulary = vocabulary
+        self.npy = npy
+        self.table: Optional[torch.Tensor] = None  # normalised [C, D], filled on first use
+        if npy is not None:
+            self.table, side = load_embeddings(
+                npy, names=None if vocabulary is None else vocabulary.names, normalize=True)
+            if vocabulary is None and side and side.get('class_names'):
+                self.vocabulary = Vocabulary(tuple(side['class_names']), (), npy)
+
+    def __len__(self) -> int:
+        return len(self.vocabulary) if self.vocabulary is not None else self.table.shape[0]
+
+    @property
+    def names(self) -> List[str]:
+        if self.vocabulary is not None:
+            return list(self.vocabulary.names)
+        return [f'class {i}' for i in range(len(self))]
+
+    def describe(self) -> str:
+        return repr(self.npy) if self.npy is not None else f'{len(self)} names'
+
+
+@MODELS.register_module()
+class ZeroShotClassifier(nn.Module):
+    """Cosine-similarity classifier over class embeddings, with a background column.
+
+    Args:
+        in_features: Region feature width (set by the bbox head).
+        out_features: Number of train classes + 1 (set by the bbox head from ``num_classes``).
+        embed_dim: Width of the projection, i.e. of the class embeddings; inferred from the
+            embeddings when None.
+        text_encoder: Config of a :class:`~pomp_mm.PompTextEncoder` that embeds the vocabularies.
+        vocabulary: Train class names (list, ``' . '``-string, file or built-in name); by
+            default the text encoder's own vocabulary.
+        test_vocabulary: Class names for evaluation; by default the train vocabulary.
+        embeddings: A Detic-format ``.npy`` (C x D) of train class embeddings, instead of the
+            text encoder.
+        test_embeddings: A ``.npy`` of test class embeddings.
+        temperature: Scale of the cosine logits (Detic uses 50).
+        bias_init: Initial value of a learned bias added to every logit (e.g. -4.6, a 1% prior,
+            for the sigmoid loss); None for no bias.
+        baked: The class embeddings are a fixed ``nn.Linear`` restored from a checkpoint
+            (``out_features`` rows); no text encoder and no ``.npy``.
+    """
+
+    def __init__(self,
+                 in_features: int,
+                 out_features: int,
+                 embed_dim: Optional[int] = None,
+                 text_encoder: Optional[dict] = None,
+                 vocabulary: Optional[VocabularyLike] = None,
+                 test_vocabulary: Optional[VocabularyLike] = None,
+                 embeddings: Optional[str] = None,
+                 test_embeddings: Optional[str] = None,
+                 temperature: float = 50.0,
+                 bias_init: Optional[float] = None,
+                 baked: bool = False):
+        super().__init__()
+        self.temperature = float(temperature)
+        self._encoder = None  # built lazily outside the module tree (frozen, not checkpointed)
+        self._encoder_cfg = None
+        if baked:
+            if any(v is not None for v in (text_encoder, embeddings, test_embeddings)):
+                raise ValueError('a baked ZeroShotClassifier holds its embeddings already; '
+                                 'drop text_encoder / embeddings / test_embeddings')
+            if embed_dim is None:
+                raise ValueError('a baked ZeroShotClassifier needs embed_dim')
+            names = parse_vocabulary(vocabulary) if vocabulary is not None else None
+            if names is not None and len(names) + 1 != out_features:
+                raise ValueError(f'baked vocabulary has {len(names)} classes but the head has '
+                                 f'num_classes={out_features - 1}')
+            self.train_source = self.test_source = None
+            self.baked_names = None if names is None else list(names.names)
+            self.fixed = nn.Linear(embed_dim, out_features, bias=False)
+        else:
+            if text_encoder is None and embeddings is None:
+                raise ValueError('ZeroShotClassifier needs a text_encoder config or an '
+                                 'embeddings .npy (or baked=True)')
+            if text_encoder is not None:
+                self._encoder_cfg = dict(text_encoder)
+            train_vocab = self._vocabulary(vocabulary, default_from_encoder=embeddings is None)
+            self.train_source = _Source(train_vocab, embeddings)
+            if test_embeddings is not None or test_vocabulary is not None:
+                self.test_source = self._make_source(test_vocabulary, test_embeddings)
+            else:
+                self.test_source = self.train_source
+            if len(self.train_source) + 1 != out_features:
+                raise ValueError(
+                    f'the train vocabulary ({self.train_source.describe()}) has '
+                    f'{len(self.train_source)} classes but the bbox head has '
+                    f'num_classes={out_features - 1}; make them equal')
+            embed_dim = self._check_width(embed_dim)
+        self.embed_dim = embed_dim
+        self.proj = nn.Linear(in_features, embed_dim)
+        self.bias = None if bias_init is None else nn.Parameter(torch.tensor(float(bias_init)))
+
+    # ---------------------------------------------------------------- sources
+    def _vocabulary(self, spec: Optional[VocabularyLike],
+                    default_from_encoder: bool) -> Optional[Vocabulary]:
+        if spec is not None:
+            return parse_vocabulary(spec)
+        if not default_from_encoder:
+            return None
+        cfg = self._encoder_cfg
+        if cfg.get('vocabulary') is not None:
+            return parse_vocabulary(cfg['vocabulary'])
+        if cfg.get('dataset_name') is not None:
+            return parse_vocabulary(cfg['dataset_name'])
+        raise ValueError('give ZeroShotClassifier a vocabulary (or the text encoder a '
+                         'vocabulary / dataset_name)')
+
+    def _make_source(self, vocabulary: Optional[VocabularyLike],
+                     npy: Optional[str]) -> _Source:
+        vocab = None if vocabulary is None else parse_vocabulary(vocabulary)
+        if npy is None and self._encoder_cfg is None:
+            raise ValueError(f'test vocabulary {vocabulary!r} needs a text_encoder to embed '
+                             'it (or give test_embeddings)')
+        return _Source(vocab, npy)
+
+    def _check_width(self, embed_dim: Optional[int]) -> int:
+        widths = {s.npy: s.table.shape[1] for s in (self.train_source, self.test_source)
+                  if s.table is not None}
+        if self._encoder_cfg is not None and embed_dim is None:
+            widths['text encoder'] = self.text_encoder.tower.output_dim
+        if embed_dim is None:
+            if len(set(widths.values())) > 1:
+                raise ValueError(f'class embeddings have different widths: {widths}')
+            return next(iter(widths.values()))
+        bad = {k: w for k, w in widths.items() if w != embed_dim}
+        if bad:
+            src, width = next(iter(bad.items()))
+            raise ValueError(f'class embeddings from {src} have width {width} but the '
+                             f'projection has embed_dim={embed_dim}')
+        return embed_dim
+
+    @property
+    def text_encoder(self):
+        """The :class:`~pomp_mm.PompTextEncoder` (built on first use)."""
+        if self._encoder is None:
+            if self._encoder_cfg is None:
+                raise RuntimeError('this ZeroShotClassifier has no text_encoder config')
+            from mmengine.registry import MODELS as ROOT_MODELS
+
+            import pomp_mm  # noqa: F401  registers PompTextEncoder
+            cfg = dict(self._encoder_cfg)
+            if cfg.get('vocabulary') is None and cfg.get('dataset_name') is None:
+                cfg['vocabulary'] = list(self.train_source.names)
+            encoder = ROOT_MODELS.build(cfg)
+            encoder.requires_grad_(False)
+            encoder.eval()
+            self.__dict__['_encoder'] = encoder  # not a submodule: frozen, not saved
+        return self._encoder
+
+    def set_vocabulary(self, vocabulary: Optional[VocabularyLike] = None,
+                       embeddings: Optional[str] = None) -> None:
+        """Use another test vocabulary (names for the text encoder, or a ``.npy``)."""
+        if self.train_source is None:
+            raise RuntimeError('a baked ZeroShotClassifier has a fixed vocabulary; bake again '
+                               'with tools/bake_detector.py --vocabulary')
+        if vocabulary is None and embeddings is None:
+            raise ValueError('give a vocabulary or an embeddings .npy')
+        source = self._make_source(vocabulary, embeddings)
+        if source.table is not None and source.table.shape[1] != self.embed_dim:
+            raise ValueError(f'{embeddings!r} has width {source.table.shape[1]} but the '
+                             f'projection has embed_dim={self.embed_dim}')
+        self.test_source = source
+
+    # ---------------------------------------------------------------- embeddings
+    def _table(self, source: _Source, device: torch.device) -> torch.Tensor:
+        if source.table is None:
+            encoder = self.text_encoder
+            if encoder.tower.token_embedding.weight.device != device:
+                encoder.to(device)
+            with torch.no_grad():
+                source.table = encoder.encode_text(source.vocabulary).float()
+            if source.table.shape[1] != self.embed_dim:
+                raise ValueError(f'the text encoder gives width {source.table.shape[1]} but '
+                                 f'the projection has embed_dim={self.embed_dim}')
+        return source.table.to(device)
+
+    def class_weight(self, device: Optional[torch.device] = None) -> torch.Tensor:
+        """The [C + 1, D] matrix the logits use: normalised embeddings and a zero background
+        row, for the current mode (train or test vocabulary)."""
+        if self.train_source is None:
+            return self.fixed.weight
+        device = device if device is not None else self.proj.weight.device
+        table = self._table(self.train_source if self.training else self.test_source, device)
+        return torch.cat([table, table.new_zeros(1, table.shape[1])])
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the current mode's vocabulary (background not counted)."""
+        if self.train_source is None:
+            return self.fixed.out_features - 1
+        return len(self.train_source if self.training else self.test_source)
+
+    @property
+    def class_names(self) -> List[str]:
+        if self.train_source is None:
+            return self.baked_names or [f'class {i}' for i in range(self.num_classes)]
+        return (self.train_source if self.training else self.test_source).names
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.temperature * F.normalize(self.proj(x), dim=1)
+        if self.train_source is None:
+            logits = self.fixed(z)
+        else:
+            logits = F.linear(z, self.class_weight(z.device).to(z.dtype))
+        return logits if self.bias is None else logits + self.bias
+
+    def extra_repr(self) -> str:
+        if self.train_source is None:
+            return f'baked, classes={self.num_classes}, temperature={self.temperature}'
+        return (f'train={self.train_source.describe()}, test={self.test_source.describe()}, '
+                f'embed_dim={self.embed_dim}, temperature={self.temperature}')
+
+
+@MODELS.register_module()
+class PompBBoxHead(Shared2FCBBoxHead):
+    """``Shared2FCBBoxHead`` whose classification branch is a :class:`ZeroShotClassifier`.
+
+    Box regression is class-agnostic, so the test vocabulary can differ from the train one;
+    ``num_classes`` follows the vocabulary of the current mode.
+
+    Args:
+        classifier: :class:`ZeroShotClassifier` arguments (``text_encoder``, ``vocabulary``,
+            ``test_vocabulary``, ``embeddings``, ``test_embeddings``, ``embed_dim``,
+            ``temperature``, ``bias_init``, ``baked``).
+        num_classes: Number of train classes (must match the train vocabulary).
+        **kwargs: ``Shared2FCBBoxHead`` arguments.
+    """
+
+    def __init__(self, classifier: Dict[str, Any], num_classes: int,
+                 reg_class_agnostic: bool = True, **kwargs: Any):
+        if not reg_class_agnostic:
+            raise ValueError('PompBBoxHead needs reg_class_agnostic=True: per-class box '
+                             'regressors cannot follow a new test vocabulary')
+        if 'cls_predictor_cfg' in kwargs:
+            raise ValueError("PompBBoxHead builds its own cls_predictor_cfg; put its "
+                             "arguments in 'classifier'")
+        cls_cfg = dict(type='ZeroShotClassifier', **classifier)
+        super().__init__(num_classes=num_classes, reg_class_agnostic=True,
+                         cls_predictor_cfg=cls_cfg, **kwargs)
+
+    @property
+    def num_classes(self) -> int:
+        fc_cls = self._modules.get('fc_cls')
+        return self._num_classes if fc_cls is None else fc_cls.num_classes
+
+    @num_classes.setter
+    def num_classes(self, value: int) -> None:
+        self._num_classes = value
+
+
+def zero_shot_classifiers(model: nn.Module) -> List[ZeroShotClassifier]:
+    return [m for m in model.modules() if isinstance(m, ZeroShotClassifier)]
+
+
+def set_detector_vocabulary(model: nn.Module, vocabulary: Optional[VocabularyLike] = None,
+                            embeddings: Optional[str] = None) -> List[str]:
+    """Point every :class:`ZeroShotClassifier` of ``model`` at a new test vocabulary.
+
+    Returns:
+        The class names the detector now predicts (its labels index this list).
+    """
+    heads = zero_shot_classifiers(model)
+    if not heads:
+        raise ValueError(f'{type(model).__name__} has no ZeroShotClassifier (is its bbox head '
+                         'a PompBBoxHead?)')
+    for head in heads:
+        head.set_vocabulary(vocabulary, embeddings)
+    was_training = heads[0].training
+    heads[0].eval()
+    names = heads[0].class_names
+    heads[0].train(was_training)
+    return names
