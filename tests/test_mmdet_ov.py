@@ -153,3 +153,143 @@ def build_detector(cfg, **changes):
         node[last] = value
     torch.manual_seed(0)
     return MODELS.build(model_cfg)
+
+
+def _lvis_classes():
+    from mmdet.datasets import LVISV1Dataset
+    return list(LVISV1Dataset.METAINFO['classes'])
+
+
+@pytest.fixture(scope='module')
+def lvis(tmp_path_factory):
+    """Tiny LVIS v1: all 1,203 categories (frequencies f/c/r in turn), boxes on a few; train
+    has a rare-class box that OV-LVIS must drop, val has a rare one for APr."""
+    root = str(tmp_path_factory.mktemp('lvis'))
+    classes = _lvis_classes()
+    freq = {n: 'fcr'[i % 3] for i, n in enumerate(classes)}
+    f1, f2, c1, r1 = classes[0], classes[3], classes[1], classes[2]
+    assert (freq[f1], freq[f2], freq[c1], freq[r1]) == ('f', 'f', 'c', 'r')
+    train_names = write_detection_images(os.path.join(root, 'train2017'), 4, seed=1)
+    val_names = write_detection_images(os.path.join(root, 'val2017'), 2, seed=2)
+    train = [[(f1, [4, 4, 30, 40]), (c1, [36, 30, 24, 30])],
+             [(f2, [10, 8, 40, 50]), (r1, [2, 2, 20, 20])],
+             [(c1, [8, 12, 44, 36])],
+             [(f1, [6, 6, 50, 50])]]
+    val = [[(f1, [4, 4, 30, 40]), (r1, [30, 30, 30, 30])],
+           [(c1, [8, 8, 40, 40]), (f2, [36, 30, 24, 30])]]
+    write_lvis_json(os.path.join(root, 'train.json'), 'train2017', train_names, classes, freq,
+                    train)
+    write_lvis_json(os.path.join(root, 'val.json'), 'val2017', val_names, classes, freq, val)
+    prompt = pomp_mm.save_prompt(os.path.join(root, 'prompt.pth'), torch.randn(4, 64) * 0.02,
+                                 clip_model='tiny')
+    model = tiny_model_override(prompt, with_mask=True)
+    model['roi_head']['bbox_head']['loss_cls'] = dict(class_frequencies=root + '/train.json')
+    config = os.path.join(root, 'tiny_lvis.py')
+    with open(config, 'w') as f:
+        f.write(LVIS_TINY.format(base=LVIS_CONFIG, root=root, model=model))
+    return SimpleNamespace(root=root, config=config, cfg=Config.fromfile(config),
+                           classes=classes, freq=freq, rare=r1, train=train, val=val)
+
+
+# ------------------------------------------------------------------------------- classifier
+def _classifier(**kwargs):
+    from pomp_mm.mmdet import ZeroShotClassifier
+    kwargs.setdefault('in_features', 32)
+    torch.manual_seed(0)
+    return ZeroShotClassifier(**kwargs)
+
+
+def _text_cfg(prompt):
+    return dict(type='PompTextEncoder', clip_model=copy.deepcopy(TINY_CLIP), prompt=prompt)
+
+
+def test_npy_and_text_encoder_give_the_same_logits(coco, tmp_path):
+    """Embeddings exported from the head's own encoder, loaded back as a Detic-style .npy (no
+    sidecar, float32; and float16 as Detic ships them), give the encoder path's logits."""
+    base, all_classes = coco.base, coco.all_classes
+    by_text = _classifier(out_features=len(base) + 1, text_encoder=_text_cfg(coco.prompt),
+                          vocabulary=base, test_vocabulary=all_classes)
+    with torch.no_grad():
+        train_emb = by_text.text_encoder.encode_text(base).numpy()
+        test_emb = by_text.text_encoder.encode_text(all_classes).numpy()
+    np.save(tmp_path / 'train.npy', train_emb)
+    np.save(tmp_path / 'test.npy', test_emb)
+    by_npy = _classifier(out_features=len(base) + 1, embeddings=str(tmp_path / 'train.npy'),
+                         test_embeddings=str(tmp_path / 'test.npy'))
+    by_npy.load_state_dict(by_text.state_dict())
+    x = torch.randn(7, 32)
+    for mode, width in ((True, len(base) + 1), (False, len(all_classes) + 1)):
+        by_text.train(mode)
+        by_npy.train(mode)
+        a, b = by_text(x), by_npy(x)
+        assert a.shape == (7, width)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        assert torch.all(a[:, -1] == 0)  # Detic's constant background logit
+    # cosine logits: bounded by the temperature
+    assert a.abs().max() <= 50.0 + 1e-4
+    np.save(tmp_path / 'half.npy', test_emb.astype(np.float16))
+    by_npy.set_vocabulary(embeddings=str(tmp_path / 'half.npy'))
+    torch.testing.assert_close(by_npy(x), a, rtol=0, atol=0.05)
+
+
+def test_state_dict_holds_no_text_tower(coco):
+    clf = _classifier(out_features=len(coco.base) + 1, text_encoder=_text_cfg(coco.prompt),
+                      vocabulary=coco.base, embed_dim=32, bias_init=-4.6)
+    assert set(clf.state_dict()) == {'proj.weight', 'proj.bias', 'bias'}
+    assert clf._encoder is None  # built on first use only
+    clf.train()
+    out = clf(torch.randn(2, 32))
+    assert out.shape == (2, len(coco.base) + 1)
+    torch.testing.assert_close(out[:, -1], torch.full((2,), -4.6))
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(embeddings='ten_rows', vocabulary='BASE'), r'has 10 rows but the vocabulary has 48'),
+    (dict(embeddings='ten_rows'), r'10 classes but the bbox head has num_classes=48'),
+    (dict(embeddings='train', embed_dim=16), r'width 32 but the projection has embed_dim=16'),
+    (dict(embeddings='train', test_vocabulary=' . '), r"test vocabulary ' \. ' is empty"),
+    (dict(embeddings='train', test_vocabulary=[]), r'is empty'),
+    (dict(embeddings='train', test_vocabulary=['mug']), r'needs a text_encoder'),
+    (dict(), r'needs a text_encoder config or an embeddings'),
+])
+def test_classifier_errors(coco, tmp_path, kwargs, match):
+    np.save(tmp_path / 'ten_rows.npy', np.random.randn(10, 32).astype(np.float32))
+    np.save(tmp_path / 'train.npy', np.random.randn(48, 32).astype(np.float32))
+    for key in ('embeddings',):
+        if key in kwargs:
+            kwargs[key] = str(tmp_path / f'{kwargs[key]}.npy')
+    if kwargs.get('vocabulary') == 'BASE':
+        kwargs['vocabulary'] = coco.base
+    with pytest.raises(ValueError, match=match):
+        _classifier(out_features=49, **kwargs)
+
+
+def test_bbox_head_errors(coco):
+    with pytest.raises(ValueError, match='reg_class_agnostic=True'):
+        build_detector(coco.cfg, **{'roi_head.bbox_head.reg_class_agnostic': False})
+    with pytest.raises(ValueError, match='48 classes but the bbox head has num_classes=80'):
+        build_detector(coco.cfg, **{'roi_head.bbox_head.num_classes': 80})
+
+
+def test_vocabulary_switch_at_test_time(coco):
+    from mmdet.apis import inference_detector
+
+    from pomp_mm.mmdet import set_detector_vocabulary
+    model = build_detector(coco.cfg)
+    model.cfg = coco.cfg
+    head = model.roi_head.bbox_head
+    assert head.num_classes == 48  # train mode: the base classes
+    model.eval()
+    assert head.num_classes == 65 and head.fc_cls.class_names == coco.all_classes
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    image = os.path.join(coco.root, 'images', coco.images[0])
+    names = set_detector_vocabulary(model, 'mug . webcam . headphone')
+    assert names == ['mug', 'webcam', 'headphone'] and head.num_classes == 3
+    pred = inference_detector(model, image).pred_instances
+    assert len(pred) > 0 and int(pred.labels.max()) < 3
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no retraining
+    model.train()
+    assert head.num_classes == 48
+    with pytest.raises(ValueError, match='is empty'):
+        set_detector_vocabulary(model, '')

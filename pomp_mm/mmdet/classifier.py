@@ -147,6 +147,9 @@ class ZeroShotClassifier(nn.Module):
 
     def _make_source(self, vocabulary: Optional[VocabularyLike],
                      npy: Optional[str]) -> _Source:
+        if isinstance(vocabulary, str) and not vocabulary.strip(' .'):
+            raise ValueError(f'the test vocabulary {vocabulary!r} is empty: give at least one '
+                             'class name')
         vocab = None if vocabulary is None else parse_vocabulary(vocabulary)
         if npy is None and self._encoder_cfg is None:
             raise ValueError(f'test vocabulary {vocabulary!r} needs a text_encoder to embed '
