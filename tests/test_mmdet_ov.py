@@ -38,11 +38,22 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def tiny_model_override(prompt, with_mask=False):
-    """Tiny detector + tiny CLIP text encoder with a saved prompt (no download, no cache)."""
+def write_tiny_weights(root):
+    """A prompt and tiny CLIP weights saved as files, so every build embeds alike."""
+    from pomp_mm.clip import build_clip
+    prompt = pomp_mm.save_prompt(os.path.join(root, 'prompt.pth'), torch.randn(4, 64) * 0.02,
+                                 clip_model='tiny')
+    torch.manual_seed(0)
+    clip = os.path.join(root, 'clip.pt')
+    torch.save(build_clip(copy.deepcopy(TINY_CLIP)).state_dict(), clip)
+    return prompt, clip
+
+
+def tiny_model_override(root, with_mask=False):
+    """Tiny detector + tiny CLIP text encoder from saved weights (no download, no cache)."""
+    prompt, clip = write_tiny_weights(root)
     text = dict(_delete_=True, type='PompTextEncoder', clip_model=copy.deepcopy(TINY_CLIP),
-                pretrained=None, prompt=prompt,
-                cache_dir=None)
+                pretrained=clip, prompt=prompt, cache_dir=None)
     # score_thr 0: an untrained detector's scores are low, and the metrics need detections
     return _merge(tiny_detector(with_mask),
                   dict(roi_head=dict(bbox_head=dict(classifier=dict(text_encoder=text))),
@@ -128,12 +139,11 @@ def coco(tmp_path_factory):
            [('dog', [8, 8, 40, 40]), ('car', [36, 30, 24, 30])]]
     write_coco_json(os.path.join(root, 'train.json'), names[:4], cats, train)
     write_coco_json(os.path.join(root, 'val.json'), names[4:], cats, val)
-    prompt = pomp_mm.save_prompt(os.path.join(root, 'prompt.pth'), torch.randn(4, 64) * 0.02,
-                                 clip_model='tiny')
+    model = tiny_model_override(root)
     config = os.path.join(root, 'tiny_ov_coco.py')
     with open(config, 'w') as f:
-        f.write(COCO_TINY.format(base=COCO_CONFIG, root=root,
-                                 model=tiny_model_override(prompt)))
+        f.write(COCO_TINY.format(base=COCO_CONFIG, root=root, model=model))
+    prompt = model['roi_head']['bbox_head']['classifier']['text_encoder']['prompt']
     return SimpleNamespace(root=root, config=config, prompt=prompt, images=names,
                            cfg=Config.fromfile(config), base=base, novel=novel,
                            all_classes=all_classes)
@@ -180,9 +190,7 @@ def lvis(tmp_path_factory):
     write_lvis_json(os.path.join(root, 'train.json'), 'train2017', train_names, classes, freq,
                     train)
     write_lvis_json(os.path.join(root, 'val.json'), 'val2017', val_names, classes, freq, val)
-    prompt = pomp_mm.save_prompt(os.path.join(root, 'prompt.pth'), torch.randn(4, 64) * 0.02,
-                                 clip_model='tiny')
-    model = tiny_model_override(prompt, with_mask=True)
+    model = tiny_model_override(root, with_mask=True)
     model['roi_head']['bbox_head']['loss_cls'] = dict(class_frequencies=root + '/train.json')
     config = os.path.join(root, 'tiny_lvis.py')
     with open(config, 'w') as f:
@@ -293,3 +301,233 @@ def test_vocabulary_switch_at_test_time(coco):
     assert head.num_classes == 48
     with pytest.raises(ValueError, match='is empty'):
         set_detector_vocabulary(model, '')
+
+
+# ------------------------------------------------------------------------------- loss
+def _fed(**kwargs):
+    from pomp_mm.mmdet import FederatedSigmoidLoss
+    return FederatedSigmoidLoss(**kwargs)
+
+
+def test_federated_loss_without_sampling_is_sigmoid_cross_entropy():
+    torch.manual_seed(0)
+    scores = torch.randn(6, 5 + 1)
+    labels = torch.tensor([0, 3, 5, 5, 2, 3])  # 5 = background
+    target = torch.zeros(6, 5)
+    target[[0, 1, 4, 5], [0, 3, 2, 3]] = 1
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(scores[:, :5], target,
+                                                               reduction='sum') / 6
+    loss = _fed(num_sample_cats=None)(scores, labels, torch.ones(6), avg_factor=6)
+    torch.testing.assert_close(loss, ref)
+
+
+def test_federated_loss_samples_present_classes_and_weighted_negatives(tmp_path):
+    from pomp_mm.mmdet import lvis_class_frequencies
+    names = [f'c{i}' for i in range(12)]
+    freq = {n: 'r' if i < 4 else 'f' for i, n in enumerate(names)}
+    boxes = [[(n, [0, 0, 10, 10])] for n in names[4:]]  # every f class in one image
+    ann = write_lvis_json(str(tmp_path / 'lvis.json'), 'train2017',
+                          [f'{i}.jpg' for i in range(len(boxes))], names, freq, boxes)
+    counts = lvis_class_frequencies(ann, exclude_frequencies=['r'])
+    assert counts.tolist() == [0.0] * 4 + [1.0] * 8
+    loss = _fed(num_sample_cats=5, class_frequencies=ann, exclude_frequencies=['r'])
+    labels = torch.tensor([5, 12, 12, 7])  # classes 5 and 7 present; 12 = background
+    for seed in range(20):
+        torch.manual_seed(seed)
+        mask = loss.sample_classes(labels, 12)
+        chosen = set(mask.nonzero().flatten().tolist())
+        assert {5, 7} <= chosen and len(chosen) == 5
+        assert not chosen & {0, 1, 2, 3}  # rare classes are never negatives
+    # rows and columns outside the sample get no loss
+    scores = torch.randn(4, 13, requires_grad=True)
+    torch.manual_seed(0)
+    loss(scores, labels, torch.ones(4), avg_factor=4).backward()
+    torch.manual_seed(0)
+    mask = loss.sample_classes(labels, 12)
+    assert torch.all(scores.grad[:, :12][:, mask == 0] == 0)
+    assert torch.all(scores.grad[:, :12][:, mask == 1] != 0)
+    assert torch.all(scores.grad[:, 12] == 0)  # background has no column of its own
+    act = loss.get_activation(scores.detach())
+    torch.testing.assert_close(act[:, :12], scores.detach()[:, :12].sigmoid())
+    assert torch.all(act[:, 12] == 0)
+    with pytest.raises(ValueError, match='has 12 entries but the head scores 7 classes'):
+        _fed(class_frequencies=[1.0] * 12).sampling_weights(7, torch.device('cpu'))
+
+
+# ------------------------------------------------------------------------------- data
+def test_open_vocab_coco_keeps_base_annotations_only(coco):
+    import pomp_mm.mmdet  # noqa: F401
+    from mmdet.registry import DATASETS
+    init_default_scope('mmdet')
+    ds = DATASETS.build(dict(type='OpenVocabCocoDataset', data_root=coco.root,
+                             ann_file='train.json', data_prefix=dict(img='images/'),
+                             metainfo=dict(classes=coco.base), pipeline=[]))
+    labels = [coco.base[i['bbox_label']] for k in range(len(ds))
+              for i in ds.get_data_info(k)['instances']]
+    assert sorted(labels) == sorted(['person', 'car', 'person', 'car', 'bicycle'])
+    assert ds._dropped == 2  # the novel 'cat' and 'hair drier'
+
+
+def test_open_vocab_lvis_drops_rare_annotations(lvis):
+    import pomp_mm.mmdet  # noqa: F401
+    from mmdet.registry import DATASETS
+    init_default_scope('mmdet')
+    ds = DATASETS.build(dict(type='OpenVocabLVISV1Dataset', data_root=lvis.root,
+                             ann_file='train.json', data_prefix=dict(img=''), pipeline=[]))
+    labels = [lvis.classes[i['bbox_label']] for k in range(len(ds))
+              for i in ds.get_data_info(k)['instances']]
+    expected = [n for per_image in lvis.train for n, _ in per_image if lvis.freq[n] != 'r']
+    assert sorted(labels) == sorted(expected) and lvis.rare not in labels
+    assert len(ds.metainfo['classes']) == 1203  # the label space keeps every class
+    with pytest.raises(ValueError, match="must hold 'r', 'c' or 'f'"):
+        DATASETS.build(dict(type='OpenVocabLVISV1Dataset', data_root=lvis.root,
+                            ann_file='train.json', exclude_frequencies=['rare']))
+
+
+def test_lvis_metric_runs_under_numpy_2(lvis):
+    """mmdet's LVISMetric on the tiny LVIS val file: the ground truth as predictions scores
+    AP 1 everywhere, including APr; without pomp_mm's shim LVISEval dies on np.float."""
+    import lvis.eval as lvis_eval
+    from mmdet.evaluation import LVISMetric
+
+    import pomp_mm.mmdet  # noqa: F401
+    with open(os.path.join(lvis.root, 'val.json')) as f:
+        gt = json.load(f)
+    label_of = {c['id']: i for i, c in enumerate(sorted(gt['categories'], key=lambda c: c['id']))}
+
+    def run():
+        metric = LVISMetric(ann_file=os.path.join(lvis.root, 'val.json'), metric='bbox')
+        metric.dataset_meta = dict(classes=tuple(lvis.classes))
+        for img in gt['images']:
+            anns = [a for a in gt['annotations'] if a['image_id'] == img['id']]
+            boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in
+                                  (a['bbox'] for a in anns)], dtype=torch.float32)
+            metric.process({}, [dict(img_id=img['id'], ori_shape=(64, 64), pred_instances=dict(
+                bboxes=boxes, scores=torch.ones(len(anns)),
+                labels=torch.tensor([label_of[a['category_id']] for a in anns])))])
+        return metric.evaluate(len(gt['images']))
+
+    assert not hasattr(np, 'float')  # the stack's numpy has no alias ...
+    assert lvis_eval.np.float is float  # ... only lvis.eval's view of it does
+    results = run()
+    for key in ('lvis/bbox_AP', 'lvis/bbox_AP50', 'lvis/bbox_APr', 'lvis/bbox_APc',
+                'lvis/bbox_APf'):
+        assert results[key] == pytest.approx(1.0), key
+    shim, lvis_eval.np = lvis_eval.np, np
+    try:
+        with pytest.raises(AttributeError, match='float'):
+            run()
+    finally:
+        lvis_eval.np = shim
+
+
+# ------------------------------------------------------------------------------- end to end
+def _run(args, timeout=600):
+    res = subprocess.run([sys.executable] + args, capture_output=True, text=True, cwd=ROOT,
+                         timeout=timeout)
+    output = res.stdout + res.stderr
+    assert res.returncode == 0, f'{args[0]} failed:\n{output[-6000:]}'
+    return output
+
+
+@pytest.fixture(scope='module')
+def coco_training(coco, tmp_path_factory):
+    """tools/train.py on the tiny OV-COCO config, as a user runs it."""
+    work = str(tmp_path_factory.mktemp('work_coco'))
+    output = _run([os.path.join(ROOT, 'tools', 'train.py'), coco.config, '--work-dir', work])
+    return SimpleNamespace(work=work, output=output, ckpt=os.path.join(work, 'iter_3.pth'))
+
+
+OV_COCO_KEYS = ('coco/novel_ap50', 'coco/base_ap50', 'coco/novel_ap', 'coco/base_ap',
+                'coco/bbox_mAP')
+
+
+def test_ov_coco_train_then_test_tools(coco, coco_training, tmp_path):
+    assert 'dropped 2 annotations' in coco_training.output  # the novel 'cat', 'hair drier'
+    assert os.path.isfile(coco_training.ckpt)
+    out = str(tmp_path / 'metrics.json')
+    _run([os.path.join(ROOT, 'tools', 'test.py'), coco.config, coco_training.ckpt,
+          '--work-dir', str(tmp_path / 'test'), '--out', out], timeout=300)
+    with open(out) as f:
+        metrics = json.load(f)
+    assert set(OV_COCO_KEYS) <= set(metrics)
+    assert all(0.0 <= metrics[k] <= 1.0 for k in OV_COCO_KEYS)  # evaluated, not -1 (absent)
+
+
+def test_mmdet_own_test_tool_runs_the_config(coco, coco_training, tmp_path):
+    import mmdet
+    tool = os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'tools', 'test.py')
+    if not os.path.isfile(tool):
+        pytest.skip('this mmdet install ships no tools/test.py')
+    output = _run([tool, coco.config, coco_training.ckpt, '--work-dir', str(tmp_path)],
+                  timeout=300)
+    assert 'coco/novel_ap50' in output
+
+
+def test_ov_lvis_training_evaluates_with_lvis_metric(lvis, tmp_path):
+    """Mask R-CNN with the federated loss on the tiny LVIS: rare annotations dropped, the
+    validation at the end goes through mmdet's LVISMetric (APr included)."""
+    output = _run([os.path.join(ROOT, 'tools', 'train.py'), lvis.config,
+                   '--work-dir', str(tmp_path)])
+    assert "dropped 1 annotations of frequencies ['r']" in output
+    assert 'loss_cls' in output and 'loss_mask' in output
+    for key in ('lvis/bbox_APr', 'lvis/segm_APr', 'lvis/segm_AP'):
+        assert f'{key}: ' in output
+
+
+def test_bake_keeps_detections_identical(coco, coco_training, tmp_path):
+    from mmdet.apis import inference_detector, init_detector
+
+    from pomp_mm.mmdet.classifier import zero_shot_classifiers
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import bake_detector
+    image = os.path.join(coco.root, 'images', coco.images[4])
+    cfg_path, ckpt_path = bake_detector.main([coco.config, coco_training.ckpt, '--out-dir',
+                                              str(tmp_path), '--check-image', image])
+    baked_cfg = Config.fromfile(cfg_path)
+    classifier = baked_cfg.model.roi_head.bbox_head.classifier
+    assert classifier.baked and 'text_encoder' not in classifier
+    original = init_detector(coco.config, coco_training.ckpt, device='cpu')
+    baked = init_detector(cfg_path, ckpt_path, device='cpu')
+    clf = zero_shot_classifiers(baked)[0]
+    assert clf.num_classes == 65 and clf.class_names == coco.all_classes
+    for name in coco.images[4:]:
+        a = inference_detector(original, os.path.join(coco.root, 'images', name)).pred_instances
+        b = inference_detector(baked, os.path.join(coco.root, 'images', name)).pred_instances
+        assert len(a) > 0
+        for key in ('bboxes', 'scores', 'labels'):
+            assert torch.equal(a[key], b[key])
+    assert clf._encoder is None and clf._encoder_cfg is None  # no text tower anywhere
+
+    # a custom vocabulary baked in
+    cfg2, ckpt2 = bake_detector.main([coco.config, coco_training.ckpt, '--out-dir',
+                                      str(tmp_path / 'mugs'), '--texts', 'mug . webcam'])
+    assert Config.fromfile(cfg2).model.roi_head.bbox_head.num_classes == 2
+
+
+def test_det_demo_writes_a_png(coco, coco_training, tmp_path):
+    from PIL import Image
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import det_demo
+    out = str(tmp_path / 'demo.png')
+    image = os.path.join(coco.root, 'images', coco.images[0])
+    assert det_demo.main([image, coco.config, coco_training.ckpt, '--texts',
+                          'headphone . webcam . mug', '--score-thr', '0', '--out', out]) == out
+    with Image.open(out) as im:
+        assert im.format == 'PNG' and im.size == (64, 64)
+    with pytest.raises(SystemExit, match='image not found'):
+        det_demo.main([str(tmp_path / 'none.jpg'), coco.config, coco_training.ckpt])
+
+
+def test_custom_vocabulary_through_det_inferencer(coco, coco_training):
+    from mmdet.apis import DetInferencer
+
+    from pomp_mm.mmdet import set_detector_vocabulary
+    inferencer = DetInferencer(model=coco.config, weights=coco_training.ckpt, device='cpu',
+                               show_progress=False)
+    names = set_detector_vocabulary(inferencer.model, ['mug', 'webcam'])
+    inferencer.visualizer.dataset_meta = dict(classes=tuple(names), palette='random')
+    image = os.path.join(coco.root, 'images', coco.images[0])
+    result = inferencer(image, pred_score_thr=0.0, return_datasamples=True)
+    labels = result['predictions'][0].pred_instances.labels
+    assert len(labels) > 0 and int(labels.max()) < 2
