@@ -531,3 +531,13 @@ def test_custom_vocabulary_through_det_inferencer(coco, coco_training):
     result = inferencer(image, pred_score_thr=0.0, return_datasamples=True)
     labels = result['predictions'][0].pred_instances.labels
     assert len(labels) > 0 and int(labels.max()) < 2
+
+
+def test_benchmark_det_head_runs(capsys):
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import benchmark_det_head
+    ratio = benchmark_det_head.main(['--tiny', '--classes', '20', '--size', '64', '--images', '1',
+                                     '--rounds', '1'])
+    out = capsys.readouterr().out
+    assert ratio > 0 and 'median per-pair time ratio (POMP / plain)' in out
+    assert '| POMP (PompBBoxHead) |' in out and '| plain Shared2FCBBoxHead |' in out

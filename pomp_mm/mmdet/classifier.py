@@ -37,6 +37,7 @@ class _Source:
         self.vocabulary = vocabulary
         self.npy = npy
         self.table: Optional[torch.Tensor] = None  # normalised [C, D], filled on first use
+        self.weight: Optional[torch.Tensor] = None  # table + background row, on the model's device
         if npy is not None:
             self.table, side = load_embeddings(
                 npy, names=None if vocabulary is None else vocabulary.names, normalize=True)
@@ -205,6 +206,13 @@ class ZeroShotClassifier(nn.Module):
         self.test_source = source
 
     # ---------------------------------------------------------------- embeddings
+    def _weight(self, source: _Source, device: torch.device) -> torch.Tensor:
+        """``source``'s table with the zero background row, built once per device."""
+        if source.weight is None or source.weight.device != device:
+            table = self._table(source, device)
+            source.weight = torch.cat([table, table.new_zeros(1, table.shape[1])])
+        return source.weight
+
     def _table(self, source: _Source, device: torch.device) -> torch.Tensor:
         if source.table is None:
             encoder = self.text_encoder
@@ -223,8 +231,7 @@ class ZeroShotClassifier(nn.Module):
         if self.train_source is None:
             return self.fixed.weight
         device = device if device is not None else self.proj.weight.device
-        table = self._table(self.train_source if self.training else self.test_source, device)
-        return torch.cat([table, table.new_zeros(1, table.shape[1])])
+        return self._weight(self.train_source if self.training else self.test_source, device)
 
     @property
     def num_classes(self) -> int:
