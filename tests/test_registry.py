@@ -62,10 +62,20 @@ def test_shipped_config_fragments_build(toolkit, tmp_path, tiny_cfg, make_encode
     save_prompt(prompt, make_encoder(n_ctx=4).prompt_learner.ctx)
     cfg = Config.fromfile(os.path.join(ROOT, 'configs', toolkit, '_base_',
                                        'pomp_text_encoder.py'))
-    assert cfg.custom_imports.imports == ['pomp_mm']
+    assert cfg.custom_imports.imports[0] == 'pomp_mm'
     enc_cfg = dict(cfg.pomp_text_encoder, clip_model=tiny_cfg, pretrained=None, prompt=prompt,
                    cache_dir=str(tmp_path / 'cache'))
-    enc = MODELS.build(enc_cfg)
-    expected = {'mmseg': 171 + 1, 'mmdet': 1203}[toolkit]  # coco-stuff + background row / lvis
+    if toolkit == 'mmseg':
+        enc = MODELS.build(enc_cfg)
+        with torch.no_grad():
+            assert enc().shape == (171 + 1, 32)  # coco-stuff + background row
+        return
+    # mmdet: the fragment is the text encoder of a zero-shot box classifier; the head names
+    # the classes
+    assert cfg.custom_imports.imports == ['pomp_mm', 'pomp_mm.mmdet']
+    import pomp_mm.mmdet  # noqa: F401
+    from mmdet.registry import MODELS as DET_MODELS
+    head = DET_MODELS.build(dict(type='ZeroShotClassifier', in_features=8, out_features=1204,
+                                 text_encoder=enc_cfg, vocabulary='lvis')).eval()
     with torch.no_grad():
-        assert enc().shape == (expected, 32)
+        assert head(torch.randn(2, 8)).shape == (2, 1203 + 1)  # lvis + background
