@@ -541,3 +541,49 @@ def test_benchmark_det_head_runs(capsys):
     out = capsys.readouterr().out
     assert ratio > 0 and 'median per-pair time ratio (POMP / plain)' in out
     assert '| POMP (PompBBoxHead) |' in out and '| plain Shared2FCBBoxHead |' in out
+
+
+def test_vocabulary_check_hook(coco):
+    from pomp_mm.mmdet import DetVocabularyCheckHook
+    model = build_detector(coco.cfg)
+
+    def runner(train_classes, test_classes):
+        loader = lambda classes: SimpleNamespace(  # noqa: E731
+            dataset=SimpleNamespace(metainfo=dict(classes=tuple(classes))))
+        return SimpleNamespace(model=model, train_dataloader=loader(train_classes),
+                               val_loop=SimpleNamespace(dataloader=loader(test_classes)),
+                               test_loop=SimpleNamespace(dataloader=loader(test_classes)))
+
+    hook = DetVocabularyCheckHook()
+    ok = runner(coco.base, coco.all_classes)
+    hook.before_train(ok)
+    hook.before_val(ok)
+    hook.before_test(ok)
+    with pytest.raises(ValueError, match='the test dataset has 48 classes but the detector '
+                       "head's test_vocabulary has 65"):
+        hook.before_test(runner(coco.base, coco.base))
+    swapped = list(coco.base)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    with pytest.raises(ValueError, match="differ from the detector head's vocabulary at index 0: "
+                       "'bicycle' vs 'person'"):
+        hook.before_train(runner(swapped, coco.all_classes))
+
+
+@pytest.mark.parametrize('target,dataset_type,count', [
+    ('coco', 'CocoDataset', 80), ('objects365', 'Objects365V2Dataset', 365)])
+def test_cross_dataset_configs(target, dataset_type, count):
+    """Test-only configs: the OV-LVIS model with the target's class names as its test
+    vocabulary, in the target dataset's label order."""
+    import pomp_mm.mmdet  # noqa: F401
+    from mmdet.registry import DATASETS
+
+    from pomp_mm.vocabulary import clean_name, parse_vocabulary
+    cfg = Config.fromfile(os.path.join(
+        ROOT, 'configs', 'mmdet', f'pomp_mask-rcnn_r50_fpn_lvis-base_to_{target}.py'))
+    assert cfg.test_dataloader.dataset.type == dataset_type
+    assert cfg.train_dataloader is None and cfg.train_cfg is None
+    head = cfg.model.roi_head.bbox_head
+    assert head.classifier.vocabulary == 'lvis' and head.num_classes == 1203
+    names = list(parse_vocabulary(head.classifier.test_vocabulary).names)
+    expected = [clean_name(c) for c in DATASETS.get(dataset_type).METAINFO['classes']]
+    assert names == expected and len(names) == count

@@ -75,6 +75,8 @@ def test_shipped_config_fragments_build(toolkit, tmp_path, tiny_cfg, make_encode
     assert cfg.custom_imports.imports == ['pomp_mm', 'pomp_mm.mmdet']
     import pomp_mm.mmdet  # noqa: F401
     from mmdet.registry import MODELS as DET_MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')  # an earlier test may have left mmseg's scope set
     head = DET_MODELS.build(dict(type='ZeroShotClassifier', in_features=8, out_features=1204,
                                  text_encoder=enc_cfg, vocabulary='lvis')).eval()
     with torch.no_grad():

@@ -72,4 +72,6 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='OVCocoMetric', ann_file=data_root +
                      'annotations/instances_val2017_all_2.json', metric='bbox')
 test_evaluator = val_evaluator
+# dataset classes must match the head's train / test vocabularies, in order
+custom_hooks = [dict(type='DetVocabularyCheckHook')]
 default_hooks = dict(checkpoint=dict(save_best='coco/novel_ap50', rule='greater'))

@@ -50,4 +50,6 @@ train_dataloader = dict(
             exclude_frequencies=['r'],
             data_root=data_root,
             ann_file=train_ann)))
+# dataset classes must match the head's train / test vocabularies, in order
+custom_hooks = [dict(type='DetVocabularyCheckHook')]
 default_hooks = dict(checkpoint=dict(save_best='lvis/segm_APr', rule='greater'))

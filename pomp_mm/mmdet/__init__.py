@@ -2,17 +2,19 @@
 
 Importing this package registers, in mmdet's registries: :class:`ZeroShotClassifier` and
 :class:`PompBBoxHead` (``MODELS``), :class:`FederatedSigmoidLoss` (``MODELS``),
-:class:`OpenVocabCocoDataset` and :class:`OpenVocabLVISV1Dataset` (``DATASETS``). It also lets
+:class:`OpenVocabCocoDataset` and :class:`OpenVocabLVISV1Dataset` (``DATASETS``),
+:class:`DetVocabularyCheckHook` (``HOOKS``). It also lets
 mmdet's ``LVISMetric`` run under numpy >= 1.24 (see :mod:`pomp_mm.mmdet.lvis_compat`).
 """
 from .classifier import PompBBoxHead, ZeroShotClassifier, set_detector_vocabulary
 from .datasets import OpenVocabCocoDataset, OpenVocabLVISV1Dataset
+from .hooks import DetVocabularyCheckHook
 from .loss import FederatedSigmoidLoss, lvis_class_frequencies
 from .lvis_compat import patch_lvis_eval
 
 patch_lvis_eval()
 
 __all__ = [
-    'FederatedSigmoidLoss', 'OpenVocabCocoDataset', 'OpenVocabLVISV1Dataset', 'PompBBoxHead',
+    'DetVocabularyCheckHook', 'FederatedSigmoidLoss', 'OpenVocabCocoDataset', 'OpenVocabLVISV1Dataset', 'PompBBoxHead',
     'ZeroShotClassifier', 'lvis_class_frequencies', 'patch_lvis_eval', 'set_detector_vocabulary'
 ]

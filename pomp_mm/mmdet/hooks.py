@@ -1,0 +1,73 @@
+"""A runner hook that checks dataset classes against the zero-shot head's vocabularies."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from ..vocabulary import clean_name
+from .classifier import ZeroShotClassifier, zero_shot_classifiers
+
+__all__ = ['DetVocabularyCheckHook']
+
+
+def _names_in_mode(head: ZeroShotClassifier, training: bool) -> Optional[List[str]]:
+    source = head.train_source if training else head.test_source
+    if source is None:  # baked: one fixed vocabulary
+        return head.baked_names
+    return None if source.vocabulary is None else list(source.vocabulary.names)
+
+
+def _size_in_mode(head: ZeroShotClassifier, training: bool) -> int:
+    source = head.train_source if training else head.test_source
+    return head.fixed.out_features - 1 if source is None else len(source)
+
+
+@HOOKS.register_module()
+class DetVocabularyCheckHook(Hook):
+    """Check each dataset's ``metainfo['classes']`` against the detector's vocabulary.
+
+    Labels index the head's train vocabulary in training and its test vocabulary in evaluation,
+    so each must list the dataset's classes in the same order (compared after the same name
+    cleaning, e.g. ``'aerosol_can'`` = ``'aerosol can'``); a mismatch would train or score the
+    wrong classes silently. A ``.npy`` without class names is checked by length only.
+    """
+
+    priority = 'VERY_LOW'
+
+    def before_train(self, runner) -> None:
+        self._check(runner, runner.train_dataloader, 'train', training=True)
+
+    def before_val(self, runner) -> None:
+        self._check(runner, runner.val_loop.dataloader, 'val', training=False)
+
+    def before_test(self, runner) -> None:
+        self._check(runner, runner.test_loop.dataloader, 'test', training=False)
+
+    @staticmethod
+    def _check(runner, dataloader, split: str, training: bool) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        heads = zero_shot_classifiers(model)
+        dataset = dataloader.dataset
+        classes = getattr(dataset, 'metainfo', {}).get('classes')
+        if not heads or classes is None:
+            return
+        classes = [clean_name(c) for c in classes]
+        kind = 'vocabulary' if training else 'test_vocabulary'
+        for head in heads:
+            size = _size_in_mode(head, training)
+            names = _names_in_mode(head, training)
+            if size != len(classes):
+                raise ValueError(f'the {split} dataset has {len(classes)} classes but the '
+                                 f'detector head\'s {kind} has {size}; they must be the same '
+                                 'list, in the same order')
+            if names is None:
+                continue
+            bad = next((i for i, (a, b) in enumerate(zip(classes, names))
+                        if a.lower() != b.lower()), None)
+            if bad is not None:
+                raise ValueError(f'the {split} dataset classes differ from the detector '
+                                 f"head's {kind} at index {bad}: {classes[bad]!r} vs "
+                                 f'{names[bad]!r}; list them in the same order')
