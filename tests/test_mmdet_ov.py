@@ -587,3 +587,16 @@ def test_cross_dataset_configs(target, dataset_type, count):
     names = list(parse_vocabulary(head.classifier.test_vocabulary).names)
     expected = [clean_name(c) for c in DATASETS.get(dataset_type).METAINFO['classes']]
     assert names == expected and len(names) == count
+
+
+def test_exported_embeddings_bring_their_class_names(tmp_path):
+    """An .npy written by tools/export_embeddings.py (sidecar with names) names the classes;
+    a vocabulary that disagrees with the sidecar is refused."""
+    emb = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
+    path = str(tmp_path / 'mugs.npy')
+    pomp_mm.save_embeddings(path, emb, ['mug', 'webcam', 'headphone'], clip_model='tiny')
+    clf = _classifier(out_features=4, embeddings=path).eval()
+    assert clf.class_names == ['mug', 'webcam', 'headphone']
+    torch.testing.assert_close(clf.class_weight()[:3], emb)
+    with pytest.raises(ValueError, match="class 1 is 'webcam' in the file, 'cup' expected"):
+        _classifier(out_features=4, embeddings=path, vocabulary=['mug', 'cup', 'headphone'])
