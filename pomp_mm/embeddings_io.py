@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .fileio import atomic_write
+from .vocabulary import first_difference
 
 __all__ = ['save_embeddings', 'load_embeddings', 'sidecar_path']
 
@@ -94,9 +95,9 @@ def load_embeddings(path: str, names: Optional[Sequence[str]] = None,
         if stored is not None and len(stored) != emb.shape[0]:
             raise ValueError(f'{path!r} has {emb.shape[0]} rows but its sidecar {side_path!r} '
                              f'lists {len(stored)} class names')
-        if names is not None and stored is not None and list(stored) != list(names):
+        i = None if names is None or stored is None else first_difference(stored, names)
+        if i is not None:
             a, b = list(stored), list(names)
-            i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
             raise ValueError(f'{path!r} was made for other classes: class {i} is '
                              f'{a[i] if i < len(a) else "(none)"!r} in the file, '
                              f'{b[i] if i < len(b) else "(none)"!r} expected')

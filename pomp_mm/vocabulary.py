@@ -11,10 +11,11 @@ import os
 import pkgutil
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
-    'Vocabulary', 'clean_name', 'load_vocabulary', 'builtin_vocabularies', 'parse_vocabulary'
+    'Vocabulary', 'clean_name', 'load_vocabulary', 'builtin_vocabularies', 'parse_vocabulary',
+    'first_difference'
 ]
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,13 @@ def clean_name(raw: str) -> str:
     lower-cases anyway and the punctuation disambiguates.
     """
     return re.sub(r'\s+', ' ', raw.replace('_', ' ')).strip()
+
+
+def first_difference(a: Sequence[str], b: Sequence[str]) -> Optional[int]:
+    """Index of the first entry where two class lists differ (the shorter length when one is
+    a prefix of the other), or None when they are equal."""
+    i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return None if i == len(a) == len(b) else i
 
 
 def first_lemma(lemmas: str) -> str:

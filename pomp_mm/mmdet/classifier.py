@@ -25,7 +25,7 @@ from torch import nn
 from ..embeddings_io import load_embeddings
 from ..vocabulary import Vocabulary, VocabularyLike, parse_vocabulary
 
-__all__ = ['ZeroShotClassifier', 'PompBBoxHead', 'set_detector_vocabulary']
+__all__ = ['ZeroShotClassifier', 'PompBBoxHead', 'set_detector_vocabulary', 'zero_shot_classifiers']
 
 logger = logging.getLogger(__name__)
 
@@ -299,6 +299,7 @@ class PompBBoxHead(Shared2FCBBoxHead):
 
 
 def zero_shot_classifiers(model: nn.Module) -> List[ZeroShotClassifier]:
+    """Every :class:`ZeroShotClassifier` in ``model``, in module order."""
     return [m for m in model.modules() if isinstance(m, ZeroShotClassifier)]
 
 

@@ -7,7 +7,7 @@ from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from ..vocabulary import clean_name
+from ..vocabulary import clean_name, first_difference
 from .classifier import ZeroShotClassifier, zero_shot_classifiers
 
 __all__ = ['DetVocabularyCheckHook']
@@ -65,8 +65,7 @@ class DetVocabularyCheckHook(Hook):
                                  'list, in the same order')
             if names is None:
                 continue
-            bad = next((i for i, (a, b) in enumerate(zip(classes, names))
-                        if a.lower() != b.lower()), None)
+            bad = first_difference([c.lower() for c in classes], [n.lower() for n in names])
             if bad is not None:
                 raise ValueError(f'the {split} dataset classes differ from the detector '
                                  f"head's {kind} at index {bad}: {classes[bad]!r} vs "

@@ -27,7 +27,7 @@ from mmseg.registry import HOOKS, MODELS, TRANSFORMS
 from mmseg.utils import ConfigType, SampleList
 from torch import Tensor
 
-from ..vocabulary import load_vocabulary
+from ..vocabulary import first_difference, load_vocabulary
 
 #: Overrides that shrink the SAN ViT-B/16 configs to a tiny model with random weights (64-wide
 #: 3-layer ViT, 10 queries, 64x64 inputs) for tests and benchmarks; pair it with
@@ -400,8 +400,7 @@ class VocabularyCheckHook(Hook):
         keys = _vocabulary_keys(model.text_encoder)
         classes = tuple(classes)
         if classes not in keys:
-            diff = next((i for i, (a, b) in enumerate(zip(classes, keys[0])) if a != b),
-                        min(len(classes), len(keys[0])))
+            diff = first_difference(classes, keys[0])
             raise ValueError(
                 f'the {split} dataset classes ({len(classes)}) differ from the text encoder '
                 f'vocabulary ({len(keys[0])}) at index {diff}: '
