@@ -2,7 +2,8 @@
 # classes, tested on all 65 (48 base + 17 novel); the headline is novel AP50 (OVCocoMetric).
 #
 #   python tools/train.py configs/mmdet/pomp_faster-rcnn_r50_fpn_ov-coco.py
-#   python tools/test.py configs/mmdet/pomp_faster-rcnn_r50_fpn_ov-coco.py work_dirs/.../epoch_12.pth
+#   python tools/test.py configs/mmdet/pomp_faster-rcnn_r50_fpn_ov-coco.py \
+#       work_dirs/pomp_faster-rcnn_r50_fpn_ov-coco/epoch_12.pth
 #
 # Weights: ImageNet ResNet-50 (torchvision, as mmdet's base config), CLIP ViT-B/16 'openai' and
 # a POMP prompt checkpoint for the class embeddings (see _base_/pomp_text_encoder.py).

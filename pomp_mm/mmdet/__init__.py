@@ -15,6 +15,7 @@ from .lvis_compat import patch_lvis_eval
 patch_lvis_eval()
 
 __all__ = [
-    'DetVocabularyCheckHook', 'FederatedSigmoidLoss', 'OpenVocabCocoDataset', 'OpenVocabLVISV1Dataset', 'PompBBoxHead',
-    'ZeroShotClassifier', 'lvis_class_frequencies', 'patch_lvis_eval', 'set_detector_vocabulary'
+    'DetVocabularyCheckHook', 'FederatedSigmoidLoss', 'OpenVocabCocoDataset',
+    'OpenVocabLVISV1Dataset', 'PompBBoxHead', 'ZeroShotClassifier', 'lvis_class_frequencies',
+    'patch_lvis_eval', 'set_detector_vocabulary'
 ]

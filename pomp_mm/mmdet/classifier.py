@@ -25,7 +25,8 @@ from torch import nn
 from ..embeddings_io import load_embeddings
 from ..vocabulary import Vocabulary, VocabularyLike, parse_vocabulary
 
-__all__ = ['ZeroShotClassifier', 'PompBBoxHead', 'set_detector_vocabulary', 'zero_shot_classifiers']
+__all__ = ['ZeroShotClassifier', 'PompBBoxHead', 'set_detector_vocabulary',
+           'zero_shot_classifiers']
 
 logger = logging.getLogger(__name__)
 

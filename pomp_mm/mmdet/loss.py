@@ -90,7 +90,8 @@ class FederatedSigmoidLoss(nn.Module):
         scores = cls_score[:, :-1].sigmoid()
         return torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], dim=1)
 
-    def get_accuracy(self, cls_score: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def get_accuracy(self, cls_score: torch.Tensor,
+                     labels: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Foreground accuracy (argmax over classes) on the positive regions."""
         num_classes = cls_score.shape[1] - 1
         pos = labels < num_classes
