@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .shared_prefix import shared_prefix_transformer, supports_shared_prefix
+
 __all__ = ['build_clip', 'clip_model_id', 'mmseg_text_state_dict', 'resolve_clip_spec', 'TextTower',
            'TINY_CLIP']
 
@@ -209,6 +211,7 @@ class TextTower(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
         self._fingerprint: Optional[str] = None
+        self._shares_prefix: Optional[bool] = None
 
     @property
     def output_dim(self) -> int:
@@ -245,7 +248,34 @@ class TextTower(nn.Module):
         seq_len = x.shape[1]
         x = x + self.positional_embedding[:seq_len].to(x.dtype)
         x = self.transformer(x, attn_mask=self.attn_mask[:seq_len, :seq_len])
-        x = self.ln_final(x)
+        return self._pool(self.ln_final(x), eot)
+
+    @property
+    def shares_prefix(self) -> bool:
+        """Whether :meth:`forward_shared_prefix` can run on this tower's blocks."""
+        if self._shares_prefix is None:
+            self._shares_prefix = supports_shared_prefix(self.transformer)
+        return self._shares_prefix
+
+    def forward_shared_prefix(self, prefix: torch.Tensor, suffix: torch.Tensor,
+                              eot: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of ``cat([prefix] * B, suffix)``, running the prefix once.
+
+        Args:
+            prefix: Token embeddings [P, width] that every sequence starts with.
+            suffix: The rest of each sequence [B, S, width], ``P + S <= context_length``.
+            eot: EOT position per row in the whole sequence [B], each ``>= P``.
+
+        Returns:
+            Unnormalised text features [B, output_dim].
+        """
+        p, s = prefix.shape[0], suffix.shape[1]
+        pos = self.positional_embedding.to(suffix.dtype)
+        x = shared_prefix_transformer(self.transformer, prefix + pos[:p], suffix + pos[p:p + s])
+        return self._pool(self.ln_final(x), eot - p)
+
+    def _pool(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """Features at the EOT positions [B], projected to the joint space."""
         x = x[torch.arange(x.shape[0], device=x.device), eot]
         proj = self.text_projection
         if proj is None:

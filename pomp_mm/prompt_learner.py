@@ -158,6 +158,19 @@ class PromptLearner(nn.Module):
                             torch.where(p <= n + n_ctx, p - n - 1, token)))
         return torch.where(p == 0, torch.full_like(idx, n_ctx), idx)
 
+    def split_shared_prefix(
+            self, token_embeds: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """``(prefix [n_ctx + 1, width], suffixes [C, L - n_ctx - 1, width])`` when every prompt
+        starts with the same ``[SOS, ctx]`` (shared context, class name at the end), else None.
+
+        ``cat([prefix] * C, suffixes)`` equals :meth:`forward`'s output for the same tokens.
+        """
+        if self.class_specific or self.class_token_position != 'end':
+            return None
+        ctx = self.ctx.to(token_embeds.dtype)
+        prefix = torch.cat([token_embeds[0, :1], ctx])  # SOS is the same token in every row
+        return prefix, token_embeds[:, self.n_ctx + 1:]
+
     def forward(self, token_embeds: torch.Tensor, batch: PromptBatch,
                 class_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Assemble prompt embeddings [C, L, width] from token embeddings [C, L, width]."""

@@ -98,6 +98,8 @@ class PompTextEncoder(BaseModule):
         cache_dir: Folder of an on-disk embedding cache for ``encode_text``; None disables it.
         chunk_size: Classes encoded per text-tower call, bounding memory.
         truncate: Run the causal transformer only up to the last EOT token of each chunk.
+        share_prefix: Run the ``[SOS, ctx]`` positions every prompt starts with once per chunk
+            instead of once per class (shared context, class name at the end; same result).
         clip_module: The open_clip model ``clip_model`` / ``pretrained`` describe, when the
             caller has already built it (pre-training needs its image tower too).
         init_cfg: mmengine initialisation config.
@@ -120,6 +122,7 @@ class PompTextEncoder(BaseModule):
                  cache_dir: Optional[str] = None,
                  chunk_size: int = 1024,
                  truncate: bool = True,
+                 share_prefix: bool = True,
                  clip_module: Optional[nn.Module] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg)
@@ -139,6 +142,7 @@ class PompTextEncoder(BaseModule):
         self.templates = get_templates(templates)
         self.chunk_size = chunk_size
         self.truncate = truncate
+        self.share_prefix = share_prefix
         self.cache_feature = cache_feature
         self.disk_cache = EmbeddingCache(cache_dir) if cache_dir else None
         self._memory: Dict[Any, torch.Tensor] = {}
@@ -238,6 +242,7 @@ class PompTextEncoder(BaseModule):
         batch = learner.tokenize(names, self.tokenizer, self.tower.context_length)
         class_index = learner.class_indices(names)
         device = self.tower.token_embedding.weight.device
+        share = self.share_prefix and self.tower.shares_prefix
         grad = torch.is_grad_enabled()
         out = None if grad else torch.empty(len(names), self.tower.output_dim, device=device)
         rows = []
@@ -245,8 +250,13 @@ class PompTextEncoder(BaseModule):
             seq_len = int(batch.eot[idx].max()) + 1 if self.truncate else None
             sub: PromptBatch = batch.select(idx, seq_len)
             embeds = self.tower.embed_tokens(sub.tokens.to(device))
-            x = learner(embeds, sub, None if class_index is None else class_index[idx])
-            feats = F.normalize(self.tower(x, sub.eot.to(device)).float(), dim=-1)
+            split = learner.split_shared_prefix(embeds) if share else None
+            if split is not None:
+                feats = self.tower.forward_shared_prefix(*split, sub.eot.to(device))
+            else:
+                x = learner(embeds, sub, None if class_index is None else class_index[idx])
+                feats = self.tower(x, sub.eot.to(device))
+            feats = F.normalize(feats.float(), dim=-1)
             if grad:
                 rows.append((idx, feats))
             else:

@@ -198,3 +198,57 @@ def test_unknown_model_and_missing_weights(tiny_cfg, tmp_path):
     missing = str(tmp_path / 'nope.pt')
     with pytest.raises(FileNotFoundError, match='nope.pt'):
         PompTextEncoder(clip_model=tiny_cfg, pretrained=missing, vocabulary=['cat'])
+
+
+@pytest.mark.parametrize('n_ctx', [1, 4, 16])
+def test_shared_prefix_equals_per_class_prompts(make_encoder, n_ctx):
+    """The [SOS, ctx] positions run once per chunk, with the same embeddings and the same
+    gradient to ctx as running every class's whole prompt."""
+    shared = make_encoder(n_ctx=n_ctx, prompt_trainable=True, chunk_size=3)
+    plain = make_encoder(n_ctx=n_ctx, prompt_trainable=True, chunk_size=3, share_prefix=False)
+    plain.load_state_dict(shared.state_dict())
+    assert shared.tower.shares_prefix
+    a, b = shared.encode_text(NAMES), plain.encode_text(NAMES)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    weights = torch.randn_like(a)
+    (a * weights).sum().backward()
+    (b * weights).sum().backward()
+    ga, gb = shared.prompt_learner.ctx.grad, plain.prompt_learner.ctx.grad
+    torch.testing.assert_close(ga, gb, atol=1e-4 * gb.abs().max().item(), rtol=0)
+
+
+def test_shared_prefix_only_where_prompts_share_one(make_encoder):
+    emb = torch.randn(3, 10, 64)
+    assert make_encoder(n_ctx=4).prompt_learner.split_shared_prefix(emb) is not None
+    for kwargs in (dict(class_token_position='middle'), dict(class_token_position='front'),
+                   dict(class_specific=True)):
+        enc = make_encoder(n_ctx=4, **kwargs)
+        assert enc.prompt_learner.split_shared_prefix(emb) is None, kwargs
+
+
+def test_unknown_blocks_fall_back_to_whole_prompts(make_encoder):
+    from torch import nn
+
+    from pomp_mm.shared_prefix import supports_shared_prefix
+    enc = make_encoder(n_ctx=4)
+    with torch.no_grad():
+        before = enc.encode_text(NAMES)
+
+    class Wrapped(nn.Module):  # a block type the shared path does not know
+        def __init__(self, block):
+            super().__init__()
+            self.block = block
+
+        def forward(self, x, attn_mask=None):
+            return self.block(x, attn_mask=attn_mask)
+
+        def get_weight_dtype(self):
+            return self.block.get_weight_dtype()
+
+    blocks = enc.tower.transformer.resblocks
+    blocks[0] = Wrapped(blocks[0])
+    assert not supports_shared_prefix(enc.tower.transformer)
+    enc.tower._shares_prefix = None
+    enc._memory.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(enc.encode_text(NAMES), before, atol=1e-5, rtol=0)

@@ -118,6 +118,7 @@ def worker(case: dict) -> dict:
                            sampling='uniform', correction='ln', chunk_size=case['chunk_size'])
     model.to(device).train()
     learner, enc = model.prompt_learner, model.text_encoder
+    enc.share_prefix = case.get('share_prefix', True)
     ctx_len = enc.tower.context_length
     optim = torch.optim.SGD([learner.ctx], lr=0.002, momentum=0.9, weight_decay=5e-4)
     amp = lambda: _autocast(device, case['precision'])  # noqa: E731
@@ -250,6 +251,9 @@ def main(argv=None) -> None:
     p.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s own)')
     p.add_argument('--chunk-size', type=int, default=1024, help='prompts per text-tower call')
     p.add_argument('--skip-large-vocab', action='store_true', help='skip part (2)')
+    p.add_argument('--no-share-prefix', action='store_true',
+                   help='run every prompt through all positions (PompTextEncoder '
+                   'share_prefix=False), for comparison')
     p.add_argument('--quick', action='store_true',
                    help='smoke test: tiny model, full softmax vs K=128 at N=1,000, K=128 at '
                    'N=1,000 vs 3,000, 2 timed steps, no warm-up step; < 1 min on CPU')
@@ -284,7 +288,7 @@ def main(argv=None) -> None:
     base = dict(model=args.model, device=args.device, batch_size=args.batch_size,
                 views=args.views, n_ctx=args.n_ctx, precision=args.precision,
                 chunk_size=args.chunk_size, steps=args.steps, warmup=args.warmup,
-                threads=args.threads)
+                threads=args.threads, share_prefix=not args.no_share_prefix)
     if args.full_scale:
         _full_scale(args, base)
         return
