@@ -158,6 +158,11 @@ class PromptLearner(nn.Module):
                             torch.where(p <= n + n_ctx, p - n - 1, token)))
         return torch.where(p == 0, torch.full_like(idx, n_ctx), idx)
 
+    @property
+    def has_shared_prefix(self) -> bool:
+        """Every prompt starts with the same ``[SOS, ctx]`` (shared context, name at the end)."""
+        return not self.class_specific and self.class_token_position == 'end'
+
     def split_shared_prefix(
             self, token_embeds: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         """``(prefix [n_ctx + 1, width], suffixes [C, L - n_ctx - 1, width])`` when every prompt
@@ -165,7 +170,7 @@ class PromptLearner(nn.Module):
 
         ``cat([prefix] * C, suffixes)`` equals :meth:`forward`'s output for the same tokens.
         """
-        if self.class_specific or self.class_token_position != 'end':
+        if not self.has_shared_prefix:
             return None
         ctx = self.ctx.to(token_embeds.dtype)
         prefix = torch.cat([token_embeds[0, :1], ctx])  # SOS is the same token in every row
