@@ -11,11 +11,11 @@ import os
 import resource
 import subprocess
 import sys
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 
-__all__ = ['peak_memory_mb', 'reset_peak_memory', 'run_case']
+__all__ = ['paired_times', 'peak_memory_mb', 'reset_peak_memory', 'run_case']
 
 
 def _status_mb(field: str) -> float:
@@ -65,3 +65,33 @@ def run_case(script: str, case: Dict[str, Any]) -> Dict[str, Any]:
         raise RuntimeError(f'benchmark case {case} failed (exit {res.returncode}); see its '
                            'stderr above')
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def paired_times(cases: Dict[str, Callable[[Any], float]], inputs: Sequence[Any],
+                 rounds: int) -> Tuple[Dict[str, List[float]], List[float]]:
+    """Time two cases on the same inputs, back to back, in alternating order.
+
+    Each input runs through both cases one right after the other, the order flipping every
+    call, so slow drift of the machine's speed (shared cores) cancels in each pair's ratio.
+
+    Args:
+        cases: Two ``name -> fn(input) -> milliseconds``; the first is the numerator.
+        inputs: What each call gets.
+        rounds: Passes over ``inputs``.
+
+    Returns:
+        The times per case and the per-pair ratios (first / second).
+    """
+    names = list(cases)
+    if len(names) != 2:
+        raise ValueError(f'paired_times compares two cases, got {names}')
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    ratios: List[float] = []
+    for r in range(rounds):
+        for i, item in enumerate(inputs):
+            order = names if (r + i) % 2 == 0 else names[::-1]
+            pair = {name: cases[name](item) for name in order}
+            for name in names:
+                times[name].append(pair[name])
+            ratios.append(pair[names[0]] / pair[names[1]])
+    return times, ratios

@@ -27,6 +27,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from pomp_mm.benchmarking import paired_times  # noqa: E402
+
 CONFIG = os.path.join(ROOT, 'configs', 'mmdet', 'pomp_faster-rcnn_r50_fpn_ov-coco.py')
 
 
@@ -98,15 +100,8 @@ def main(argv=None) -> float:
     names = list(models)
     for name in names:  # warm-up (and the POMP head's one-off embedding load)
         one(models[name], images[0])
-    times = {name: [] for name in names}
-    ratios = []
-    for r in range(args.rounds):
-        for i, img in enumerate(images):
-            order = names if (r + i) % 2 == 0 else names[::-1]
-            pair = {name: one(models[name], img) for name in order}
-            for name in names:
-                times[name].append(pair[name])
-            ratios.append(pair[names[0]] / pair[names[1]])
+    times, ratios = paired_times({name: (lambda img, m=models[name]: one(m, img))
+                                  for name in names}, images, args.rounds)
     arch = 'tiny ResNet-18/8 FPN' if args.tiny else 'R50-FPN'
     print(f'# Faster R-CNN {arch} inference per image: {args.classes} classes, '
           f'{args.size}x{args.size}, {args.device}, {args.images} images x {args.rounds} rounds, '

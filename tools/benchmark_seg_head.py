@@ -21,6 +21,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from pomp_mm.benchmarking import paired_times  # noqa: E402
+
 VOC = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
        'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa',
        'train', 'tvmonitor')
@@ -87,17 +89,8 @@ def main(argv=None) -> None:
     for name in names:  # warm-up: fills the class-embedding caches
         for img in images:
             one(models[name], img)
-    # Pairs of back-to-back calls on the same image, in alternating order: slow drift of the
-    # machine's speed (shared cores) cancels in each pair's ratio.
-    times = {name: [] for name in names}
-    ratios = []
-    for r in range(args.rounds):
-        for i, img in enumerate(images):
-            order = names if (r + i) % 2 == 0 else names[::-1]
-            pair = {name: one(models[name], img) for name in order}
-            for name in names:
-                times[name].append(pair[name])
-            ratios.append(pair[names[0]] / pair[names[1]])
+    times, ratios = paired_times({name: (lambda img, m=models[name]: one(m, img))
+                                  for name in names}, images, args.rounds)
     print(f'# SAN inference per image: tiny model, {args.size}x{args.size}, {args.device}, '
           f'{args.images} images x {args.rounds} rounds, back-to-back pairs\n')
     print('| text encoder | median ms / image |')
