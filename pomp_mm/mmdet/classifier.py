@@ -14,7 +14,7 @@ latter at any time. ``baked=True`` holds a fixed embedding table in a plain ``nn
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -234,18 +234,24 @@ class ZeroShotClassifier(nn.Module):
         device = device if device is not None else self.proj.weight.device
         return self._weight(self.train_source if self.training else self.test_source, device)
 
+    def vocabulary_for(self, training: bool) -> Tuple[int, Optional[List[str]]]:
+        """Class count and names (None when unknown, e.g. a ``.npy`` without sidecar) of the
+        train (``training=True``) or test vocabulary; a baked classifier has one for both."""
+        if self.train_source is None:
+            return self.fixed.out_features - 1, self.baked_names
+        source = self.train_source if training else self.test_source
+        names = None if source.vocabulary is None else list(source.vocabulary.names)
+        return len(source), names
+
     @property
     def num_classes(self) -> int:
         """Classes of the current mode's vocabulary (background not counted)."""
-        if self.train_source is None:
-            return self.fixed.out_features - 1
-        return len(self.train_source if self.training else self.test_source)
+        return self.vocabulary_for(self.training)[0]
 
     @property
     def class_names(self) -> List[str]:
-        if self.train_source is None:
-            return self.baked_names or [f'class {i}' for i in range(self.num_classes)]
-        return (self.train_source if self.training else self.test_source).names
+        size, names = self.vocabulary_for(self.training)
+        return names or [f'class {i}' for i in range(size)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.temperature * F.normalize(self.proj(x), dim=1)

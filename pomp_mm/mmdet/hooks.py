@@ -1,28 +1,14 @@
 """A runner hook that checks dataset classes against the zero-shot head's vocabularies."""
 from __future__ import annotations
 
-from typing import List, Optional
-
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from ..vocabulary import clean_name, first_difference
-from .classifier import ZeroShotClassifier, zero_shot_classifiers
+from .classifier import zero_shot_classifiers
 
 __all__ = ['DetVocabularyCheckHook']
-
-
-def _names_in_mode(head: ZeroShotClassifier, training: bool) -> Optional[List[str]]:
-    source = head.train_source if training else head.test_source
-    if source is None:  # baked: one fixed vocabulary
-        return head.baked_names
-    return None if source.vocabulary is None else list(source.vocabulary.names)
-
-
-def _size_in_mode(head: ZeroShotClassifier, training: bool) -> int:
-    source = head.train_source if training else head.test_source
-    return head.fixed.out_features - 1 if source is None else len(source)
 
 
 @HOOKS.register_module()
@@ -57,8 +43,7 @@ class DetVocabularyCheckHook(Hook):
         classes = [clean_name(c) for c in classes]
         kind = 'vocabulary' if training else 'test_vocabulary'
         for head in heads:
-            size = _size_in_mode(head, training)
-            names = _names_in_mode(head, training)
+            size, names = head.vocabulary_for(training)
             if size != len(classes):
                 raise ValueError(f'the {split} dataset has {len(classes)} classes but the '
                                  f'detector head\'s {kind} has {size}; they must be the same '
