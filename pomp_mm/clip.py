@@ -10,7 +10,7 @@ import copy
 import hashlib
 import json
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -257,26 +257,33 @@ class TextTower(nn.Module):
             self._shares_prefix = supports_shared_prefix(self.transformer)
         return self._shares_prefix
 
-    def forward_shared_prefix(self, prefix: torch.Tensor, suffix: torch.Tensor,
-                              eot: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` of ``cat([prefix] * B, suffix)``, running the prefix once.
+    def forward_shared_prefix(self, prefix: torch.Tensor, suffixes: Sequence[torch.Tensor],
+                              eots: Sequence[torch.Tensor]) -> torch.Tensor:
+        """:meth:`forward` of ``cat([prefix] * B, suffix)`` for each group of suffixes, running
+        the prefix once for all groups.
 
         Args:
             prefix: Token embeddings [P, width] that every sequence starts with.
-            suffix: The rest of each sequence [B, S, width], ``P + S <= context_length``.
-            eot: EOT position per row in the whole sequence [B], each ``>= P``.
+            suffixes: Groups of the rest of each sequence, [B, S, width] each (S may differ
+                between groups), ``P + S <= context_length``.
+            eots: Per group, the EOT position per row in the whole sequence [B], each ``>= P``.
 
         Returns:
-            Unnormalised text features [B, output_dim].
+            Unnormalised text features [sum of B, output_dim], groups in order.
         """
-        p, s = prefix.shape[0], suffix.shape[1]
-        pos = self.positional_embedding.to(suffix.dtype)
-        x = shared_prefix_transformer(self.transformer, prefix + pos[:p], suffix + pos[p:p + s])
-        return self._pool(self.ln_final(x), eot - p)
+        p = prefix.shape[0]
+        pos = self.positional_embedding.to(prefix.dtype)
+        hidden = shared_prefix_transformer(self.transformer, prefix + pos[:p],
+                                           [s + pos[p:p + s.shape[1]] for s in suffixes])
+        rows = [h[torch.arange(h.shape[0], device=h.device), e.to(h.device) - p]
+                for h, e in zip(hidden, eots)]
+        return self._project(self.ln_final(torch.cat(rows)))
 
     def _pool(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         """Features at the EOT positions [B], projected to the joint space."""
-        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        return self._project(x[torch.arange(x.shape[0], device=x.device), eot])
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
         proj = self.text_projection
         if proj is None:
             return x

@@ -7,13 +7,17 @@ class only needs its own suffix, attending to the shared prefix's keys and value
 the full computation's, up to float rounding; compute and the activations kept for backward
 shrink from ``C x (P + S)`` to ``P + C x S`` positions.
 
+Suffixes come in groups of equal length (a caller groups classes by name length) and are packed
+into one tensor for all position-wise work, so no position is padding: a step's cost follows the
+sum of its names' lengths, not its count times the longest name.
+
 Only open_clip's standard ``ResidualAttentionBlock`` (``nn.MultiheadAttention`` with packed
 q/k/v weights) is handled; :func:`supports_shared_prefix` says whether a tower qualifies.
 """
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -50,36 +54,42 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, length, h * d)
 
 
-def _attention(block: nn.Module, xp: torch.Tensor,
-               xs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Self-attention of the prefix [1, P, W] and of the suffixes [B, S, W] over prefix + own
-    earlier positions, with the block's weights."""
+def _attention(block: nn.Module, xp: torch.Tensor, xs: torch.Tensor,
+               shapes: Sequence[Tuple[int, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Self-attention of the prefix [1, P, W] and of the packed suffixes [T, W] (groups of
+    ``shapes`` = (B, S) sequences each) over prefix + own earlier positions."""
     attn: nn.MultiheadAttention = block.attn
     heads = attn.num_heads
     qp, kp, vp = (_heads(t, heads) for t in
                   F.linear(block.ln_1(xp), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
-    qs, ks, vs = (_heads(t, heads) for t in
-                  F.linear(block.ln_1(xs), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
     out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
-    # Suffix queries see the whole prefix and their own suffix causally. The prefix keys and
-    # values broadcast over the batch ([1, h, P, d]) instead of being copied per class.
-    scale = 1.0 / math.sqrt(qs.shape[-1])
-    s = xs.shape[1]
-    causal = torch.ones(s, s, dtype=torch.bool, device=xs.device).triu(1)
-    scores = torch.cat([torch.matmul(qs, kp.transpose(-1, -2)),
-                        torch.matmul(qs, ks.transpose(-1, -2)).masked_fill(causal, float('-inf'))],
-                       dim=-1) * scale
-    probs = scores.softmax(dim=-1)
+    # Position-wise work runs on all suffix tokens at once; only attention needs the groups.
+    qkv = F.linear(block.ln_1(xs), attn.in_proj_weight, attn.in_proj_bias)
+    width = xs.shape[-1]
+    scale = 1.0 / math.sqrt(width // heads)
     p = kp.shape[2]
-    out_s = torch.matmul(probs[..., :p], vp) + torch.matmul(probs[..., p:], vs)
+    outs = []
+    for (b, s), part in zip(shapes, qkv.split([b * s for b, s in shapes])):
+        qs, ks, vs = (_heads(t, heads) for t in part.view(b, s, 3 * width).chunk(3, -1))
+        # Suffix queries see the whole prefix and their own suffix causally. The prefix keys
+        # and values broadcast over the group ([1, h, P, d]) instead of being copied per class.
+        causal = torch.ones(s, s, dtype=torch.bool, device=xs.device).triu(1)
+        scores = torch.cat([torch.matmul(qs, kp.transpose(-1, -2)),
+                            torch.matmul(qs, ks.transpose(-1, -2)).masked_fill(causal,
+                                                                               float('-inf'))],
+                           dim=-1) * scale
+        probs = scores.softmax(dim=-1)
+        out = torch.matmul(probs[..., :p], vp) + torch.matmul(probs[..., p:], vs)
+        outs.append(_merge(out).reshape(b * s, width))
+    out_s = outs[0] if len(outs) == 1 else torch.cat(outs)
     proj = attn.out_proj
     return (F.linear(_merge(out_p), proj.weight, proj.bias),
-            F.linear(_merge(out_s), proj.weight, proj.bias))
+            F.linear(out_s, proj.weight, proj.bias))
 
 
-def _block(block: nn.Module, xp: torch.Tensor,
-           xs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    ap, as_ = _attention(block, xp, xs)
+def _block(block: nn.Module, xp: torch.Tensor, xs: torch.Tensor,
+           shapes: Sequence[Tuple[int, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    ap, as_ = _attention(block, xp, xs, shapes)
     xp = xp + block.ls_1(ap)
     xs = xs + block.ls_1(as_)
     xp = xp + block.ls_2(block.mlp(block.ln_2(xp)))
@@ -88,20 +98,28 @@ def _block(block: nn.Module, xp: torch.Tensor,
 
 
 def shared_prefix_transformer(transformer: nn.Module, prefix: torch.Tensor,
-                              suffix: torch.Tensor) -> torch.Tensor:
+                              suffixes: Sequence[torch.Tensor]) -> List[torch.Tensor]:
     """Hidden states of the suffix positions after all blocks.
 
     Args:
         transformer: An open_clip ``Transformer`` (see :func:`supports_shared_prefix`).
         prefix: The shared first positions [P, W] (positional embedding already added).
-        suffix: Each sequence's remaining positions [B, S, W] (positional embedding added).
+        suffixes: Groups of sequences' remaining positions, [B, S, W] each (positional
+            embedding added); groups may differ in S, so sequences of different lengths need
+            no padding. They are packed into one [sum B x S, W] tensor for everything but
+            attention.
 
     Returns:
-        [B, S, W]: what ``transformer(cat([prefix] * B, suffix), causal mask)`` gives at the
-        suffix positions.
+        Per group [B, S, W]: what ``transformer(cat([prefix] * B, suffix), causal mask)``
+        gives at the suffix positions.
     """
+    if not suffixes:
+        raise ValueError('no suffixes to encode')
+    shapes = [(s.shape[0], s.shape[1]) for s in suffixes]
+    width = prefix.shape[-1]
     xp = prefix.unsqueeze(0)
-    xs = suffix
+    xs = torch.cat([s.reshape(-1, width) for s in suffixes])
     for block in transformer.resblocks:
-        xp, xs = _block(block, xp, xs)
-    return xs
+        xp, xs = _block(block, xp, xs, shapes)
+    return [part.view(b, s, width)
+            for (b, s), part in zip(shapes, xs.split([b * s for b, s in shapes]))]

@@ -7,7 +7,7 @@ mmdet's and mmseg's registries too). Its ``forward()`` honours the contract of m
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +72,13 @@ def _get_tokenizer(clip_model: ClipSpec, context_length: int):
     return tokenizer
 
 
+def _length_groups(eot: torch.Tensor) -> List[Tuple[int, int, int]]:
+    """``(start, stop, eot)`` runs of equal EOT position in ``eot`` (sorted ascending)."""
+    values, counts = torch.unique_consecutive(eot, return_counts=True)
+    stops = counts.cumsum(0).tolist()
+    return [(stop - n, stop, v) for v, n, stop in zip(values.tolist(), counts.tolist(), stops)]
+
+
 @MODELS.register_module()
 class PompTextEncoder(BaseModule):
     """Frozen CLIP text tower with a (POMP) learned prompt, or hand templates as a baseline.
@@ -99,7 +106,8 @@ class PompTextEncoder(BaseModule):
         chunk_size: Classes encoded per text-tower call, bounding memory.
         truncate: Run the causal transformer only up to the last EOT token of each chunk.
         share_prefix: Run the ``[SOS, ctx]`` positions every prompt starts with once per chunk
-            instead of once per class (shared context, class name at the end; same result).
+            instead of once per class, and (with ``truncate``) pack the classes' own tokens
+            without padding (shared context, class name at the end; same result).
         clip_module: The open_clip model ``clip_model`` / ``pretrained`` describe, when the
             caller has already built it (pre-training needs its image tower too).
         init_cfg: mmengine initialisation config.
@@ -252,7 +260,13 @@ class PompTextEncoder(BaseModule):
             embeds = self.tower.embed_tokens(sub.tokens.to(device))
             split = learner.split_shared_prefix(embeds) if share else None
             if split is not None:
-                feats = self.tower.forward_shared_prefix(*split, sub.eot.to(device))
+                prefix, suffix = split
+                groups = _length_groups(sub.eot) if self.truncate else [(0, len(idx), None)]
+                feats = self.tower.forward_shared_prefix(
+                    prefix,
+                    [suffix[a:b, :None if e is None else e + 1 - prefix.shape[0]]
+                     for a, b, e in groups],
+                    [sub.eot[a:b] for a, b, _ in groups])
             else:
                 x = learner(embeds, sub, None if class_index is None else class_index[idx])
                 feats = self.tower(x, sub.eot.to(device))

@@ -200,12 +200,14 @@ def test_unknown_model_and_missing_weights(tiny_cfg, tmp_path):
         PompTextEncoder(clip_model=tiny_cfg, pretrained=missing, vocabulary=['cat'])
 
 
-@pytest.mark.parametrize('n_ctx', [1, 4, 16])
-def test_shared_prefix_equals_per_class_prompts(make_encoder, n_ctx):
-    """The [SOS, ctx] positions run once per chunk, with the same embeddings and the same
-    gradient to ctx as running every class's whole prompt."""
-    shared = make_encoder(n_ctx=n_ctx, prompt_trainable=True, chunk_size=3)
-    plain = make_encoder(n_ctx=n_ctx, prompt_trainable=True, chunk_size=3, share_prefix=False)
+@pytest.mark.parametrize('n_ctx,chunk_size', [(1, 3), (4, 3), (16, 3), (4, 1024)])
+def test_shared_prefix_equals_per_class_prompts(make_encoder, n_ctx, chunk_size):
+    """The [SOS, ctx] positions run once per chunk and names of different lengths are packed
+    unpadded, with the same embeddings and the same gradient to ctx as running every class's
+    whole prompt."""
+    shared = make_encoder(n_ctx=n_ctx, prompt_trainable=True, chunk_size=chunk_size)
+    plain = make_encoder(n_ctx=n_ctx, prompt_trainable=True, chunk_size=chunk_size,
+                         share_prefix=False)
     plain.load_state_dict(shared.state_dict())
     assert shared.tower.shares_prefix
     a, b = shared.encode_text(NAMES), plain.encode_text(NAMES)
@@ -215,6 +217,30 @@ def test_shared_prefix_equals_per_class_prompts(make_encoder, n_ctx):
     (b * weights).sum().backward()
     ga, gb = shared.prompt_learner.ctx.grad, plain.prompt_learner.ctx.grad
     torch.testing.assert_close(ga, gb, atol=1e-4 * gb.abs().max().item(), rtol=0)
+
+
+@pytest.mark.parametrize('truncate', [True, False])
+def test_shared_prefix_runs_no_padding(make_encoder, truncate):
+    """Every position the blocks see is the shared prefix (once) or a real token of some
+    class: a step's cost follows the sum of name lengths, not count x longest name."""
+    enc = make_encoder(n_ctx=4, chunk_size=1024, truncate=truncate)
+    rows = []
+    hook = enc.tower.transformer.resblocks[0].mlp.register_forward_hook(
+        lambda m, args, out: rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))
+    names = NAMES + ['a', 'a much longer class name than all the others']
+    with torch.no_grad():
+        emb = enc.encode_text(names)
+    hook.remove()
+    batch = enc.prompt_learner.tokenize(names, enc.tokenizer, enc.tower.context_length)
+    assert len({int(e) for e in batch.eot}) > 3  # several lengths in one chunk
+    prefix = 4 + 1
+    own = int((batch.eot + 1 - prefix).sum()) if truncate else \
+        len(names) * (enc.tower.context_length - prefix)
+    assert sorted(rows) == [prefix, own]
+    plain = make_encoder(n_ctx=4, share_prefix=False)
+    plain.load_state_dict(enc.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(emb, plain.encode_text(names), atol=1e-5, rtol=0)
 
 
 def test_shared_prefix_only_where_prompts_share_one(make_encoder):
