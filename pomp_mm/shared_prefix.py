@@ -63,28 +63,34 @@ def _attention(block: nn.Module, xp: torch.Tensor, xs: torch.Tensor,
     qp, kp, vp = (_heads(t, heads) for t in
                   F.linear(block.ln_1(xp), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
     out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
-    # Position-wise work runs on all suffix tokens at once; only attention needs the groups.
-    qkv = F.linear(block.ln_1(xs), attn.in_proj_weight, attn.in_proj_bias)
-    width = xs.shape[-1]
-    scale = 1.0 / math.sqrt(width // heads)
-    p = kp.shape[2]
-    outs = []
-    for (b, s), part in zip(shapes, qkv.split([b * s for b, s in shapes])):
-        qs, ks, vs = (_heads(t, heads) for t in part.view(b, s, 3 * width).chunk(3, -1))
-        # Suffix queries see the whole prefix and their own suffix causally. The prefix keys
-        # and values broadcast over the group ([1, h, P, d]) instead of being copied per class.
+    # Suffix tokens go head-major, [h, T, d]: one matmul per head against the prefix keys and
+    # values [h, P, d] then serves every class, where broadcasting [B, h, S, d] against
+    # [1, h, P, d] would copy the prefix once per class (and keep the copies for backward).
+    total, width = xs.shape
+    dim = width // heads
+    q, k, v = (F.linear(block.ln_1(xs), attn.in_proj_weight, attn.in_proj_bias)
+               .view(total, 3, heads, dim).permute(1, 2, 0, 3).contiguous().unbind(0))
+    kp, vp = kp[0], vp[0]
+    p = kp.shape[1]
+    scale = 1.0 / math.sqrt(dim)
+    outs, start = [], 0
+    for b, s in shapes:
+        n = b * s
+        qg, kg, vg = (t[:, start:start + n] for t in (q, k, v))
+        start += n
         causal = torch.ones(s, s, dtype=torch.bool, device=xs.device).triu(1)
-        scores = torch.cat([torch.matmul(qs, kp.transpose(-1, -2)),
-                            torch.matmul(qs, ks.transpose(-1, -2)).masked_fill(causal,
-                                                                               float('-inf'))],
-                           dim=-1) * scale
+        own = torch.matmul(qg.reshape(heads, b, s, dim), kg.reshape(heads, b, s, dim)
+                           .transpose(-1, -2)).masked_fill(causal, float('-inf'))
+        scores = torch.cat([torch.matmul(qg, kp.transpose(-1, -2)),
+                            own.view(heads, n, s)], dim=-1) * scale
         probs = scores.softmax(dim=-1)
-        out = torch.matmul(probs[..., :p], vp) + torch.matmul(probs[..., p:], vs)
-        outs.append(_merge(out).reshape(b * s, width))
-    out_s = outs[0] if len(outs) == 1 else torch.cat(outs)
+        own_out = torch.matmul(probs[..., p:].reshape(heads, b, s, s),
+                               vg.reshape(heads, b, s, dim))
+        outs.append(torch.matmul(probs[..., :p], vp) + own_out.view(heads, n, dim))
+    out_s = (outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)).transpose(0, 1)
     proj = attn.out_proj
     return (F.linear(_merge(out_p), proj.weight, proj.bias),
-            F.linear(out_s, proj.weight, proj.bias))
+            F.linear(out_s.reshape(total, width), proj.weight, proj.bias))
 
 
 def _block(block: nn.Module, xp: torch.Tensor, xs: torch.Tensor,
