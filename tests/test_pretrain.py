@@ -186,3 +186,31 @@ def test_ddp_two_processes_on_cpu(tmp_path, image_folder):
         negatives_differ |= a['class_ids'] != b['class_ids']
     assert negatives_differ
     assert load_prompt(str(work / 'prompt_latest.pth')).meta['iteration'] == 3
+
+
+def test_benchmark_pretrain_quick_counts_unpadded_positions():
+    """The benchmark's smoke run prints both tables and the targets; its token-position column
+    is the shared prefix once plus every sampled class's own tokens (no padding)."""
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    try:
+        from benchmark_pretrain import _vocabulary
+    finally:
+        sys.path.pop(0)
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'benchmark_pretrain.py'),
+                          '--quick', '--steps', '1', '--large-classes', '1500'],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
+            for line in res.stdout.splitlines() if line.startswith('| ') and '---' not in line}
+    full = rows['full softmax (CoOp)']
+    assert full[:2] == ['-', '1000']
+    from open_clip.tokenizer import SimpleTokenizer
+    tok = SimpleTokenizer()
+    n_ctx = 16
+    own = sum(len(tok.encode(' '.join(['X'] * n_ctx) + f' {name}.')) + 1 - n_ctx
+              for name in _vocabulary('random', 1000).names)
+    assert int(full[2].replace(',', '')) == n_ctx + 1 + own
+    assert int(rows['POMP'][2].replace(',', '')) < int(full[2].replace(',', '')) / 4
+    assert rows['1,500'][0] == '128'  # part (2): K=128 embedded at the larger N
+    for target in ('memory ratio', 'time ratio', 'N=1,500 vs N=1,000'):
+        assert target in res.stdout, target
