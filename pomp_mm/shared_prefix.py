@@ -17,7 +17,7 @@ q/k/v weights) is handled; :func:`supports_shared_prefix` says whether a tower q
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -55,9 +55,11 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
 
 
 def _attention(block: nn.Module, xp: torch.Tensor, xs: torch.Tensor,
-               shapes: Sequence[Tuple[int, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+               shapes: Sequence[Tuple[int, int]],
+               masks: Dict[int, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Self-attention of the prefix [1, P, W] and of the packed suffixes [T, W] (groups of
-    ``shapes`` = (B, S) sequences each) over prefix + own earlier positions."""
+    ``shapes`` = (B, S) sequences each) over prefix + own earlier positions; ``masks[S]`` is
+    True above the diagonal of [S, S]."""
     attn: nn.MultiheadAttention = block.attn
     heads = attn.num_heads
     qp, kp, vp = (_heads(t, heads) for t in
@@ -78,9 +80,8 @@ def _attention(block: nn.Module, xp: torch.Tensor, xs: torch.Tensor,
         n = b * s
         qg, kg, vg = (t[:, start:start + n] for t in (q, k, v))
         start += n
-        causal = torch.ones(s, s, dtype=torch.bool, device=xs.device).triu(1)
         own = torch.matmul(qg.reshape(heads, b, s, dim), kg.reshape(heads, b, s, dim)
-                           .transpose(-1, -2)).masked_fill(causal, float('-inf'))
+                           .transpose(-1, -2)).masked_fill(masks[s], float('-inf'))
         scores = torch.cat([torch.matmul(qg, kp.transpose(-1, -2)),
                             own.view(heads, n, s)], dim=-1) * scale
         probs = scores.softmax(dim=-1)
@@ -94,8 +95,9 @@ def _attention(block: nn.Module, xp: torch.Tensor, xs: torch.Tensor,
 
 
 def _block(block: nn.Module, xp: torch.Tensor, xs: torch.Tensor,
-           shapes: Sequence[Tuple[int, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
-    ap, as_ = _attention(block, xp, xs, shapes)
+           shapes: Sequence[Tuple[int, int]],
+           masks: Dict[int, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    ap, as_ = _attention(block, xp, xs, shapes, masks)
     xp = xp + block.ls_1(ap)
     xs = xs + block.ls_1(as_)
     xp = xp + block.ls_2(block.mlp(block.ln_2(xp)))
@@ -125,7 +127,9 @@ def shared_prefix_transformer(transformer: nn.Module, prefix: torch.Tensor,
     width = prefix.shape[-1]
     xp = prefix.unsqueeze(0)
     xs = torch.cat([s.reshape(-1, width) for s in suffixes])
+    masks = {s: torch.ones(s, s, dtype=torch.bool, device=xs.device).triu(1)
+             for _, s in shapes}
     for block in transformer.resblocks:
-        xp, xs = _block(block, xp, xs, shapes)
+        xp, xs = _block(block, xp, xs, shapes, masks)
     return [part.view(b, s, width)
             for (b, s), part in zip(shapes, xs.split([b * s for b, s in shapes]))]

@@ -1,0 +1,71 @@
+"""Checks that need a CUDA GPU (skipped without one; run on a GPU by tools/gpu_check.sh).
+
+The CPU suite covers the same code paths in float32; these add what only a GPU shows: the
+packed shared-prefix text path under CUDA kernels, and a bf16-autocast pre-training step
+against the float32 CPU step.
+"""
+import copy
+
+import pytest
+import torch
+
+from pomp_mm.clip import TINY_CLIP
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+
+# a text tower with ViT-B's width and heads (layers cut to keep the test short)
+GPU_CLIP = dict(embed_dim=512,
+                vision_cfg=dict(image_size=64, layers=2, width=128, patch_size=16),
+                text_cfg=dict(context_length=77, vocab_size=49408, width=512, heads=8, layers=4))
+
+
+def _names(count: int):
+    from pomp_mm.vocabulary import load_vocabulary
+    vocab = load_vocabulary('imagenet21k')
+    gen = torch.Generator().manual_seed(0)
+    return [vocab.names[i] for i in torch.randperm(len(vocab), generator=gen)[:count].tolist()]
+
+
+def _encoder(share_prefix: bool):
+    from pomp_mm import PompTextEncoder
+    torch.manual_seed(0)
+    return PompTextEncoder(clip_model=copy.deepcopy(GPU_CLIP), vocabulary=['cat'], n_ctx=16,
+                           prompt_trainable=True, share_prefix=share_prefix).cuda()
+
+
+def test_packed_shared_prefix_matches_whole_prompts_on_cuda():
+    names = _names(300)
+    packed, whole = _encoder(True), _encoder(False)
+    whole.load_state_dict(packed.state_dict())
+    a, b = packed.encode_names(names), whole.encode_names(names)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    weights = torch.randn_like(a)
+    (a * weights).sum().backward()
+    (b * weights).sum().backward()
+    ga, gb = packed.prompt_learner.ctx.grad, whole.prompt_learner.ctx.grad
+    torch.testing.assert_close(ga, gb, atol=1e-3 * gb.abs().max().item(), rtol=0)
+
+
+def test_bf16_pretrain_step_on_cuda_matches_fp32_cpu():
+    from pomp_mm.pretrain.model import PompPretrainer
+
+    def step(device, autocast):
+        torch.manual_seed(0)
+        model = PompPretrainer(clip_model=copy.deepcopy(TINY_CLIP), pretrained=None,
+                               vocabulary=_names(2000), n_ctx=4, num_sampled=256, seed=5)
+        model.to(device).train()
+        gen = torch.Generator().manual_seed(1)
+        feats = torch.nn.functional.normalize(torch.randn(8 * 2, 32, generator=gen), dim=-1)
+        labels = torch.randint(2000, (8,), generator=gen)
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=autocast):
+            out = model.compute_loss(feats.to(device), labels.to(device), 2)
+        out['loss'].backward()
+        return (float(out['loss']), model.last_class_ids.clone(),
+                model.prompt_learner.ctx.grad.float().cpu())
+
+    loss_cpu, ids_cpu, grad_cpu = step('cpu', False)
+    loss_gpu, ids_gpu, grad_gpu = step('cuda', True)
+    assert torch.equal(ids_cpu, ids_gpu)  # sampling is on the CPU generator, device-independent
+    assert abs(loss_gpu - loss_cpu) <= 2e-2 * abs(loss_cpu), (loss_gpu, loss_cpu)
+    cos = torch.nn.functional.cosine_similarity(grad_cpu.flatten(), grad_gpu.flatten(), dim=0)
+    assert cos > 0.95, float(cos)
