@@ -73,7 +73,8 @@ def _get_tokenizer(clip_model: ClipSpec, context_length: int):
 
 
 def _length_groups(eot: torch.Tensor) -> List[Tuple[int, int, int]]:
-    """``(start, stop, eot)`` runs of equal EOT position in ``eot`` (sorted ascending)."""
+    """``(start, stop, eot)`` runs of equal EOT position in ``eot`` (sorted ascending): each
+    run's prompts end at the same position, so they need no padding."""
     values, counts = torch.unique_consecutive(eot, return_counts=True)
     stops = counts.cumsum(0).tolist()
     return [(stop - n, stop, v) for v, n, stop in zip(values.tolist(), counts.tolist(), stops)]
@@ -261,12 +262,12 @@ class PompTextEncoder(BaseModule):
             split = learner.split_shared_prefix(embeds) if share else None
             if split is not None:
                 prefix, suffix = split
-                groups = _length_groups(sub.eot) if self.truncate else [(0, len(idx), None)]
+                p = prefix.shape[0]
+                runs = (_length_groups(sub.eot) if self.truncate  # one run per prompt length
+                        else [(0, len(idx), sub.tokens.shape[1] - 1)])
                 feats = self.tower.forward_shared_prefix(
-                    prefix,
-                    [suffix[a:b, :None if e is None else e + 1 - prefix.shape[0]]
-                     for a, b, e in groups],
-                    [sub.eot[a:b] for a, b, _ in groups])
+                    prefix, [suffix[a:b, :last + 1 - p] for a, b, last in runs],
+                    [sub.eot[a:b] for a, b, _ in runs])
             else:
                 x = learner(embeds, sub, None if class_index is None else class_index[idx])
                 feats = self.tower(x, sub.eot.to(device))
