@@ -1,4 +1,5 @@
-"""Small data generators shared by the tests (tiny images in temporary folders)."""
+"""Small data generators shared by the tests (tiny images in temporary folders), and one
+comparison of two text encoders."""
 import os
 
 import numpy as np
@@ -86,3 +87,16 @@ def write_lvis_json(path, split, file_names, categories, frequencies, boxes, siz
     with open(path, 'w') as f:
         json.dump(data, f)
     return path
+
+
+def assert_same_embeddings_and_grads(enc_a, enc_b, names, atol=1e-5, grad_rtol=1e-4):
+    """Two prompt encoders with the same weights embed ``names`` alike (``atol``) and send the
+    same gradient to their ``ctx`` (to ``grad_rtol`` of its largest entry)."""
+    import torch
+    a, b = enc_a.encode_names(names), enc_b.encode_names(names)
+    torch.testing.assert_close(a, b, atol=atol, rtol=0)
+    weights = torch.randn_like(a)
+    (a * weights).sum().backward()
+    (b * weights).sum().backward()
+    ga, gb = enc_a.prompt_learner.ctx.grad, enc_b.prompt_learner.ctx.grad
+    torch.testing.assert_close(ga, gb, atol=grad_rtol * gb.abs().max().item(), rtol=0)

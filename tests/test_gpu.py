@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 
+from helpers import assert_same_embeddings_and_grads
 from pomp_mm.clip import TINY_CLIP
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
@@ -37,13 +38,7 @@ def test_packed_shared_prefix_matches_whole_prompts_on_cuda():
     names = _names(300)
     packed, whole = _encoder(True), _encoder(False)
     whole.load_state_dict(packed.state_dict())
-    a, b = packed.encode_names(names), whole.encode_names(names)
-    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
-    weights = torch.randn_like(a)
-    (a * weights).sum().backward()
-    (b * weights).sum().backward()
-    ga, gb = packed.prompt_learner.ctx.grad, whole.prompt_learner.ctx.grad
-    torch.testing.assert_close(ga, gb, atol=1e-3 * gb.abs().max().item(), rtol=0)
+    assert_same_embeddings_and_grads(packed, whole, names, atol=1e-4, grad_rtol=1e-3)
 
 
 def test_bf16_pretrain_step_on_cuda_matches_fp32_cpu():

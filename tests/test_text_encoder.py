@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import assert_same_embeddings_and_grads
 from pomp_mm import PompTextEncoder
 
 NAMES = ['cat', 'golden retriever', 'bow (weapon)', 'traffic light', 'hot-air balloon']
@@ -210,13 +211,7 @@ def test_shared_prefix_equals_per_class_prompts(make_encoder, n_ctx, chunk_size)
                          share_prefix=False)
     plain.load_state_dict(shared.state_dict())
     assert shared.tower.shares_prefix
-    a, b = shared.encode_text(NAMES), plain.encode_text(NAMES)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
-    weights = torch.randn_like(a)
-    (a * weights).sum().backward()
-    (b * weights).sum().backward()
-    ga, gb = shared.prompt_learner.ctx.grad, plain.prompt_learner.ctx.grad
-    torch.testing.assert_close(ga, gb, atol=1e-4 * gb.abs().max().item(), rtol=0)
+    assert_same_embeddings_and_grads(shared, plain, NAMES)
 
 
 @pytest.mark.parametrize('truncate', [True, False])
