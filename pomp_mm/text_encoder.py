@@ -107,8 +107,10 @@ class PompTextEncoder(BaseModule):
         chunk_size: Classes encoded per text-tower call, bounding memory.
         truncate: Run the causal transformer only up to the last EOT token of each chunk.
         share_prefix: Run the ``[SOS, ctx]`` positions every prompt starts with once per chunk
-            instead of once per class, and (with ``truncate``) pack the classes' own tokens
-            without padding (shared context, class name at the end; same result).
+            instead of once per class (shared context, class name at the end; same result).
+        pack_lengths: With ``share_prefix`` and ``truncate``, run the classes' own tokens
+            packed without padding (one attention call per prompt length); False pads a chunk
+            to its longest prompt instead (fewer, larger kernels; same result).
         clip_module: The open_clip model ``clip_model`` / ``pretrained`` describe, when the
             caller has already built it (pre-training needs its image tower too).
         init_cfg: mmengine initialisation config.
@@ -132,6 +134,7 @@ class PompTextEncoder(BaseModule):
                  chunk_size: int = 1024,
                  truncate: bool = True,
                  share_prefix: bool = True,
+                 pack_lengths: bool = True,
                  clip_module: Optional[nn.Module] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg)
@@ -152,6 +155,7 @@ class PompTextEncoder(BaseModule):
         self.chunk_size = chunk_size
         self.truncate = truncate
         self.share_prefix = share_prefix
+        self.pack_lengths = pack_lengths
         self.cache_feature = cache_feature
         self.disk_cache = EmbeddingCache(cache_dir) if cache_dir else None
         self._memory: Dict[Any, torch.Tensor] = {}
@@ -263,7 +267,7 @@ class PompTextEncoder(BaseModule):
             if split is not None:
                 prefix, suffix = split
                 p = prefix.shape[0]
-                runs = (_length_groups(sub.eot) if self.truncate  # one run per prompt length
+                runs = (_length_groups(sub.eot) if self.truncate and self.pack_lengths
                         else [(0, len(idx), sub.tokens.shape[1] - 1)])
                 feats = self.tower.forward_shared_prefix(
                     prefix, [suffix[a:b, :last + 1 - p] for a, b, last in runs],

@@ -117,6 +117,26 @@ def test_full_softmax_baseline_matches_cross_entropy(tiny_cfg):
     torch.testing.assert_close(loss, ref, atol=1e-5, rtol=0)
 
 
+def test_padded_prompts_give_the_packed_loss_and_gradient(tiny_cfg):
+    """pack_lengths=False (own tokens padded to the step's longest) is only a speed/memory
+    trade: same loss and prompt gradient as the packed default."""
+    from pomp_mm.pretrain import PompPretrainer
+    names = ['cat', 'hot-air balloon', 'golden retriever dog', 'cup', 'a very long class name']
+    results = []
+    for pack in (True, False):
+        torch.manual_seed(0)
+        model = PompPretrainer(clip_model=tiny_cfg, vocabulary=names, n_ctx=4, num_sampled=4,
+                               pack_lengths=pack)
+        assert model.text_encoder.pack_lengths is pack
+        images = torch.randn(2, 1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        loss = model(inputs=images, labels=torch.tensor([1, 4]), mode='loss')['loss']
+        loss.backward()
+        results.append((loss.detach(), model.prompt_learner.ctx.grad.clone()))
+    (loss_a, grad_a), (loss_b, grad_b) = results
+    torch.testing.assert_close(loss_a, loss_b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grad_a, grad_b, atol=1e-4 * grad_b.abs().max().item(), rtol=0)
+
+
 def test_hard_mode_trains(tiny_cfg):
     from pomp_mm.pretrain import PompPretrainer
     torch.manual_seed(0)

@@ -214,11 +214,12 @@ def test_shared_prefix_equals_per_class_prompts(make_encoder, n_ctx, chunk_size)
     assert_same_embeddings_and_grads(shared, plain, NAMES)
 
 
-@pytest.mark.parametrize('truncate', [True, False])
-def test_shared_prefix_runs_no_padding(make_encoder, truncate):
-    """Every position the blocks see is the shared prefix (once) or a real token of some
-    class: a step's cost follows the sum of name lengths, not count x longest name."""
-    enc = make_encoder(n_ctx=4, chunk_size=1024, truncate=truncate)
+@pytest.mark.parametrize('truncate,pack', [(True, True), (True, False), (False, True)])
+def test_shared_prefix_runs_no_padding(make_encoder, truncate, pack):
+    """Packed, every position the blocks see is the shared prefix (once) or a real token of
+    some class: a step's cost follows the sum of name lengths, not count x longest name.
+    Unpacked (``pack_lengths=False``), own tokens pad to the longest; untruncated, to 77."""
+    enc = make_encoder(n_ctx=4, chunk_size=1024, truncate=truncate, pack_lengths=pack)
     rows = []
     hook = enc.tower.transformer.resblocks[0].mlp.register_forward_hook(
         lambda m, args, out: rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))
@@ -229,8 +230,12 @@ def test_shared_prefix_runs_no_padding(make_encoder, truncate):
     batch = enc.prompt_learner.tokenize(names, enc.tokenizer, enc.tower.context_length)
     assert len({int(e) for e in batch.eot}) > 3  # several lengths in one chunk
     prefix = 4 + 1
-    own = int((batch.eot + 1 - prefix).sum()) if truncate else \
-        len(names) * (enc.tower.context_length - prefix)
+    if truncate and pack:
+        own = int((batch.eot + 1 - prefix).sum())
+    elif truncate:
+        own = len(names) * (int(batch.eot.max()) + 1 - prefix)
+    else:
+        own = len(names) * (enc.tower.context_length - prefix)
     assert sorted(rows) == [prefix, own]
     plain = make_encoder(n_ctx=4, share_prefix=False)
     plain.load_state_dict(enc.state_dict())

@@ -116,7 +116,8 @@ def worker(case: dict) -> dict:
     torch.manual_seed(0)
     model = PompPretrainer(clip_model=resolve_clip_spec(case['model']), pretrained=None,
                            vocabulary=vocab, n_ctx=case['n_ctx'], num_sampled=case['k'],
-                           sampling='uniform', correction='ln', chunk_size=case['chunk_size'])
+                           sampling='uniform', correction='ln', chunk_size=case['chunk_size'],
+                           pack_lengths=case.get('pack_lengths', True))
     model.to(device).train()
     learner, enc = model.prompt_learner, model.text_encoder
     enc.share_prefix = case.get('share_prefix', True)
@@ -183,10 +184,12 @@ def worker(case: dict) -> dict:
     # positions every prompt shares ([SOS, ctx]) run once per chunk, not once per class
     shared = enc.share_prefix and enc.tower.shares_prefix and learner.has_shared_prefix
     shared_tokens = learner.n_ctx + 1 if shared else 0
-    # token positions through the text tower per step: the prefix once + the packed own tokens,
-    # or without the shared prefix every prompt padded to the step's longest
-    positions = [shared_tokens + total - k * shared_tokens if shared else k * longest
+    # token positions through the text tower per step: the prefix once + the own tokens, packed
+    # or padded to the step's longest; without the shared prefix, every prompt padded
+    packed = shared and enc.pack_lengths
+    positions = [total - k * shared_tokens if packed else k * (longest - shared_tokens)
                  for (k, total), longest in zip(step_tokens, seq_lens)]
+    positions = [p + shared_tokens for p in positions]
     if not all(math.isfinite(v) for v in losses):
         raise FloatingPointError(f'non-finite loss in {tag}: {losses}')
     return {'step_s': statistics.median(times), 'best_s': min(times),
@@ -199,6 +202,15 @@ def worker(case: dict) -> dict:
 
 def _run(case: dict) -> dict:
     return run_case(__file__, case)
+
+
+def _encoding(args) -> str:
+    if args.no_share_prefix:
+        return 'every prompt whole, padded to the longest (share_prefix=False)'
+    if args.no_pack:
+        return ('shared [SOS, ctx] prefix once, own tokens padded to the longest '
+                '(pack_lengths=False)')
+    return 'shared [SOS, ctx] prefix once, own tokens packed without padding (the default)'
 
 
 def _verdict(ok: bool) -> str:
@@ -265,6 +277,9 @@ def main(argv=None) -> None:
     p.add_argument('--no-share-prefix', action='store_true',
                    help='run every prompt through all positions (PompTextEncoder '
                    'share_prefix=False), for comparison')
+    p.add_argument('--no-pack', action='store_true',
+                   help='pad each step\'s prompts to the longest instead of packing them '
+                   '(PompTextEncoder pack_lengths=False), for comparison')
     p.add_argument('--quick', action='store_true',
                    help='smoke test: tiny model, full softmax vs K=128 at N=1,000, K=128 at '
                    'N=1,000 vs 3,000, 2 timed steps, no warm-up step; < 1 min on CPU')
@@ -299,7 +314,8 @@ def main(argv=None) -> None:
     base = dict(model=args.model, device=args.device, batch_size=args.batch_size,
                 views=args.views, n_ctx=args.n_ctx, precision=args.precision,
                 chunk_size=args.chunk_size, steps=args.steps, warmup=args.warmup,
-                threads=args.threads, share_prefix=not args.no_share_prefix)
+                threads=args.threads, share_prefix=not args.no_share_prefix,
+                pack_lengths=not args.no_pack)
     if args.full_scale:
         _full_scale(args, base)
         return
@@ -337,7 +353,7 @@ def main(argv=None) -> None:
           'image tower (no grad) costs the same in every case and is not included. '
           f'Median of {args.steps} timed steps after {args.warmup} warm-up; all N prompts '
           f'tokenized before timing; memory = {mem} over all steps of the case, each case in a '
-          'fresh process.\n')
+          f'fresh process. Text encoding: {_encoding(args)}.\n')
 
     full = results['full']
     print(f'(1) full softmax vs POMP at N={n:,} ({vocab_desc})\n')

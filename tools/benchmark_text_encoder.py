@@ -2,7 +2,8 @@
 
 (a) Full 77-token vs EOT-truncated encoding for n_ctx 4 and 16, each prompt run whole, and
     EOT-truncated with the shared [SOS, ctx] prefix run once per chunk and the classes' own
-    tokens packed without padding (PompTextEncoder's default): time, peak memory, speed-up and max abs difference of the embeddings.
+    tokens packed without padding (PompTextEncoder's default): time, peak memory, speed-up and
+    max abs difference of the embeddings.
 (b) All 21,841 ``imagenet21k`` names: first call vs cached call (the on-disk cache).
 
 Each case runs in a fresh process so that peak memory is its own: CUDA max allocated on a GPU,

@@ -50,6 +50,8 @@ class PompPretrainer(BaseModel):
         hard_refresh_interval: Steps between refreshes of the class-embedding bank (hard mode).
         seed: Seed of the negative sampler (each distributed rank adds its own offset).
         chunk_size: Classes per text-tower call when embedding many classes.
+        pack_lengths: Run the sampled prompts' own tokens unpadded (see
+            :class:`~pomp_mm.PompTextEncoder`); False pads them to the step's longest.
         data_preprocessor: mmengine data preprocessor config.
     """
 
@@ -68,6 +70,7 @@ class PompPretrainer(BaseModel):
                  hard_temperature: float = 0.07,
                  seed: int = 0,
                  chunk_size: int = 1024,
+                 pack_lengths: bool = True,
                  data_preprocessor: Optional[Union[dict, torch.nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -79,7 +82,7 @@ class PompPretrainer(BaseModel):
             clip_model=clip_model, pretrained=pretrained, clip_module=clip, vocabulary=vocab,
             n_ctx=None if ctx_init else n_ctx, ctx_init=ctx_init,
             class_token_position=class_token_position, prompt_trainable=True,
-            chunk_size=chunk_size)
+            chunk_size=chunk_size, pack_lengths=pack_lengths)
         self.vocabulary = vocab
         self.num_classes = len(vocab)
         k = self.num_classes if num_sampled is None else min(num_sampled, self.num_classes)
