@@ -187,16 +187,15 @@ def worker(case: dict) -> dict:
     # token positions through the text tower per step: the prefix once + the own tokens, packed
     # or padded to the step's longest; without the shared prefix, every prompt padded
     packed = shared and enc.pack_lengths
-    positions = [total - k * shared_tokens if packed else k * (longest - shared_tokens)
-                 for (k, total), longest in zip(step_tokens, seq_lens)]
-    positions = [p + shared_tokens for p in positions]
+    own = [total - k * shared_tokens if packed else k * (longest - shared_tokens)
+           for (k, total), longest in zip(step_tokens, seq_lens)]
     if not all(math.isfinite(v) for v in losses):
         raise FloatingPointError(f'non-finite loss in {tag}: {losses}')
     return {'step_s': statistics.median(times), 'best_s': min(times),
             'image_s': statistics.median(image_times) if image_times else None,
             'peak_mb': peak - base, 'peak_abs_mb': peak, 'classes': len(vocab),
             'contrasted': int(out['num_contrasted']), 'max_tokens': max(seq_lens),
-            'positions': max(positions),
+            'positions': max(own) + shared_tokens,
             'shared_tokens': shared_tokens, 'tokenize_s': tokenize_s, 'views': batch * views}
 
 
