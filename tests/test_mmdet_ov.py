@@ -251,6 +251,25 @@ def test_state_dict_holds_no_text_tower(coco):
     torch.testing.assert_close(out[:, -1], torch.full((2,), -4.6))
 
 
+def test_init_weights_keeps_the_sigmoid_prior(lvis):
+    """The Runner's ``model.init_weights()`` runs BBoxHead's default Normal init on ``fc_cls``,
+    which zeroes any ``bias`` it finds; the classifier must come out with its prior."""
+    model = build_detector(lvis.cfg)
+    clf = model.roi_head.bbox_head.fc_cls
+    assert any(c.get('override', {}).get('name') == 'fc_cls'
+               for c in model.roi_head.bbox_head.init_cfg)
+    with torch.no_grad():
+        clf.bias.fill_(3.0)
+        clf.proj.weight.zero_()
+    model.init_weights()
+    assert clf.bias.item() == pytest.approx(-4.6)
+    bound = 1 / clf.proj.in_features ** 0.5  # nn.Linear's own init, as Detic
+    assert 0 < clf.proj.weight.abs().max() <= bound
+    model.eval()
+    out = clf(torch.randn(3, clf.proj.in_features))
+    torch.testing.assert_close(out[:, -1], torch.full((3,), -4.6))
+
+
 @pytest.mark.parametrize('kwargs,match', [
     (dict(embeddings='ten_rows', vocabulary='BASE'), r'has 10 rows but the vocabulary has 48'),
     (dict(embeddings='ten_rows'), r'10 classes but the bbox head has num_classes=48'),

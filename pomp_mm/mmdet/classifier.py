@@ -130,7 +130,20 @@ class ZeroShotClassifier(nn.Module):
             embed_dim = self._check_width(embed_dim)
         self.embed_dim = embed_dim
         self.proj = nn.Linear(in_features, embed_dim)
+        self.bias_init = bias_init
         self.bias = None if bias_init is None else nn.Parameter(torch.tensor(float(bias_init)))
+
+    def init_weights(self) -> None:
+        """Projection as ``nn.Linear`` (as Detic) and the logit bias at ``bias_init``.
+
+        mmengine calls this after the bbox head's own ``init_cfg``, whose default
+        (``Normal`` with ``override=dict(name='fc_cls')``, meant for a plain linear classifier)
+        sets every ``bias`` attribute under ``fc_cls`` to 0, this prior included.
+        """
+        self.proj.reset_parameters()
+        if self.bias is not None:
+            with torch.no_grad():
+                self.bias.fill_(float(self.bias_init))
 
     # ---------------------------------------------------------------- sources
     def _vocabulary(self, spec: Optional[VocabularyLike],
