@@ -185,13 +185,14 @@ def load_vocabulary(name: str) -> Vocabulary:
 
 
 def _read_text_file(path: str) -> Vocabulary:
-    names = []
+    raw = []
     with open(path, encoding='utf-8') as f:
         for line in f:
             line = line.split('#', 1)[0].strip()
             if line:
-                names.append(clean_name(line))
-    return Vocabulary(tuple(names), (), path)
+                raw.append(line)
+    # ids keep the spelling datasets use ('low_vegetation'); names are the prompt text
+    return Vocabulary(tuple(clean_name(n) for n in raw), tuple(raw), path)
 
 
 VocabularyLike = Union[Vocabulary, str, Iterable[str]]
@@ -219,5 +220,7 @@ def parse_vocabulary(spec: VocabularyLike) -> Vocabulary:
         raise ValueError(f'vocabulary {spec!r} is neither a file, a " . "-separated list nor a '
                          f'built-in vocabulary (known: {", ".join(builtin_vocabularies())}); '
                          f'for a single class write {spec + " ."!r}')
-    names = list(spec)
-    return Vocabulary(tuple(clean_name(n) if isinstance(n, str) else n for n in names), (), 'list')
+    raw = list(spec)
+    names = tuple(clean_name(n) if isinstance(n, str) else n for n in raw)
+    ids = tuple(n.strip() if isinstance(n, str) else n for n in raw)
+    return Vocabulary(names, ids, 'list')

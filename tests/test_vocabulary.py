@@ -60,7 +60,11 @@ def test_user_vocabularies(tmp_path):
     assert parse_vocabulary('cat . sofa . window').names == ('cat', 'sofa', 'window')
     assert parse_vocabulary('headphone . webcam . mug .').names == ('headphone', 'webcam', 'mug')
     assert parse_vocabulary('cat .').names == ('cat',)
-    assert parse_vocabulary(['cat', 'traffic_light']).names == ('cat', 'traffic light')
+    listed = parse_vocabulary(['cat', 'traffic_light'])
+    assert listed.names == ('cat', 'traffic light')
+    # ids keep the dataset spelling, so metainfo['classes'] still matches the vocabulary
+    assert listed.ids == ('cat', 'traffic_light')
+    assert parse_vocabulary(str(f)).ids == ('cat', 'sofa_bed', 'window')
     assert parse_vocabulary('LVIS') is load_vocabulary('lvis')
 
 
