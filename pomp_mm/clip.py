@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 from typing import Any, Dict, Optional, Sequence, Union
 
@@ -20,6 +21,8 @@ from .shared_prefix import shared_prefix_transformer, supports_shared_prefix
 
 __all__ = ['build_clip', 'clip_model_id', 'mmseg_text_state_dict', 'resolve_clip_spec', 'TextTower',
            'TINY_CLIP']
+
+logger = logging.getLogger(__name__)
 
 ClipSpec = Union[str, Dict[str, Any]]
 
@@ -114,6 +117,22 @@ def _load_mmseg_text(model: nn.Module, text: Dict[str, torch.Tensor], path: str)
     target.load_state_dict(text, strict=False)
 
 
+def _needs_quick_gelu(name: str, pretrained: Optional[str], mmseg_text: bool) -> bool:
+    """Whether weights need QuickGELU that the model config ``name`` does not set.
+
+    open_clip (>= 2.23) no longer switches ``ViT-B-16`` to QuickGELU for its ``'openai'``
+    weights: it only warns, and the model runs with the wrong activation. The tag's pretrained
+    config says which one the weights were trained with; mmseg-format weights are OpenAI CLIP.
+    A local open_clip/OpenAI file says nothing: the ``-quickgelu`` model names cover those.
+    """
+    import open_clip
+    if mmseg_text:
+        return True
+    if not pretrained or os.path.isfile(pretrained):
+        return False
+    return bool(open_clip.get_pretrained_cfg(name, pretrained).get('quick_gelu', False))
+
+
 def _check_pretrained_path(pretrained: str) -> None:
     if not os.path.isfile(pretrained):
         raise FileNotFoundError(f'CLIP weights file not found: {pretrained!r}')
@@ -138,15 +157,21 @@ def build_clip(clip_model: ClipSpec,
     if isinstance(clip_model, dict):
         cfg = copy.deepcopy(dict(clip_model))
         custom_text = cfg.pop('custom_text', False)
-        cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
-        model = cls(**cfg)
+        text = {}
         if pretrained:
             _check_pretrained_path(pretrained)
             text = _read_mmseg_text(pretrained)
-            if text:
-                _load_mmseg_text(model, text, pretrained)
-            else:
-                open_clip.load_checkpoint(model, pretrained)
+            if text and not cfg.get('quick_gelu', False):
+                # mmseg's CLIPTextEncoder only exists with QuickGELU (OpenAI CLIP's activation)
+                logger.warning('mmseg-format CLIP weights %s: using quick_gelu=True (the model '
+                               'config had quick_gelu=%s)', pretrained, cfg.get('quick_gelu'))
+                cfg['quick_gelu'] = True
+        cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
+        model = cls(**cfg)
+        if text:
+            _load_mmseg_text(model, text, pretrained)
+        elif pretrained:
+            open_clip.load_checkpoint(model, pretrained)
     elif isinstance(clip_model, str):
         if clip_model not in open_clip.list_models():
             raise ValueError(f'unknown open_clip model {clip_model!r}; see open_clip.list_models() '
@@ -160,7 +185,9 @@ def build_clip(clip_model: ClipSpec,
                 raise ValueError(f'{pretrained!r} is neither a file nor an open_clip tag of '
                                  f'{clip_model!r} (tags: {", ".join(tags) or "none"})')
         text = _read_mmseg_text(pretrained) if pretrained and os.path.isfile(pretrained) else {}
-        model = open_clip.create_model(clip_model, pretrained=None if text else pretrained)
+        model = open_clip.create_model(clip_model, pretrained=None if text else pretrained,
+                                       force_quick_gelu=_needs_quick_gelu(clip_model, pretrained,
+                                                                          bool(text)))
         if text:
             _load_mmseg_text(model, text, pretrained)
     else:
@@ -306,6 +333,9 @@ class TextTower(nn.Module):
         """
         if self._fingerprint is None:
             h = hashlib.sha256()
+            # the activation is not a weight: GELU vs QuickGELU give other embeddings
+            h.update(','.join(sorted({type(m).__name__ for m in self.transformer.modules()}))
+                     .encode())
             for name, t in sorted(self.state_dict().items()):
                 flat = t.detach().reshape(-1)
                 step = max(1, flat.numel() // 65536)

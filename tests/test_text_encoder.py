@@ -278,3 +278,62 @@ def test_unknown_blocks_fall_back_to_whole_prompts(make_encoder):
     enc._memory.clear()
     with torch.no_grad():
         torch.testing.assert_close(enc.encode_text(NAMES), before, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('name,tag,quick', [
+    ('ViT-B-16', 'openai', True),  # open_clip 3 only warns here: we must force it
+    ('ViT-B-16', 'laion2b_s34b_b88k', False),
+    ('ViT-B-16-quickgelu', 'metaclip_400m', True),
+])
+def test_named_weights_get_the_activation_they_were_trained_with(monkeypatch, tiny_cfg, name,
+                                                                 tag, quick):
+    import open_clip
+
+    from pomp_mm.clip import build_clip
+    seen = {}
+
+    def fake_create_model(model_name, pretrained=None, force_quick_gelu=False, **kwargs):
+        seen.update(name=model_name, pretrained=pretrained, quick=force_quick_gelu)
+        return open_clip.CLIP(**dict(tiny_cfg, quick_gelu=force_quick_gelu))
+
+    monkeypatch.setattr(open_clip, 'create_model', fake_create_model)
+    build_clip(name, tag)
+    assert seen == dict(name=name, pretrained=tag, quick=quick)
+
+
+def test_mmseg_format_weights_run_with_quick_gelu(tiny_cfg, tmp_path, caplog):
+    """mmseg's CLIPTextEncoder is OpenAI CLIP (QuickGELU): its weights get that activation even
+    when the model config forgets it, and caches cannot confuse the two activations."""
+    from open_clip.transformer import QuickGELU
+
+    from pomp_mm.clip import build_clip, mmseg_text_state_dict
+    torch.manual_seed(0)
+    source = build_clip(dict(tiny_cfg, quick_gelu=True))
+    # write it in mmseg's layout (the inverse of mmseg_text_state_dict's key map)
+    from pomp_mm.clip import _MMSEG_LAYER_KEYS
+    back = {v: k for k, v in _MMSEG_LAYER_KEYS.items()}
+    state = {}
+    for key, value in source.state_dict().items():
+        if key.startswith('visual.'):
+            continue
+        if key.startswith('transformer.resblocks.'):
+            _, _, index, rest = key.split('.', 3)
+            key = f'transformer.{index}.{back[rest]}'
+        state['text_encoder.' + key] = value
+    assert len(mmseg_text_state_dict(state)) == len(state)
+    path = str(tmp_path / 'san_clip.pth')
+    torch.save(state, path)
+    with caplog.at_level(logging.WARNING, logger='pomp_mm.clip'):
+        enc = PompTextEncoder(clip_model=tiny_cfg, pretrained=path, vocabulary=NAMES,
+                              templates='single', cat_bg=False)
+    assert 'quick_gelu=True' in caplog.text
+    assert any(isinstance(m, QuickGELU) for m in enc.tower.transformer.modules())
+    ref = PompTextEncoder(clip_model=dict(tiny_cfg, quick_gelu=True), clip_module=source,
+                          vocabulary=NAMES, templates='single', cat_bg=False)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.encode_text(NAMES), ref.encode_text(NAMES), atol=1e-6,
+                                   rtol=0)
+    gelu = build_clip(tiny_cfg)
+    gelu.load_state_dict(source.state_dict())
+    assert PompTextEncoder(clip_model=tiny_cfg, clip_module=gelu, vocabulary=NAMES,
+                           cat_bg=False).tower.fingerprint() != enc.tower.fingerprint()
