@@ -163,7 +163,8 @@ model = {model!r}
 train_dataloader = dict(
     batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True, seed=0),
     collate_fn=dict(type='collate_views'),
-    dataset=dict(type='ImageList', source={image_folder!r}, num_views=1, image_size=32))
+    dataset=dict(type='ImageList', source={image_folder!r}, num_views=1, image_size=32,
+                 vocabulary={CLASSES!r}))
 randomness = dict(seed=0)
 """)
     out = tmp_path / 'features'

@@ -21,7 +21,8 @@ def image_folder(tmp_path):
     return str(folder)
 
 
-def _config(tmp_path, image_folder, max_iters=4, extra_model=None, batch_size=4):
+def _config(tmp_path, image_folder, max_iters=4, extra_model=None, batch_size=4,
+            dataset_vocab=CLASSES, prompt_hook=True):
     model = dict(type='PompPretrainer', clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4,
                  num_sampled=4, seed=3)
     model.update(extra_model or {})
@@ -33,7 +34,7 @@ train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=True, seed=0),
     collate_fn=dict(type='collate_views'),
     dataset=dict(type='ImageList', source={image_folder!r}, num_views=2, image_size=32,
-                 train=False))
+                 train=False, vocabulary={dataset_vocab!r}))
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.5, momentum=0.9))
 # explicit end: stopping early at max_iters=2 must not reshape the schedule (an interrupted run)
 param_scheduler = [dict(type='CosineAnnealingLR', T_max={max_iters}, by_epoch=False, begin=0,
@@ -42,7 +43,7 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters={max_iters})
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=1),
     checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False))
-custom_hooks = [dict(type='PromptCheckpointHook', interval=2)]
+custom_hooks = {"[dict(type='PromptCheckpointHook', interval=2)]" if prompt_hook else '[]'}
 randomness = dict(seed=0)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 """
@@ -51,11 +52,40 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
     return str(path)
 
 
-def _pretrain(*args, timeout=600):
+def _pretrain(*args, timeout=600, expect_rc=0):
     res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'pretrain.py'), *args],
                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == expect_rc, res.stdout[-3000:] + res.stderr[-3000:]
     return res.stdout + res.stderr
+
+
+def test_label_space_check_messages(tiny_cfg, caplog):
+    from pomp_mm.pretrain import PompPretrainer
+    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=3)
+    model.check_label_space(tuple(CLASSES))  # tuples (metainfo) and lists compare equal
+    # a folder dataset without a vocabulary sorts its classes: index 0 differs
+    with pytest.raises(ValueError, match=r"dataset label 0 is 'boat' but model vocabulary "
+                                         r"class 0 is 'cat'"):
+        model.check_label_space(sorted(CLASSES))
+    with pytest.raises(ValueError, match=r"model vocabulary class 7 is 'shoe' but the dataset "
+                                         r"has only 7 classes"):
+        model.check_label_space(CLASSES[:7])
+    with pytest.raises(ValueError, match=r"dataset label 8 is 'bus' but the model vocabulary "
+                                         r"ends at 8 classes"):
+        model.check_label_space(CLASSES + ['bus'])
+    with caplog.at_level('WARNING', logger='pomp_mm.pretrain.model'):
+        model.check_label_space(None)
+    assert 'no metainfo["classes"]' in caplog.text
+
+
+def test_pretrain_refuses_a_dataset_with_another_class_order(tmp_path, image_folder):
+    """A folder ImageList without a vocabulary sorts its classes, the model's are not: the run
+    stops before the first step, naming the first differing label, even without the prompt
+    hook in the config (tools/pretrain.py adds it)."""
+    cfg = _config(tmp_path, image_folder, max_iters=1, dataset_vocab=None, prompt_hook=False)
+    log = _pretrain(cfg, '--work-dir', str(tmp_path / 'w'), expect_rc=1)
+    assert "ValueError: dataset label 0 is 'boat' but model vocabulary class 0 is 'cat'" in log
+    assert not os.path.exists(tmp_path / 'w' / 'iter_1.pth')
 
 
 def test_pretrain_resume_is_exact_and_skips_bad_images(tmp_path, image_folder):

@@ -58,6 +58,8 @@ def main(argv=None) -> dict:
         set_random_seed(seed)
     model = MODELS.build(cfg.model)
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    # fail before hours of encoding, not at the start of training
+    model.check_label_space((getattr(dataset, 'metainfo', None) or {}).get('classes'))
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     workers = args.num_workers
     if workers is None:

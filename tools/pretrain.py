@@ -5,8 +5,9 @@
     python tools/pretrain.py CONFIG --resume            # continue from the latest checkpoint
 
 The prompt alone is written as work_dir/prompt_latest.pth (and prompt_iter_<n>.pth); full
-resume checkpoints by mmengine's CheckpointHook. Options as tools/train.py (--work-dir,
---cfg-options, --amp, --resume, --launcher).
+resume checkpoints by mmengine's CheckpointHook (PromptCheckpointHook is added when the config
+lacks it: it also checks at the start that the dataset's classes are the model's vocabulary).
+Options as tools/train.py (--work-dir, --cfg-options, --amp, --resume, --launcher).
 """
 from __future__ import annotations
 
@@ -19,13 +20,23 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from pomp_mm.runner import add_train_args, apply_train_args, build_runner, load_config  # noqa
 
 
+def ensure_prompt_hook(cfg) -> None:
+    """Add a PromptCheckpointHook (prompt saving + label-space check) if the config has none."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') in ('PromptCheckpointHook', 'pomp_mm.PromptCheckpointHook')
+               for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='PromptCheckpointHook')]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('config', help='pre-training config file')
     add_train_args(p)
     args = p.parse_args(argv)
     import pomp_mm.pretrain  # noqa: F401  PompPretrainer, datasets, hooks
-    build_runner(apply_train_args(load_config(args), args)).train()
+    cfg = apply_train_args(load_config(args), args)
+    ensure_prompt_hook(cfg)
+    build_runner(cfg).train()
 
 
 if __name__ == '__main__':

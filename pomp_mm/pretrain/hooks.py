@@ -19,16 +19,33 @@ class PromptCheckpointHook(Hook):
     the end of training, atomically, as ``prompt_iter_<n>.pth`` and ``prompt_latest.pth`` in
     the work dir. mmengine's ``CheckpointHook`` keeps writing the full resume checkpoints.
 
+    Before training it also checks that the training dataset's class list
+    (``metainfo['classes']``, which its labels index) equals the model vocabulary
+    (:meth:`~pomp_mm.pretrain.PompPretrainer.check_label_space`).
+
     Args:
         interval: Iterations between prompt checkpoints (<= 0: only at the end).
         out_dir: Folder (default: the runner's work dir).
+        check_labels: Run the label-space check at ``before_train``.
     """
 
     priority = 'LOW'
 
-    def __init__(self, interval: int = 1000, out_dir: Optional[str] = None):
+    def __init__(self, interval: int = 1000, out_dir: Optional[str] = None,
+                 check_labels: bool = True):
         self.interval = interval
         self.out_dir = out_dir
+        self.check_labels = check_labels
+
+    def before_train(self, runner) -> None:
+        if not self.check_labels:
+            return
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if not hasattr(model, 'check_label_space'):
+            return
+        dataset = runner.train_dataloader.dataset
+        metainfo = getattr(dataset, 'metainfo', None) or {}
+        model.check_label_space(metainfo.get('classes'))
 
     def _save(self, runner, tag: str) -> str:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model

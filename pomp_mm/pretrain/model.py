@@ -104,6 +104,44 @@ class PompPretrainer(BaseModel):
                               'num_classes': self.num_classes}
 
     # ------------------------------------------------------------------ helpers
+    def check_label_space(self, classes: Optional[Sequence[str]]) -> None:
+        """Checks that a dataset's labels mean the same classes as this model's vocabulary.
+
+        Dataset labels index the dataset's own class list (``metainfo['classes']``) while the
+        loss reads them as indices into :attr:`vocabulary`; any difference silently trains
+        every image against the wrong class.
+
+        Args:
+            classes: The dataset's class names in label order; ``None`` (a dataset without
+                ``metainfo['classes']``) cannot be checked and only logs a warning.
+
+        Raises:
+            ValueError: The lists differ; names the first differing index and both names.
+        """
+        if classes is None:
+            logger.warning('the training dataset has no metainfo["classes"]: its labels cannot '
+                           'be checked against the model vocabulary (%s, %d classes)',
+                           self.vocabulary.source, self.num_classes)
+            return
+        names = list(self.vocabulary.names)
+        classes = list(classes)
+        if classes == names:
+            return
+        for i, (ours, theirs) in enumerate(zip(names, classes)):
+            if ours != theirs:
+                raise ValueError(
+                    f'dataset label {i} is {theirs!r} but model vocabulary class {i} is '
+                    f'{ours!r}: labels index the dataset\'s class list, so it must equal the '
+                    f'model vocabulary ({self.vocabulary.source}) in the same order; e.g. pass '
+                    f'the same vocabulary to the dataset')
+        i = min(len(names), len(classes))
+        extra = (f'dataset label {i} is {classes[i]!r} but the model vocabulary ends at '
+                 f'{len(names)} classes' if len(classes) > len(names) else
+                 f'model vocabulary class {i} is {names[i]!r} but the dataset has only '
+                 f'{len(classes)} classes')
+        raise ValueError(f'{extra}: the dataset\'s class list must equal the model vocabulary '
+                         f'({self.vocabulary.source}, {len(names)} classes)')
+
     @property
     def prompt_learner(self):
         return self.text_encoder.prompt_learner
