@@ -6,6 +6,7 @@ mmdet's and mmseg's registries too). Its ``forward()`` honours the contract of m
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -334,7 +335,11 @@ class PompTextEncoder(BaseModule):
             hit = self.disk_cache.get(key, names)
             if hit is not None:
                 return hit.to(self.tower.token_embedding.weight.device)
-        with torch.set_grad_enabled(grad):
+        # A table that can outlive this call (no grad: memo or disk cache) is computed at the
+        # tower's precision, not at whatever autocast its first caller ran under.
+        precision = contextlib.nullcontext() if grad else torch.autocast(
+            self.tower.token_embedding.weight.device.type, enabled=False)
+        with torch.set_grad_enabled(grad), precision:
             if self.prompt_learner is None:
                 emb = self._encode_templates(names, progress)
             else:
@@ -352,14 +357,16 @@ class PompTextEncoder(BaseModule):
             return self.encode_text(self.vocabulary)
         # Vocabulary objects are immutable and replaced on change, so their id (kept alive by
         # the memo itself) identifies the class list without hashing every name per call.
-        key = (id(self.vocabulary), None if learner is None else learner.ctx._version,
-               id(learner), self.tower.token_embedding.weight.device)
+        key = (id(self.vocabulary), id(learner), self.tower.token_embedding.weight.device)
         hit = self._memory.get(key)
-        if hit is None:
+        # The context is compared by value: fused optimizers and checkpoint loads change it
+        # without bumping its version counter.
+        if hit is None or (learner is not None and not torch.equal(hit[1], learner.ctx)):
             self._memory.clear()
-            hit = (self.vocabulary, self.encode_text(self.vocabulary).detach())
+            ctx = None if learner is None else learner.ctx.detach().clone()
+            hit = (self.vocabulary, ctx, self.encode_text(self.vocabulary).detach())
             self._memory[key] = hit
-        return hit[1]
+        return hit[2]
 
     def forward(self) -> torch.Tensor:
         """Class embeddings of the vocabulary for mmseg's ``MultimodalEncoderDecoder``.
@@ -371,6 +378,12 @@ class PompTextEncoder(BaseModule):
         if self.cat_bg:
             emb = F.normalize(torch.cat([emb, self.bg_embed.to(emb.dtype)]), dim=-1)
         return self.tower.logit_scale.exp() * emb
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        # New tower weights or prompt: forget tables and the weights hash computed from the old.
+        self._memory.clear()
+        self.tower._fingerprint = None
+        super()._load_from_state_dict(*args, **kwargs)
 
     def init_weights(self) -> None:
         """Initialise the background row only: CLIP weights and prompts are loaded, not drawn."""

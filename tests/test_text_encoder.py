@@ -117,6 +117,55 @@ def test_forward_cache_follows_prompt_updates(make_encoder):
     assert not torch.allclose(before, after)
 
 
+def test_forward_cache_sees_updates_that_keep_the_version(make_encoder):
+    """Fused optimizers and ``.data`` writes change ctx without bumping its version."""
+    enc = make_encoder(n_ctx=4, vocabulary=['cat', 'dog'], prompt_trainable=True)
+    with torch.no_grad():
+        before = enc().clone()
+        version = enc.prompt_learner.ctx._version
+        enc.prompt_learner.ctx.data.add_(0.5)
+        assert enc.prompt_learner.ctx._version == version
+        after = enc()
+        fresh = enc.tower.logit_scale.exp() * enc.encode_text(['cat', 'dog'])
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, fresh, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize('prompt', [False, True])
+def test_loading_new_weights_drops_cached_tables(make_encoder, tmp_path, prompt):
+    """A checkpoint load (new tower weights or prompt) must not serve tables of the old ones,
+    from memory or from the disk cache."""
+    kwargs = dict(n_ctx=4) if prompt else dict(templates='single')
+    enc = make_encoder(seed=0, cache_dir=str(tmp_path), **kwargs)
+    other = make_encoder(seed=1, **kwargs)
+    with torch.no_grad():
+        stale = enc().clone()
+        enc.load_state_dict(other.state_dict())
+        got = enc()
+        want = other()
+    assert not torch.allclose(stale, want)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert enc.tower.fingerprint() == other.tower.fingerprint()
+
+
+def test_cached_tables_ignore_the_callers_autocast(make_encoder, tmp_path):
+    """The first call may come from an AMP train step: the kept table is still full precision."""
+    enc = make_encoder(n_ctx=4, vocabulary=NAMES, cache_dir=str(tmp_path))
+    ref = make_encoder(n_ctx=4, vocabulary=NAMES)
+    with torch.no_grad():
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            amp = enc()
+            low = enc.tower.encode_tokens(enc.tokenizer(NAMES))  # what autocast would give
+        full = ref()
+        exact = ref.tower.encode_tokens(ref.tokenizer(NAMES))
+    assert (low.float() - exact).abs().max() > 1e-4  # autocast really is lower precision here
+    torch.testing.assert_close(amp, full, atol=1e-6, rtol=0)
+    with torch.no_grad():  # and the disk cache holds the full-precision table
+        torch.testing.assert_close(make_encoder(n_ctx=4, vocabulary=NAMES,
+                                                cache_dir=str(tmp_path))(), full, atol=1e-6,
+                                   rtol=0)
+
+
 def test_dataset_name_builtin(make_encoder):
     enc = make_encoder(vocabulary=None, dataset_name='imagenet1k', chunk_size=512)
     assert enc.num_classes == 1000
