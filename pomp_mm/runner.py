@@ -30,7 +30,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                         help='resume from a checkpoint path; with no value, the latest one '
                         'in the work dir')
     parser.add_argument('--amp', action='store_true',
-                        help='automatic mixed precision (needs CUDA)')
+                        help='automatic mixed precision (needs CUDA): bfloat16 where the GPU '
+                        'supports it, else float16 with dynamic loss scaling')
 
 
 def load_config(args: argparse.Namespace) -> Any:
@@ -59,14 +60,30 @@ def load_config(args: argparse.Namespace) -> Any:
 
 
 def apply_train_args(cfg: Any, args: argparse.Namespace) -> Any:
-    """Apply ``--amp`` and ``--resume``."""
+    """Apply ``--amp`` and ``--resume``.
+
+    ``--amp`` switches the config's optimizer wrapper to mmengine's ``AmpOptimWrapper``
+    running bfloat16 where the GPU supports it, else float16 with dynamic loss scaling; which
+    one is logged. A config that already names ``AmpOptimWrapper`` is left as it is.
+    """
     import torch
+    from mmengine.logging import print_log
     if args.amp:
         if not torch.cuda.is_available():
             raise SystemExit('--amp needs a CUDA GPU (mmengine AmpOptimWrapper); none found')
         if cfg.optim_wrapper.get('type') != 'AmpOptimWrapper':
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+            if torch.cuda.is_bf16_supported():
+                # bf16 has float32's exponent range: gradients cannot underflow, so a fixed
+                # scale of 1 (no scaling) instead of the fp16 dynamic scaler
+                cfg.optim_wrapper.dtype = 'bfloat16'
+                cfg.optim_wrapper.setdefault('loss_scale', 1.0)
+            else:
+                cfg.optim_wrapper.dtype = 'float16'
+                cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        dtype = cfg.optim_wrapper.get('dtype') or 'float16'  # mmengine's autocast default
+        print_log(f'--amp: mixed precision in {dtype} (loss_scale='
+                  f'{cfg.optim_wrapper.get("loss_scale", "dynamic")!r})', logger='current')
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume:

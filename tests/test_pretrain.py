@@ -264,3 +264,28 @@ def test_benchmark_pretrain_quick_counts_unpadded_positions():
     assert rows['1,500'][0] == '128'  # part (2): K=128 embedded at the larger N
     for target in ('memory ratio', 'time ratio', 'N=1,500 vs N=1,000'):
         assert target in res.stdout, target
+
+
+@pytest.mark.parametrize('bf16,dtype,scale', [(True, 'bfloat16', 1.0),
+                                              (False, 'float16', 'dynamic')])
+def test_amp_picks_bf16_where_supported(monkeypatch, bf16, dtype, scale):
+    """--amp: bfloat16 (no loss scaling) on GPUs that have it, else float16 + dynamic scaling;
+    the choice is logged. (The wrapper itself needs CUDA: only the config is checked here.)"""
+    import argparse
+
+    import mmengine.logging
+    from mmengine.config import Config
+    from pomp_mm.runner import apply_train_args
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: bf16)
+    logged = []
+    monkeypatch.setattr(mmengine.logging, 'print_log', lambda msg, **kw: logged.append(msg))
+    cfg = Config(dict(optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1))))
+    apply_train_args(cfg, argparse.Namespace(amp=True, resume=None))
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == dtype and cfg.optim_wrapper.loss_scale == scale
+    assert logged == [f'--amp: mixed precision in {dtype} (loss_scale={scale!r})']
+    # without --amp nothing changes
+    plain = Config(dict(optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1))))
+    apply_train_args(plain, argparse.Namespace(amp=False, resume=None))
+    assert 'type' not in plain.optim_wrapper
