@@ -219,6 +219,15 @@ def test_cli_config_json_and_max_images(data, reference, tmp_path):
         assert f'{name} (missing ' in md
 
 
+def test_named_model_without_weights_is_refused(tmp_path):
+    """A named open_clip model without --pretrained would be randomly initialised."""
+    with pytest.raises(SystemExit, match=r"--clip-model 'ViT-B-16' needs --pretrained \(an "
+                                         r"open_clip tag such as openai, or a weights file\)"):
+        _load_tool().main(['--data-root', str(tmp_path), '--clip-model', 'ViT-B-16',
+                           '--device', 'cpu', '--out-dir', str(tmp_path / 'out')])
+    assert not (tmp_path / 'out').exists()
+
+
 def test_evaluate_api(data, reference):
     from pomp_mm import PompTextEncoder
     clip = data['ref'].clip

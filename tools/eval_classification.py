@@ -46,7 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    '(repeatable; not part of the mean)')
     p.add_argument('--clip-model', default='ViT-B-16',
                    help="open_clip model name, open_clip config .json, or 'tiny'")
-    p.add_argument('--pretrained', default=None, help='open_clip tag or local weights file')
+    p.add_argument('--pretrained', default=None,
+                   help="open_clip tag (e.g. openai) or local weights file; required for a named "
+                   "model (only 'tiny' and .json configs may run with random weights)")
     p.add_argument('--prompts', nargs='+', default=[], metavar='CKPT',
                    help='prompt checkpoints (pomp_mm or official POMP/CoOp format), one row each')
     p.add_argument('--no-hand', action='store_true', help='skip the "a photo of a {}." row')
@@ -152,6 +154,12 @@ def main(argv=None) -> int:
     folders = _parse_folders(args.folder)
 
     spec = resolve_clip_spec(args.clip_model)
+    if isinstance(spec, str) and not args.pretrained:
+        # a named model without weights is randomly initialised: near-chance accuracies that
+        # look like a result
+        raise SystemExit(f'--clip-model {args.clip_model!r} needs --pretrained (an open_clip tag '
+                         'such as openai, or a weights file); only a model config (tiny or a '
+                         '.json file) is evaluated with random weights')
     torch.manual_seed(args.seed)  # random (tiny) CLIPs must be reproducible
     clip = build_clip(spec, args.pretrained, args.device)
     methods = build_methods(args, clip, spec)
