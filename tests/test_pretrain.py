@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -289,3 +290,35 @@ def test_amp_picks_bf16_where_supported(monkeypatch, bf16, dtype, scale):
     plain = Config(dict(optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1))))
     apply_train_args(plain, argparse.Namespace(amp=False, resume=None))
     assert 'type' not in plain.optim_wrapper
+
+
+def _dassl_lrs(max_epoch, lr=0.002, warmup_lr=1e-5):
+    """Per-epoch LRs of Dassl's cosine + one constant warm-up epoch (WARMUP_RECOUNT): the
+    warm-up wrapper hands over to a CosineAnnealingLR(T_max=MAX_EPOCH) that has not stepped
+    yet, so epoch e >= 1 runs at cosine step e - 1."""
+    return [warmup_lr] + [lr * (1 + math.cos(math.pi * (e - 1) / max_epoch)) / 2
+                          for e in range(1, max_epoch)]
+
+
+@pytest.mark.parametrize('name,n_ctx,epochs', [
+    ('pomp_in21k-p_vit-b16.py', 4, 5), ('pomp_in21k-p_vit-b16_ctx16_ep20.py', 16, 20),
+    ('pomp_in21k_vit-b16.py', 16, 20), ('coop_in21k-p_vit-b16.py', 4, 5)])
+def test_config_lr_schedule_is_dassls(name, n_ctx, epochs):
+    """The configs' param schedulers, stepped once per epoch as mmengine's ParamSchedulerHook
+    does, give Dassl's per-epoch LRs for every epoch (and do not change within an epoch)."""
+    from mmengine.config import Config
+    from mmengine.optim.scheduler import _ParamScheduler  # noqa: F401  registers schedulers
+    from mmengine.registry import PARAM_SCHEDULERS
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'pretrain', name))
+    assert cfg.model.n_ctx == n_ctx and cfg.train_cfg.max_epochs == epochs
+    assert all(s.by_epoch and not s.get('convert_to_iter_based') for s in cfg.param_scheduler)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], **{
+        k: v for k, v in cfg.optim_wrapper.optimizer.items() if k != 'type'})
+    schedulers = [PARAM_SCHEDULERS.build(dict(s, optimizer=opt)) for s in cfg.param_scheduler]
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(opt.param_groups[0]['lr'])
+        opt.step()
+        for s in schedulers:
+            s.step()
+    assert lrs == pytest.approx(_dassl_lrs(epochs), rel=1e-12, abs=0)
