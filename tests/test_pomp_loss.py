@@ -268,3 +268,108 @@ def test_error_messages():
         NegativeSampler(1, 1)
     with pytest.raises(ValueError, match='rows'):
         NegativeSampler(10, 3, mode='hard').update_bank(torch.randn(9, 4))
+
+
+# ----------------------------------------------------------------------------- per-column margins
+
+
+def _manual_loss(logits, targets, margins):
+    """Mean CE with margins[j] added to every non-target column j (plain Python)."""
+    total = 0.0
+    for row, t in zip(logits.tolist(), targets.tolist()):
+        shifted = [z + (0.0 if j == t else margins[j]) for j, z in enumerate(row)]
+        total += -shifted[t] + math.log(sum(math.exp(z) for z in shifted))
+    return total / len(targets)
+
+
+def test_uniform_probs_reduce_to_the_eq5_margin():
+    n, k = 50, 7
+    sampler = NegativeSampler(n, k, seed=3)
+    labels = torch.tensor([4, 9, 4])
+    class_ids, targets, probs = sampler.sample(labels, return_probs=True)
+    assert probs.dtype == torch.float64 and probs.tolist() == [(k - 1) / (n - 1)] * k
+    # the probabilities do not change the draw
+    again = NegativeSampler(n, k, seed=3).sample(labels)
+    assert torch.equal(again[0], class_ids) and torch.equal(again[1], targets)
+    logits = _unit(3, k, seed=8) * 5
+    for corr in ('ln', 'log10', 'none'):
+        plain = pomp_loss(logits, targets, n, corr)
+        with_q = pomp_loss(logits, targets, n, corr, inclusion_probs=probs)
+        assert with_q.item() == pytest.approx(plain.item(), abs=1e-12)
+    m = math.log((n - 1) / (k - 1))
+    assert plain.item() != pytest.approx(_manual_loss(logits, targets, [m] * k))  # 'none'
+    assert pomp_loss(logits, targets, n, 'ln', probs).item() == pytest.approx(
+        _manual_loss(logits, targets, [m] * k), abs=1e-12)
+
+
+def test_frequency_margins_are_minus_log_inclusion_probs():
+    counts = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    n, k = 10, 4
+    sampler = NegativeSampler(n, k, mode='frequency', class_counts=counts, seed=0)
+    labels = torch.tensor([0, 1, 0])
+    class_ids, targets, probs = sampler.sample(labels, return_probs=True)
+    assert class_ids[:2].tolist() == [0, 1] and len(class_ids) == k
+    rest = sum(counts) - counts[0] - counts[1]  # first draw: among the non-positive classes
+    want = [3 / 9, 3 / 9] + [min(1.0, 3 * counts[j] / rest) for j in class_ids[2:].tolist()]
+    assert probs.tolist() == pytest.approx(want, abs=1e-15)
+    # e.g. class 9 (count 10): q = 3 * 10 / 52
+    logits = torch.tensor([[2.0, 0.5, -1.0, 0.3], [0.3, 1.2, 0.7, -0.2], [0.0, 0.1, 0.2, 0.3]],
+                          dtype=torch.float64)
+    for corr, log in (('ln', math.log), ('log10', math.log10)):
+        margins = [-log(q) for q in want]
+        got = pomp_loss(logits, targets, n, corr, inclusion_probs=probs)
+        assert got.item() == pytest.approx(_manual_loss(logits, targets, margins), abs=1e-12)
+        uniform = pomp_loss(logits, targets, n, corr)
+        assert abs(got.item() - uniform.item()) > 1e-3  # the per-column margins do matter
+    assert pomp_loss(logits, targets, n, 'none', probs).item() == pytest.approx(
+        _manual_loss(logits, targets, [0.0] * k), abs=1e-12)
+
+
+def test_inclusion_probs_clamp_and_validation():
+    # one dominant class: (K' - 1) * p_j > 1 is clamped to 1 (margin 0)
+    sampler = NegativeSampler(6, 3, mode='frequency', class_counts=[1, 1000, 1, 1, 1, 1], seed=0)
+    class_ids, targets, probs = sampler.sample(torch.tensor([0]), return_probs=True)
+    assert 1 in class_ids.tolist() and probs[class_ids.tolist().index(1)].item() == 1.0
+    logits = torch.zeros(1, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r'inclusion_probs must have shape \[3\]'):
+        pomp_loss(logits, targets, 6, inclusion_probs=probs[:2])
+    with pytest.raises(ValueError, match=r'must be in \(0, 1\]; column 2 has 0.0'):
+        pomp_loss(logits, targets, 6, inclusion_probs=torch.tensor([0.5, 0.5, 0.0]))
+    # a single column has no non-target column: nothing to validate or add
+    single = pomp_loss(torch.zeros(2, 1), torch.zeros(2, dtype=torch.long), 6, 'ln',
+                       inclusion_probs=torch.zeros(1))
+    assert single.item() == 0.0
+
+
+@pytest.mark.parametrize('mode', ['frequency', 'hard'])
+def test_non_uniform_loss_is_finite_with_gradient(mode):
+    n, d = 200, 8
+    sampler = _make(mode, n, 20, seed=1)
+    labels = torch.tensor([3, 17, 3, 150])
+    class_ids, targets, probs = sampler.sample(labels, return_probs=True)
+    txt = _unit(n, d, seed=2)[class_ids].requires_grad_(True)
+    loss = PompLoss(n)(_unit(4, d, seed=3), txt, targets, 50.0, inclusion_probs=probs)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(txt.grad).all()
+
+
+def test_pretrainer_frequency_mode_uses_per_negative_margins(tiny_cfg):
+    from pomp_mm.pretrain import PompPretrainer
+    names = [f'class {i}' for i in range(12)]
+    torch.manual_seed(0)
+    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=names, n_ctx=4, num_sampled=5,
+                           sampling='frequency', class_counts=list(range(1, 13)))
+    drawn = []
+    sample = model.sampler.sample
+    model.sampler.sample = lambda *a, **k: drawn.append(sample(*a, **k)) or drawn[-1]
+    images, labels = torch.randn(2, 1, 3, 32, 32), torch.tensor([2, 7])
+    with torch.no_grad():
+        loss = model(inputs=images, labels=labels)['loss']
+        class_ids, targets, probs = drawn[0]
+        img = model.encode_images(images)
+        txt = model.text_encoder.encode_names([names[i] for i in class_ids.tolist()])
+        logits = (model.text_encoder.tower.logit_scale.exp() * img @ txt.T).double()
+    want = _manual_loss(logits, targets, [-math.log(q) for q in probs.tolist()])
+    assert loss.item() == pytest.approx(want, abs=1e-5)
+    uniform = _manual_loss(logits, targets, [math.log(11 / 4)] * 5)
+    assert abs(want - uniform) > 1e-3

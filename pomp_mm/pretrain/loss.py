@@ -4,15 +4,22 @@ Contrasting against ``K'`` of ``N`` classes underestimates the softmax denominat
 adds a margin ``m = log((N - 1) / (K' - 1))`` to every non-target logit so each sampled negative
 stands in for ``(N - 1) / (K' - 1)`` classes (paper Eq. 5).
 
+That margin is ``-log q`` for the uniform inclusion probability ``q = (K' - 1) / (N - 1)``. For
+non-uniform draws (``sampling='frequency'`` or ``'hard'``) a uniform margin is the wrong
+correction; there each drawn negative ``j`` gets ``-log q_j`` with ``q_j`` its own inclusion
+probability (the sampled-softmax logQ correction, as the official code's non-random branch
+subtracts ``log(prob)`` per drawn negative), see :meth:`NegativeSampler.sample
+<pomp_mm.pretrain.NegativeSampler.sample>`. ``correction='log10'`` uses ``-log10 q`` instead.
+
 The margin is added to the *scaled* logits (``logit_scale * cos + m``), which is where the official
 implementation (amazon-science/prompt-pretraining, ``trainers/pomp.py``) adds it. Two differences
 from that code, on purpose: the official code uses ``log10`` (our ``correction='log10'``; the
 default here is the paper's natural log) and applies it only to the sampled out-of-batch negatives,
 with a per-image negative count; here the margin goes on every non-target column, including the
-other images' positives.
+other images' positives (which are not drawn by the sampler and always get the uniform margin).
 """
 import math
-from typing import Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +75,8 @@ def local_contrast_logits(image_features: Tensor, text_features: Tensor,
     return logit_scale * image_features @ text_features.T
 
 
-def pomp_loss(logits: Tensor, targets: Tensor, num_classes: int, correction: str = 'ln') -> Tensor:
+def pomp_loss(logits: Tensor, targets: Tensor, num_classes: int, correction: str = 'ln',
+              inclusion_probs: Optional[Tensor] = None) -> Tensor:
     """Cross-entropy over the contrasted classes with local correction, averaged over the batch.
 
     Args:
@@ -76,6 +84,11 @@ def pomp_loss(logits: Tensor, targets: Tensor, num_classes: int, correction: str
         targets: ``[B]`` index of each image's class within the ``K'`` columns.
         num_classes: ``N``, the full vocabulary size.
         correction: ``'ln'``, ``'log10'`` or ``'none'``; see :func:`correction_margin`.
+        inclusion_probs: ``[K']`` inclusion probability ``q_j`` of each column, in ``(0, 1]``
+            (:meth:`NegativeSampler.sample(..., return_probs=True)
+            <pomp_mm.pretrain.NegativeSampler.sample>`); non-target column ``j`` then gets the
+            margin ``-log q_j`` (``-log10 q_j`` for ``'log10'``). ``None``: the uniform margin of
+            :func:`correction_margin` on every non-target column.
 
     Returns:
         Scalar loss.
@@ -89,11 +102,30 @@ def pomp_loss(logits: Tensor, targets: Tensor, num_classes: int, correction: str
     if ((targets < 0) | (targets >= num_contrasted)).any():
         raise ValueError(f'targets must index the {num_contrasted} contrasted columns')
     margin = correction_margin(num_classes, num_contrasted, correction)
-    if margin != 0.0:
+    if inclusion_probs is not None and correction != 'none' and num_contrasted > 1:
+        margins = _column_margins(inclusion_probs, num_contrasted, correction)
+        non_target = torch.ones_like(logits, dtype=torch.bool)
+        non_target[torch.arange(logits.shape[0], device=logits.device), targets] = False
+        logits = torch.where(non_target, logits + margins.to(logits), logits)
+    elif margin != 0.0:
         non_target = torch.ones_like(logits, dtype=torch.bool)
         non_target[torch.arange(logits.shape[0], device=logits.device), targets] = False
         logits = logits + margin * non_target.to(logits.dtype)
     return F.cross_entropy(logits, targets)
+
+
+def _column_margins(inclusion_probs: Tensor, num_contrasted: int, correction: str) -> Tensor:
+    """Per-column margins ``-log q`` (float64) of validated inclusion probabilities."""
+    probs = torch.as_tensor(inclusion_probs, dtype=torch.float64)
+    if probs.shape != (num_contrasted,):
+        raise ValueError(f'inclusion_probs must have shape [{num_contrasted}] (one per '
+                         f'contrasted column), got {tuple(probs.shape)}')
+    bad = ~((probs > 0) & (probs <= 1))
+    if bad.any():
+        j = int(torch.nonzero(bad)[0])
+        raise ValueError(f'inclusion_probs must be in (0, 1]; column {j} has '
+                         f'{probs[j].item()!r}')
+    return -(probs.log() if correction == 'ln' else probs.log10())
 
 
 class PompLoss(torch.nn.Module):
@@ -115,10 +147,11 @@ class PompLoss(torch.nn.Module):
         self.correction = correction
 
     def forward(self, image_features: Tensor, text_features: Tensor, targets: Tensor,
-                logit_scale: Union[Tensor, float]) -> Tensor:
+                logit_scale: Union[Tensor, float],
+                inclusion_probs: Optional[Tensor] = None) -> Tensor:
         """Loss for ``[B, D]`` image and ``[K', D]`` text features; see :func:`pomp_loss`."""
         logits = local_contrast_logits(image_features, text_features, logit_scale)
-        return pomp_loss(logits, targets, self.num_classes, self.correction)
+        return pomp_loss(logits, targets, self.num_classes, self.correction, inclusion_probs)
 
     def extra_repr(self) -> str:
         return f'num_classes={self.num_classes}, correction={self.correction!r}'

@@ -45,7 +45,9 @@ class PompPretrainer(BaseModel):
         num_sampled: K, classes contrasted per step (``None`` or >= N: full softmax, the
             CoOp-style baseline).
         sampling: ``'uniform'``, ``'frequency'`` or ``'hard'``.
-        correction: ``'ln'`` (paper), ``'log10'`` (official code) or ``'none'``.
+        correction: ``'ln'`` (paper), ``'log10'`` (official code) or ``'none'``. With
+            ``'frequency'`` / ``'hard'`` sampling each drawn negative's margin is ``-log q_j`` of
+            its own inclusion probability instead of the uniform ``log((N-1)/(K'-1))``.
         class_counts: Images per class, for ``sampling='frequency'``.
         hard_refresh_interval: Steps between refreshes of the class-embedding bank (hard mode).
         seed: Seed of the negative sampler (each distributed rank adds its own offset).
@@ -191,13 +193,16 @@ class PompPretrainer(BaseModel):
         # Negatives are a function of (seed, rank, step): ranks differ, and a resumed run
         # (every rank reads rank 0's checkpoint) draws exactly what it would have drawn.
         self.sampler.generator.manual_seed(_step_seed(self.seed, self.rank, self._step))
-        class_ids, targets = self.sampler.sample(labels.cpu())
+        class_ids, targets, probs = self.sampler.sample(labels.cpu(), return_probs=True)
         self.last_class_ids = class_ids  # inspected by tests and debugging hooks
+        # uniform draws: the closed-form Eq. 5 margin (bit-identical to earlier runs); otherwise
+        # each negative's own -log q_j
+        probs = None if self.sampling == 'uniform' else probs
         names = [self.vocabulary.names[i] for i in class_ids.tolist()]
         text = self.text_encoder.encode_names(names)
         logits = local_contrast_logits(features, text, self.text_encoder.tower.logit_scale.exp())
         targets = targets.to(features.device).repeat_interleave(num_views)
-        loss = pomp_loss(logits, targets, self.num_classes, self.correction)
+        loss = pomp_loss(logits, targets, self.num_classes, self.correction, probs)
         with torch.no_grad():
             acc = (logits.argmax(-1) == targets).float().mean()
         self.step_count += 1

@@ -4,7 +4,7 @@ Each training step contrasts the batch images against ``K'`` classes instead of 
 unique classes of the batch (always included) plus negatives drawn without replacement from the
 remaining classes, up to ``K'' = min(K, N)`` in total.
 """
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -121,16 +121,29 @@ class NegativeSampler:
         rank[order] = torch.arange(order.numel())
         return uniq[order], rank[inverse]
 
-    def sample(self, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, labels: torch.Tensor, return_probs: bool = False
+               ) -> Union[Tuple[torch.Tensor, torch.Tensor],
+                          Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Draws the classes to contrast for a batch.
 
         Args:
             labels: ``[B]`` integer class ids in ``[0, N)``.
+            return_probs: Also return each column's inclusion probability ``q`` (the
+                local-correction margin of a non-target column is ``-log q``):
+
+                * ``'uniform'``: ``(K' - 1) / (N - 1)`` for every column, the rate at which any
+                  other class enters one image's softmax (paper Eq. 5 margin).
+                * ``'frequency'`` / ``'hard'``: for a drawn negative ``j``,
+                  ``min(1, (K' - 1) * p_j)`` with ``p_j`` its first-draw probability among the
+                  non-positive classes (a first-order approximation of the without-replacement
+                  inclusion probability, exact for the expected count of ``K' - 1``
+                  with-replacement draws); batch positives are not drawn and keep the uniform
+                  value.
 
         Returns:
             ``class_ids`` ``[K']`` long (batch positives in first-appearance order, then the
-            negatives) and ``targets`` ``[B]`` long with ``class_ids[targets] == labels``; both on
-            ``labels``' device.
+            negatives), ``targets`` ``[B]`` long with ``class_ids[targets] == labels`` and, with
+            ``return_probs``, ``probs`` ``[K']`` float64; all on ``labels``' device.
 
         Raises:
             RuntimeError: In ``'hard'`` mode before :meth:`update_bank` was called.
@@ -139,24 +152,35 @@ class NegativeSampler:
         labels = self._check_labels(labels)
         positives, targets = self._positives(labels)
         num_neg = max(0, min(self.k, self.num_classes) - positives.numel())
-        negatives = self._sample_negatives(positives, num_neg)
+        negatives, weights = self._sample_negatives(positives, num_neg)
         class_ids = torch.cat([positives, negatives])
-        return class_ids.to(device), targets.to(device)
+        if not return_probs:
+            return class_ids.to(device), targets.to(device)
+        num_contrasted = class_ids.numel()
+        probs = torch.full((num_contrasted,), (num_contrasted - 1) / (self.num_classes - 1),
+                           dtype=torch.float64)
+        if weights is not None and negatives.numel():
+            first_draw = weights[negatives] / weights.sum()
+            probs[positives.numel():] = ((num_contrasted - 1) * first_draw).clamp(max=1.0)
+        return class_ids.to(device), targets.to(device), probs.to(device)
 
-    def _sample_negatives(self, positives: torch.Tensor, num_neg: int) -> torch.Tensor:
+    def _sample_negatives(self, positives: torch.Tensor, num_neg: int
+                          ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Negatives, and the draw weights over all N classes (``None`` for uniform)."""
         if self.mode == 'hard' and self.bank is None:
             raise RuntimeError("NegativeSampler(mode='hard') has no class-embedding bank; call "
                                'update_bank(embeddings) with [num_classes, D] class embeddings '
                                'before sample()')
+        none = torch.empty(0, dtype=torch.long)
         if num_neg == 0:
-            return torch.empty(0, dtype=torch.long)
+            return none, None
         is_pos = torch.zeros(self.num_classes, dtype=torch.bool)
         is_pos[positives] = True
 
         if self.mode == 'uniform':
             candidates = torch.nonzero(~is_pos).squeeze(1)
             pick = torch.randperm(candidates.numel(), generator=self.generator)[:num_neg]
-            return candidates[pick]
+            return candidates[pick], None
 
         if self.mode == 'frequency':
             weights = self.class_counts.masked_fill(is_pos, 0.0)
@@ -165,8 +189,9 @@ class NegativeSampler:
         # Without replacement multinomial fails if fewer non-zero weights than draws remain.
         num_neg = min(num_neg, int((weights > 0).sum()))
         if num_neg == 0:
-            return torch.empty(0, dtype=torch.long)
-        return torch.multinomial(weights, num_neg, replacement=False, generator=self.generator)
+            return none, weights
+        picked = torch.multinomial(weights, num_neg, replacement=False, generator=self.generator)
+        return picked, weights
 
     def _hard_weights(self, positives: torch.Tensor, is_pos: torch.Tensor) -> torch.Tensor:
         bank = self.bank
