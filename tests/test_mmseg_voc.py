@@ -19,6 +19,7 @@ pytest.importorskip('mmseg')
 
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
+from mmseg.structures import SegDataSample  # noqa: E402
 
 import pomp_mm  # noqa: E402
 from pomp_mm.clip import TINY_CLIP  # noqa: E402
@@ -233,6 +234,170 @@ def test_vocabulary_check_hook(tiny):
         VocabularyCheckHook().before_train(runner(('background', ) + VOC))
 
 
+# ------------------------------------------------------------------------------- documented use
+SAN_BASE = 'mmseg::san/san-vit-b16_coco-stuff164k-640x640.py'
+
+
+def _documented_snippets():
+    """The mmseg config snippets users copy: README's and the fragment's usage comment."""
+    import re
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        readme = f.read()
+    blocks = [b for b in re.findall(r'```python\n(.*?)```', readme, re.S)
+              if 'PompTextEncoder' in b and SAN_BASE in b]
+    assert len(blocks) == 1, 'README: expected one mmseg config snippet inheriting SAN'
+    fragment = os.path.join(ROOT, 'configs', 'mmseg', '_base_', 'pomp_text_encoder.py')
+    with open(fragment) as f:
+        comment = re.search(r'#\n((?:#   .*\n)+)', f.read()).group(1)
+    usage = ''.join(line[len('#   '):] + '\n' for line in comment.splitlines())
+    usage = usage.replace('path/to/configs/mmseg/_base_/pomp_text_encoder.py', fragment)
+    return {'readme': blocks[0], 'fragment': usage}
+
+
+@pytest.fixture(scope='module')
+def tiny_clip_checkpoint(tiny, tmp_path_factory):
+    """An mmseg-format checkpoint of the tiny SAN's image side, to stand in for SAN's
+    `pretrained` (which the documented snippets keep)."""
+    path = str(tmp_path_factory.mktemp('san_clip') / 'clip.pth')
+    torch.manual_seed(1)
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in build_model(tiny).state_dict().items()
+             if k.startswith(('image_encoder.', 'decode_head.rec_with_attnbias.'))}
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.mark.parametrize('source', ['readme', 'fragment'])
+def test_documented_snippet_builds_on_mmseg_san_config(source, tiny, tiny_clip_checkpoint,
+                                                       tmp_path):
+    """The snippet merged into mmseg's own SAN config builds and initialises: its text encoder
+    replaces CLIPTextEncoder's dict (no inherited embed_dims, norm_cfg, ...), and SAN's
+    `pretrained` reaches the image side only."""
+    import pomp_mm.mmseg  # noqa: F401
+    from mmseg.registry import MODELS
+    snippet = tmp_path / 'snippet.py'
+    snippet.write_text(_documented_snippets()[source])
+    ckpt, state = tiny_clip_checkpoint
+    tiny_model = dict(TINY_SAN, pretrained=ckpt,
+                      text_encoder=dict(clip_model=dict(TINY_CLIP, _delete_=True),
+                                        pretrained=None, prompt=tiny.prompt))
+    config = tmp_path / 'tiny.py'
+    config.write_text(f'_base_ = [{str(snippet)!r}]\nmodel = {tiny_model!r}\n')
+    cfg = Config.fromfile(str(config))
+    assert cfg.model.text_encoder.to_dict() == dict(
+        type='PompTextEncoder', clip_model=TINY_CLIP, pretrained=None, prompt=tiny.prompt,
+        dataset_name='coco-stuff', cat_bg=True,
+        **({'prompt_trainable': False} if source == 'fragment' else {}))
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    assert type(model).__name__ == 'OpenVocabEncoderDecoder' and model.num_classes == 171
+    model.init_weights()  # Pretrained_Part on the image side, none on the text side
+    torch.testing.assert_close(model.image_encoder.state_dict()['cls_token'],
+                               state['image_encoder.cls_token'])
+    assert _predict(model.eval()).seg_logits.data.shape[0] == 171
+
+
+@pytest.mark.xfail(strict=True, raises=KeyError,
+                   reason="PompTextEncoder.init_weights passes mmseg's 'Pretrained_Part' "
+                          "init_cfg to mmengine, which does not know it (pomp_mm/text_encoder.py)")
+def test_plain_multimodal_encoder_decoder_initialises(tiny, tiny_clip_checkpoint):
+    """mmseg's own MultimodalEncoderDecoder gives every part SAN's `pretrained` as a
+    'Pretrained_Part' init_cfg; PompTextEncoder keeps the weights it loaded itself."""
+    ckpt, state = tiny_clip_checkpoint
+    model = build_model(tiny, **{'type': 'MultimodalEncoderDecoder', 'pretrained': ckpt,
+                                 'unseen_classes': DELETE})
+    assert model.text_encoder.init_cfg['type'] == 'Pretrained_Part'
+    names = list(VOC[:3])
+    with torch.no_grad():
+        before = model.text_encoder.encode_text(names)
+    model.init_weights()
+    torch.testing.assert_close(model.image_encoder.state_dict()['cls_token'],
+                               state['image_encoder.cls_token'])
+    with torch.no_grad():
+        torch.testing.assert_close(model.text_encoder.encode_text(names), before)
+
+
+# ------------------------------------------------------------------------------- set_vocabulary
+def _training_batch(model, labels):
+    from mmengine.structures import PixelData
+    meta = dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64),
+                padding_size=[0, 0, 0, 0])
+    sample = SegDataSample(metainfo=meta, gt_sem_seg=PixelData(data=labels))
+    data = model.data_preprocessor({'inputs': [torch.rand(3, 64, 64) * 255],
+                                    'data_samples': [sample]}, True)
+    return data['inputs'], data['data_samples']
+
+
+def test_set_vocabulary_resets_the_loss_mask(tiny):
+    """The unseen ids name classes of the old vocabulary: they must not mask the new one."""
+    model = build_model(tiny).train()
+    head = model.decode_head
+    assert head.loss_excluded_classes == UNSEEN_IDS
+    model.set_vocabulary(['sofa', 'cat', 'sheep'])  # unseen names at new positions
+    assert set(model.unseen_classes) == {'sofa', 'sheep'} and head.loss_excluded_classes == (0, 2)
+    model.set_vocabulary([f'thing{i}' for i in range(20)])  # no unseen name left
+    assert model.unseen_ids == () and head.loss_excluded_classes == ()
+    # class 17 (sofa's old id) is learnable: a masked target would cost ~1e38
+    losses = model.loss(*_training_batch(model, torch.full((1, 64, 64), 17)))
+    assert losses['decode.loss_cls_ce'] < 100
+
+
+def test_set_vocabulary_resizes_the_class_weights(tiny):
+    """Training after set_vocabulary: [1.0] * C + [no object] follows the new class count; a
+    weight list that cannot be mapped is refused with a clear error at loss time."""
+    model = build_model(tiny, **{'unseen_classes': DELETE}).train()
+    model.set_vocabulary(['cat', 'dog', 'sofa'])
+    assert list(model.decode_head.loss_decode[0].class_weight) == [1.0] * 3 + [0.1]
+    batch = _training_batch(model, torch.randint(0, 3, (1, 64, 64)))
+    assert torch.isfinite(model.loss(*batch)['decode.loss_cls_ce'])
+    model.decode_head.loss_decode[0].class_weight = [1.0, 2.0, 1.0, 0.1]
+    model.set_vocabulary(['cat', 'dog'])  # per-class weights: no way to map them
+    with pytest.raises(ValueError, match='4 class weights but the head has num_classes'):
+        model.loss(*batch)
+
+
+def test_single_class_vocabulary_predicts_class_or_no_object(tiny):
+    """One class: SAN's "no object" is the alternative, given back as the ignore index."""
+    model = build_model(tiny).eval()
+    model.set_vocabulary('cat .')
+    assert model.num_classes == 1 and model.class_names == ('cat', )
+    out = _predict(model)
+    logits, pred = out.seg_logits.data, out.pred_sem_seg.data
+    assert logits.shape[0] == 2  # cat, no object
+    expected = torch.where(logits.argmax(0, keepdim=True) == 0, 0, 255)
+    assert torch.equal(pred, expected)
+
+    # The scores: query 0 covers the left half and is a cat, query 1 the right half and is
+    # nothing, so the left is cat and the right is no object.
+    head = model.decode_head
+    masks = torch.full((1, 2, 4, 4), -20.)
+    masks[0, 0, :, :2] = masks[0, 1, :, 2:] = 20.
+    cls = torch.tensor([[[5., -5.], [-5., 5.]]])
+    meta = [dict(img_shape=(4, 4), pad_shape=(4, 4), ori_shape=(4, 4),
+                 padding_size=[0, 0, 0, 0])]
+    scores = head.predict_by_feat([masks, cls], meta)
+    assert scores.shape == (1, 2, 4, 4)
+    pred = model.postprocess_result(scores, [SegDataSample(metainfo=meta[0])])[0]
+    assert pred.pred_sem_seg.data[0].tolist() == [[0, 0, 255, 255]] * 4
+
+    # Back to several classes: mmseg's scores, no extra channel.
+    model.set_vocabulary(['cat', 'dog'])
+    assert _predict(model).seg_logits.data.shape[0] == 2
+    assert head.predict_by_feat([masks, torch.zeros(1, 2, 3)], meta).shape == (1, 2, 4, 4)
+
+
+def test_single_class_needs_a_head_with_no_object(tiny):
+    losses = copy.deepcopy(tiny.cfg.model.decode_head.loss_decode)
+    losses[0]['class_weight'] = [1.0] * 20 + [0.1]
+    model = build_model(tiny, **{'unseen_classes': DELETE,
+                                 'decode_head.type': 'SideAdapterCLIPHead',
+                                 'decode_head.loss_decode': losses,
+                                 'decode_head.no_object_weight': DELETE})
+    with pytest.raises(ValueError, match=r"single class \(\['cat'\]\).*PompSideAdapterCLIPHead"):
+        model.set_vocabulary(['cat'])
+    assert model.num_classes == 20 and len(model.class_names) == 20  # unchanged
+
+
 # ------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope='module')
 def training(tiny, tmp_path_factory):
@@ -267,8 +432,10 @@ def test_train_then_test_tools(tiny, training, tmp_path):
         assert set(keys) <= set(json.load(f))
 
 
-def test_seg_demo_writes_an_overlay_with_legend(tiny, training, tmp_path):
-    """tools/seg_demo.py in-process (the tools' subprocess path is covered above)."""
+@pytest.mark.parametrize('texts', ['cat . sofa . window', 'cat .'])
+def test_seg_demo_writes_an_overlay_with_legend(tiny, training, tmp_path, texts):
+    """tools/seg_demo.py in-process (the tools' subprocess path is covered above); one class
+    is segmented against "no object"."""
     import importlib.util
 
     from PIL import Image
@@ -278,7 +445,7 @@ def test_seg_demo_writes_an_overlay_with_legend(tiny, training, tmp_path):
     spec.loader.exec_module(demo)
     image = glob.glob(os.path.join(tiny.root, 'JPEGImages', '*.jpg'))[0]
     out = demo.main([image, tiny.config, os.path.join(training.work, 'iter_2.pth'),
-                     '--texts', 'cat . sofa . window', '--out', str(tmp_path / 'out.png'),
+                     '--texts', texts, '--out', str(tmp_path / 'out.png'),
                      '--device', 'cpu'])
     drawn = Image.open(out)
     assert drawn.height == 64 and drawn.width > 64  # the image plus the legend panel

@@ -17,6 +17,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mmcv.transforms import BaseTransform
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -135,6 +136,12 @@ class IgnoreUnseenClasses(BaseTransform):
 
 
 # ------------------------------------------------------------------------------- decode head
+def _out_channels(num_classes: int) -> int:
+    """Channels of the head's score map: one per class, plus "no object" for a single class
+    (argmax over one channel would label every pixel)."""
+    return num_classes + 1 if num_classes == 1 else num_classes
+
+
 def _with_class_weight(losses, weight: List[float]) -> list:
     """Copies of the loss configs with ``weight`` on the classification cross-entropy."""
     losses = [dict(loss) for loss in (losses if isinstance(losses, (list, tuple)) else [losses])]
@@ -157,6 +164,9 @@ class PompSideAdapterCLIPHead(SideAdapterCLIPHead):
     * Classes set by :meth:`set_loss_excluded_classes` get no probability in the loss (their
       logits are set to the dtype's minimum before matching and the classification loss), so
       training is exactly that of a classifier over the remaining classes.
+    * A one-class head predicts that class against SAN's "no object": its output has a second,
+      "no object" channel (mmseg would otherwise threshold one sigmoid channel, and SAN's
+      per-class scores are not probabilities). :meth:`set_num_classes` resizes the head.
 
     Args:
         num_classes: Number of classes (the text encoder's vocabulary size).
@@ -173,7 +183,37 @@ class PompSideAdapterCLIPHead(SideAdapterCLIPHead):
             kwargs['loss_decode'] = _with_class_weight(
                 kwargs.get('loss_decode', []), [1.0] * num_classes + [float(no_object_weight)])
         super().__init__(num_classes, *args, **kwargs)
+        self.out_channels = _out_channels(num_classes)
         self.loss_excluded_classes: Tuple[int, ...] = ()
+
+    def set_num_classes(self, num_classes: int) -> None:
+        """Classify ``num_classes`` classes (e.g. after the text encoder's vocabulary changed).
+
+        Clears the loss mask (its ids named the old classes) and resizes a classification
+        ``class_weight`` of the usual form ``[w] * old + [no_object]`` to ``[w] * num_classes +
+        [no_object]``; other weight lists cannot be mapped to new classes and are left for
+        :class:`OpenVocabEncoderDecoder`'s loss check to reject.
+
+        Raises:
+            ValueError: ``num_classes`` is below 1.
+        """
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
+        old = self.num_classes
+        self.num_classes = num_classes
+        self.out_channels = _out_channels(num_classes)
+        if getattr(self, 'match_masks', None) is not None:
+            self.match_masks.num_classes = num_classes  # its "no object" label
+        self.loss_excluded_classes = ()
+        losses = self.loss_decode
+        for loss in losses if isinstance(losses, torch.nn.ModuleList) else [losses]:
+            weight = getattr(loss, 'class_weight', None)
+            if 'loss_cls' not in getattr(loss, 'loss_name', '') or weight is None \
+                    or isinstance(weight, str) or len(weight) != old + 1:
+                continue
+            weight = [float(w) for w in weight]
+            if len(set(weight[:-1])) == 1:
+                loss.class_weight = weight[:1] * num_classes + weight[-1:]
 
     def set_loss_excluded_classes(self, class_ids: Iterable[int]) -> None:
         """Class ids (columns of the class logits) the loss must never predict."""
@@ -194,6 +234,20 @@ class PompSideAdapterCLIPHead(SideAdapterCLIPHead):
             if hasattr(self.rec_with_attnbias, 'sos_token'):
                 normal_init(self.rec_with_attnbias.sos_token, std=0.02)
         self._is_init = True
+
+    def predict_by_feat(self, seg_logits: List[Tensor], batch_img_metas: List[dict]) -> Tensor:
+        """Per-pixel class scores; with one class, plus a last "no object" channel."""
+        if self.out_channels == self.num_classes:
+            return super().predict_by_feat(seg_logits, batch_img_metas)
+        mask_pred, cls_score = seg_logits
+        if isinstance(batch_img_metas[0]['img_shape'], torch.Size):  # slide inference
+            size = batch_img_metas[0]['img_shape']
+        else:
+            size = batch_img_metas[0].get('pad_shape', batch_img_metas[0]['img_shape'])[:2]
+        mask_pred = F.interpolate(mask_pred, size=size, mode='bilinear', align_corners=False)
+        # As mmseg's, but the "no object" probability is kept: with one class, the class
+        # column alone would make every pixel that class under argmax.
+        return torch.einsum('bqc,bqhw->bchw', F.softmax(cls_score, dim=-1), mask_pred.sigmoid())
 
     def loss_by_feat(self, all_cls_scores: List[Tensor], all_mask_preds: List[Tensor],
                      batch_gt_instances: list) -> dict:
@@ -304,6 +358,10 @@ class OpenVocabEncoderDecoder(MultimodalEncoderDecoder):
     def _apply_vocabulary(self) -> None:
         """Check the vocabulary against the head and unseen classes; set the loss mask."""
         keys = _vocabulary_keys(self.text_encoder)
+        # The head may add a "no object" channel (one class); slide inference sizes its
+        # buffers from ours.
+        self.num_classes = self.decode_head.num_classes
+        self.out_channels = self.decode_head.out_channels
         if self.decode_head.num_classes != len(keys[0]):
             raise ValueError(
                 f'decode_head.num_classes={self.decode_head.num_classes} but the text encoder '
@@ -315,12 +373,13 @@ class OpenVocabEncoderDecoder(MultimodalEncoderDecoder):
         if len(self.unseen_ids) == len(keys[0]):
             raise ValueError(f'every vocabulary class is in unseen_classes '
                              f'({list(self.unseen_classes)}): nothing is left to train on')
-        if self.unseen_ids:
-            if not hasattr(self.decode_head, 'set_loss_excluded_classes'):
-                raise TypeError(f'unseen_classes needs a decode head that can mask classes in '
-                                f'its loss, such as PompSideAdapterCLIPHead; got '
-                                f'{type(self.decode_head).__name__}')
+        if hasattr(self.decode_head, 'set_loss_excluded_classes'):
+            # Always, also to empty: ids of a previous vocabulary must not mask new classes.
             self.decode_head.set_loss_excluded_classes(self.unseen_ids)
+        elif self.unseen_ids:
+            raise TypeError(f'unseen_classes needs a decode head that can mask classes in '
+                            f'its loss, such as PompSideAdapterCLIPHead; got '
+                            f'{type(self.decode_head).__name__}')
 
     @property
     def class_names(self) -> Tuple[str, ...]:
@@ -331,18 +390,46 @@ class OpenVocabEncoderDecoder(MultimodalEncoderDecoder):
         """Predict another class list (inference; e.g. a demo's free-text classes).
 
         Resizes the head's class count to match; unseen classes absent from the new
-        vocabulary are dropped from the training mask.
+        vocabulary are dropped from the training mask, which is rebuilt for the new ids. With
+        a single class, pixels are that class or "no object" (the ignore index in
+        ``pred_sem_seg``).
+
+        Args:
+            vocabulary: Anything the text encoder's ``set_vocabulary`` takes.
+
+        Raises:
+            ValueError: A single class with a head that has no "no object" output (mmseg's
+                own ``SideAdapterCLIPHead``); the model keeps its vocabulary.
         """
+        head = self.decode_head
+        previous = self.text_encoder.vocabulary
         self.text_encoder.set_vocabulary(vocabulary)
         keys = _vocabulary_keys(self.text_encoder)
         num_classes = len(keys[0])
-        head = self.decode_head
-        head.num_classes = head.out_channels = self.num_classes = self.out_channels = num_classes
-        if getattr(head, 'match_masks', None) is not None:
-            head.match_masks.num_classes = num_classes  # its "no object" label
+        if hasattr(head, 'set_num_classes'):
+            head.set_num_classes(num_classes)
+        elif num_classes < 2:
+            self.text_encoder.set_vocabulary(previous)
+            raise ValueError(f'a single class ({list(keys[1])}) needs a decode head with a '
+                             f'"no object" output, such as PompSideAdapterCLIPHead; '
+                             f'{type(head).__name__} would label every pixel with it')
+        else:
+            head.num_classes = head.out_channels = num_classes
+            if getattr(head, 'match_masks', None) is not None:
+                head.match_masks.num_classes = num_classes  # its "no object" label
         self.unseen_classes = tuple(n for n in self.unseen_classes
                                     if n in keys[0] or n in keys[1])
         self._apply_vocabulary()
+
+    def postprocess_result(self, seg_logits: Tensor,
+                           data_samples: Optional[SampleList] = None) -> SampleList:
+        """mmseg's, with the "no object" label of a one-class head set to the ignore index."""
+        data_samples = super().postprocess_result(seg_logits, data_samples)
+        if self.out_channels == self.num_classes + 1:
+            for sample in data_samples:
+                pred = sample.pred_sem_seg.data
+                pred[pred == self.num_classes] = self.decode_head.ignore_index
+        return data_samples
 
     def _check_labels(self, data_samples: SampleList) -> None:
         """Fail loudly on labels the masked classifier cannot learn (would give inf / index
@@ -365,7 +452,9 @@ class OpenVocabEncoderDecoder(MultimodalEncoderDecoder):
                                  f'IgnoreUnseenClasses to the train pipeline')
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
-        """The parent's loss, after checking the labels hold no unseen or unknown class."""
+        """The parent's loss, after checking the head (its class weights may predate a
+        :meth:`set_vocabulary`) and that the labels hold no unseen or unknown class."""
+        self._check_head()
         self._check_labels(data_samples)
         return super().loss(inputs, data_samples)
 

@@ -1,15 +1,22 @@
 # POMP text encoder fragment for MMSegmentation configs.
 #
-# Inherit it and put `pomp_text_encoder` where mmseg's SAN configs have
-# `text_encoder=dict(type='CLIPTextEncoder', ...)`:
+# Inherit it beside one of mmseg's SAN configs and put `pomp_san_text_encoder` where they
+# have `text_encoder=dict(type='CLIPTextEncoder', ...)`:
 #
 #   _base_ = ['mmseg::san/san-vit-b16_coco-stuff164k-640x640.py',
 #             'path/to/configs/mmseg/_base_/pomp_text_encoder.py']
-#   model = dict(text_encoder={{_base_.pomp_text_encoder}})
+#   model = dict(type='OpenVocabEncoderDecoder', text_encoder={{_base_.pomp_san_text_encoder}})
+#
+# `pomp_san_text_encoder` is `pomp_text_encoder` with `_delete_=True`: it replaces the inherited
+# CLIPTextEncoder dict instead of merging into it (CLIPTextEncoder's embed_dims, num_layers,
+# norm_cfg, ... are no PompTextEncoder arguments). Use `pomp_text_encoder` where no text encoder
+# is inherited (`_delete_` would reach PompTextEncoder). `OpenVocabEncoderDecoder` in place of
+# mmseg's MultimodalEncoderDecoder: the latter hands SAN's `pretrained` to the text encoder as a
+# 'Pretrained_Part' init_cfg, which only mmseg's own CLIPTextEncoder understands.
 #
 # Weights: `pretrained` is an open_clip tag ('openai') or a local CLIP file; `prompt` is a POMP
 # prompt checkpoint (official .pth.tar or pomp_mm's own format).
-custom_imports = dict(imports=['pomp_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['pomp_mm', 'pomp_mm.mmseg'], allow_failed_imports=False)
 
 pomp_text_encoder = dict(
     type='PompTextEncoder',
@@ -19,3 +26,4 @@ pomp_text_encoder = dict(
     dataset_name='coco-stuff',
     cat_bg=True,
     prompt_trainable=False)
+pomp_san_text_encoder = dict(pomp_text_encoder, _delete_=True)
