@@ -538,6 +538,18 @@ def test_vocabulary_switch_at_test_time(tiny):
     assert int(out.pred_sem_seg.data.max()) < 3
 
 
+def test_half_precision_model_predicts(tiny):
+    """After model.half() the head gets float16 class embeddings (the text encoder returns
+    float32, and SAN's einsum does not mix dtypes)."""
+    model = build_model(tiny).eval().half()
+    meta = dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64),
+                padding_size=[0, 0, 0, 0])
+    with torch.no_grad():
+        out = model.predict(torch.rand(1, 3, 64, 64).half(), [SegDataSample(metainfo=meta)])[0]
+    assert out.seg_logits.data.dtype == torch.float16 and out.seg_logits.data.shape[0] == 20
+    assert torch.isfinite(out.seg_logits.data).all()
+
+
 def test_prompt_fine_tuning_gets_its_own_learning_rate(tiny):
     """prompt_trainable=True: the seen-class loss reaches the prompt, whose optimizer group
     takes the config's 'prompt_learner.ctx' lr multiplier."""

@@ -235,6 +235,16 @@ class PompSideAdapterCLIPHead(SideAdapterCLIPHead):
                 normal_init(self.rec_with_attnbias.sos_token, std=0.02)
         self._is_init = True
 
+    def forward(self, inputs: Tuple[Tensor, List[Tensor], Tensor],
+                deep_supervision_idxs: List[int]) -> Tuple[List]:
+        """mmseg's forward, with the class embeddings in the head's dtype."""
+        imgs, clip_feature, class_embeds = inputs
+        # Text encoders may return float32 whatever their weights (PompTextEncoder normalises
+        # in float32); after model.half() SAN's einsum would then mix float32 and float16.
+        # Under autocast the parameters stay float32, so nothing changes there.
+        class_embeds = class_embeds.to(next(self.parameters()).dtype)
+        return super().forward([imgs, clip_feature, class_embeds], deep_supervision_idxs)
+
     def predict_by_feat(self, seg_logits: List[Tensor], batch_img_metas: List[dict]) -> Tensor:
         """Per-pixel class scores; with one class, plus a last "no object" channel."""
         if self.out_channels == self.num_classes:
