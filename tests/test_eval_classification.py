@@ -304,3 +304,36 @@ def test_coop_split_errors(tmp_path):
     bad.write_text(json.dumps({'train': []}))
     with pytest.raises(ValueError, match="no 'test' split"):
         read_coop_split(str(bad), str(tmp_path))
+
+
+class _MeanColourTower(torch.nn.Module):
+    """Stands in for an image tower: its features are the input's per-channel means."""
+
+    def __init__(self, preprocess_cfg=None):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.image_size = 16
+        if preprocess_cfg is not None:
+            self.preprocess_cfg = preprocess_cfg
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+def test_embed_images_uses_the_towers_preprocessing(tmp_path):
+    """Without a dataset transform, the tower's open_clip preprocess_cfg decides mean/std (a
+    SigLIP-like 0.5 here); a tower without one gets OpenAI CLIP's normalisation."""
+    from PIL import Image
+
+    from pomp_mm.evaluation import image_folder_dataset
+    from pomp_mm.pretrain.data import CLIP_MEAN, CLIP_STD
+    colour = (200, 100, 30)
+    (tmp_path / 'set' / 'a').mkdir(parents=True)
+    Image.new('RGB', (20, 20), colour).save(tmp_path / 'set' / 'a' / '0.png')
+    ds = image_folder_dataset(str(tmp_path / 'set'))
+    rgb = torch.tensor(colour, dtype=torch.float32) / 255
+    for cfg, mean, std in ((dict(mean=(0.5,) * 3, std=(0.5,) * 3, resize_mode='squash',
+                                 interpolation='bicubic'), 0.5, 0.5),
+                           (None, torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD))):
+        feats, _ = embed_images(_MeanColourTower(cfg), ds, progress=False)
+        torch.testing.assert_close(feats[0], F.normalize((rgb - mean) / std, dim=0))

@@ -87,3 +87,60 @@ def test_image_list_csv_and_unreadable_images(tmp_path):
     bad.write_text('a.jpg,horse\n')
     with pytest.raises(ValueError, match=r"bad.csv:1: class 'horse' is not in the vocabulary"):
         ImageList(str(bad), vocabulary=['cat', 'dog'])
+
+
+def _wide_image(w=60, h=30):
+    from PIL import Image
+    arr = np.zeros((h, w, 3), dtype=np.uint8)
+    arr[:, : w // 2] = (200, 30, 30)  # left half red, right half blue: crops are visible
+    arr[:, w // 2:] = (30, 30, 200)
+    arr[::2, ::3] = (90, 160, 20)
+    return Image.fromarray(arr)
+
+
+@pytest.mark.parametrize('tag', [('ViT-B-16', 'openai'), ('ViT-B-16-SigLIP', 'webli')])
+def test_eval_transform_follows_the_open_clip_preprocess_cfg(tag):
+    """Evaluation preprocessing equals open_clip's own for the model's settings; OpenAI's
+    ViT-B-16 is the default (unchanged), SigLIP's squash + mean/std 0.5 are not."""
+    import open_clip
+    import torch
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    from pomp_mm.pretrain.data import build_transform
+    cfg = open_clip.get_pretrained_cfg(*tag)
+    ref = image_transform_v2(PreprocessCfg(size=32, **{
+        k: cfg[k] for k in ('mean', 'std', 'interpolation', 'resize_mode')}), is_train=False)
+    img = _wide_image()
+    ours = build_transform(False, 32, preprocess=cfg)(img)
+    torch.testing.assert_close(ours, ref(img), atol=0, rtol=0)
+    default = build_transform(False, 32)(img)
+    assert torch.equal(default, ours) == (tag[1] == 'openai')
+
+
+def test_preprocess_from_a_dataset_config_and_validation():
+    import torch
+    from mmengine.registry import DATASETS
+
+    from pomp_mm.pretrain.data import build_transform, resolve_preprocess
+    from PIL import Image
+    import tempfile
+    with tempfile.TemporaryDirectory() as root:
+        _wide_image(24, 24).save(os.path.join(root, 'a.png'))
+        with open(os.path.join(root, 'list.csv'), 'w') as f:
+            f.write('a.png,cat\n')
+        ds = DATASETS.build(dict(type='ImageList', source=os.path.join(root, 'list.csv'),
+                                 vocabulary=['cat'], image_size=24, train=False,
+                                 preprocess=dict(mean=[0.5] * 3, std=[0.25] * 3)))
+        x = ds[0]['inputs'][0]
+        raw = torch.from_numpy(np.array(Image.open(os.path.join(root, 'a.png')))).float()
+    torch.testing.assert_close(x, (raw.permute(2, 0, 1) / 255 - 0.5) / 0.25)
+    assert ds.preprocess['mean'] == (0.5, 0.5, 0.5) and ds.preprocess['resize_mode'] == 'shortest'
+    # 'longest': the whole image, padded to a square with fill_color
+    out = build_transform(False, 30, preprocess=dict(resize_mode='longest', mean=0.0, std=1.0))
+    y = out(_wide_image(60, 30))
+    assert y.shape == (3, 30, 30) and torch.all(y[:, :7] == 0) and torch.all(y[:, -7:] == 0)
+    assert y[0, 15, 1] > 2 * y[2, 15, 1] and y[2, 15, -2] > 2 * y[0, 15, -2]  # both halves kept
+    with pytest.raises(ValueError, match="resize_mode must be one of .* got 'crop'"):
+        resolve_preprocess(dict(resize_mode='crop'))
+    with pytest.raises(ValueError, match=r'std must be 3 values \(std > 0\), got \[1, 0, 1\]'):
+        resolve_preprocess(dict(std=[1, 0, 1]))

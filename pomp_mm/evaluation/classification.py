@@ -439,7 +439,9 @@ def embed_images(visual: nn.Module, dataset: ClassificationDataset, batch_size: 
 
     Args:
         visual: CLIP's image tower (``clip.visual``), already on ``device``.
-        dataset: The images; without a transform, CLIP preprocessing at the tower's input size.
+        dataset: The images; without a transform, the tower's own preprocessing
+            (``visual.preprocess_cfg``: mean/std, interpolation, resize mode; OpenAI CLIP's if it
+            has none) at its input size.
         batch_size: Images per forward pass.
         device: Where the tower runs.
         num_workers: DataLoader workers.
@@ -450,7 +452,11 @@ def embed_images(visual: nn.Module, dataset: ClassificationDataset, batch_size: 
     """
     if dataset.transform is None:
         from ..pretrain.data import build_transform
-        dataset = dataset.with_transform(build_transform(False, _image_size(visual)))
+
+        # the tower's own preprocessing (open_clip sets it from the model/tag config: e.g.
+        # SigLIP's mean/std 0.5 and squash resize); towers without one get OpenAI CLIP's
+        dataset = dataset.with_transform(build_transform(
+            False, _image_size(visual), preprocess=getattr(visual, 'preprocess_cfg', None)))
     dtype = next(visual.parameters()).dtype
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_collate, pin_memory=torch.device(device).type == 'cuda')

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import random
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from mmengine.registry import DATASETS, FUNCTIONS
@@ -22,7 +22,7 @@ from ..fileio import atomic_write
 from ..vocabulary import Vocabulary, load_vocabulary, parse_vocabulary
 
 __all__ = ['ImageNet21K', 'ImageList', 'collate_views', 'few_shot_split', 'build_transform',
-           'CLIP_MEAN', 'CLIP_STD']
+           'resolve_preprocess', 'CLIP_MEAN', 'CLIP_STD']
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +32,89 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 Item = Tuple[str, int]
 
 
+_INTERPOLATIONS = ('bicubic', 'bilinear')
+_RESIZE_MODES = ('shortest', 'longest', 'squash')
+
+
+def resolve_preprocess(preprocess: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Image preprocessing settings with OpenAI CLIP's as defaults, validated.
+
+    Args:
+        preprocess: open_clip preprocess settings (``model.visual.preprocess_cfg`` or
+            ``open_clip.get_pretrained_cfg(name, tag)``; other keys are ignored): ``mean``,
+            ``std`` (3 values or one), ``interpolation`` (``'bicubic'`` / ``'bilinear'``),
+            ``resize_mode`` (``'shortest'``, ``'longest'``, ``'squash'``), ``fill_color``.
+
+    Returns:
+        A dict with exactly those five keys.
+    """
+    cfg = dict(preprocess or {})
+    out: Dict[str, Any] = {}
+    for key, default in (('mean', CLIP_MEAN), ('std', CLIP_STD)):
+        value = default if cfg.get(key) is None else cfg[key]
+        value = tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else \
+            (float(value),) * 3
+        if len(value) != 3 or (key == 'std' and min(value) <= 0):
+            raise ValueError(f'preprocess {key} must be 3 values (std > 0), got {cfg.get(key)!r}')
+        out[key] = value
+    out['interpolation'] = cfg.get('interpolation') or 'bicubic'
+    if out['interpolation'] not in _INTERPOLATIONS:
+        raise ValueError(f'preprocess interpolation must be one of {_INTERPOLATIONS}, got '
+                         f'{out["interpolation"]!r}')
+    out['resize_mode'] = cfg.get('resize_mode') or 'shortest'
+    if out['resize_mode'] not in _RESIZE_MODES:
+        raise ValueError(f'preprocess resize_mode must be one of {_RESIZE_MODES}, got '
+                         f'{out["resize_mode"]!r}')
+    out['fill_color'] = int(cfg.get('fill_color') or 0)
+    return out
+
+
+class _ResizeLongest:
+    """Resize the longest side to ``size`` keeping the aspect ratio, then pad to a square."""
+
+    def __init__(self, size: int, interpolation, fill: int = 0):
+        self.size, self.interpolation, self.fill = size, interpolation, fill
+
+    def __call__(self, img):
+        from torchvision.transforms import functional as TF
+        w, h = img.size
+        scale = self.size / max(w, h)
+        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+        img = TF.resize(img, [new_h, new_w], interpolation=self.interpolation)
+        left, top = (self.size - new_w) // 2, (self.size - new_h) // 2
+        return TF.pad(img, [left, top, self.size - new_w - left, self.size - new_h - top],
+                      fill=self.fill)
+
+
 def build_transform(train: bool, image_size: int = 224, rand_augment: int = 2,
-                    magnitude: int = 9) -> Callable:
-    """CLIP preprocessing; for training RandomResizedCrop + flip + RandAugment(n), as POMP."""
+                    magnitude: int = 9,
+                    preprocess: Optional[Mapping[str, Any]] = None) -> Callable:
+    """CLIP preprocessing; for training RandomResizedCrop + flip + RandAugment(n), as POMP.
+
+    Args:
+        train: Training augmentation, else the deterministic evaluation transform.
+        image_size: Output side length.
+        rand_augment: Number of RandAugment ops (0: none).
+        magnitude: RandAugment magnitude.
+        preprocess: The CLIP model's preprocess settings (see :func:`resolve_preprocess`):
+            normalisation, interpolation and, for evaluation, the resize mode (``'shortest'``:
+            resize + centre crop; ``'squash'``: resize to a square; ``'longest'``: resize + pad).
+            ``None``: OpenAI CLIP's (bicubic, shortest side).
+    """
     from torchvision import transforms as T
-    normalize = T.Normalize(CLIP_MEAN, CLIP_STD)
+    cfg = resolve_preprocess(preprocess)
+    normalize = T.Normalize(cfg['mean'], cfg['std'])
+    interpolation = T.InterpolationMode(cfg['interpolation'])
     if not train:
-        return T.Compose([T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC),
-                          T.CenterCrop(image_size), T.ToTensor(), normalize])
-    ops = [T.RandomResizedCrop(image_size, scale=(0.08, 1.0),
-                               interpolation=T.InterpolationMode.BICUBIC),
+        if cfg['resize_mode'] == 'squash':
+            resize = [T.Resize((image_size, image_size), interpolation=interpolation)]
+        elif cfg['resize_mode'] == 'longest':
+            resize = [_ResizeLongest(image_size, interpolation, cfg['fill_color'])]
+        else:
+            resize = [T.Resize(image_size, interpolation=interpolation),
+                      T.CenterCrop(image_size)]
+        return T.Compose(resize + [T.ToTensor(), normalize])
+    ops = [T.RandomResizedCrop(image_size, scale=(0.08, 1.0), interpolation=interpolation),
            T.RandomHorizontalFlip()]
     if rand_augment:
         ops.append(T.RandAugment(num_ops=rand_augment, magnitude=magnitude))
@@ -150,12 +223,19 @@ class ImageNet21K(_ViewsDataset):
         split_file: JSON file the split is written to once and reused from.
         num_views: Augmented views per image.
         transform: Image transform; default :func:`build_transform`.
+        image_size: Side length of the default transform.
+        preprocess: The CLIP model's preprocess settings for the default transform (mean, std,
+            interpolation, resize mode; see :func:`resolve_preprocess`). ``None``: OpenAI
+            CLIP's, right for the OpenAI ViT-B-16 of the POMP configs; other models (e.g.
+            ``ViT-B-16-SigLIP``: mean = std = 0.5) need theirs, e.g.
+            ``open_clip.get_pretrained_cfg(name, tag)``.
     """
 
     def __init__(self, data_root: str, layout: str = 'fall11', split: str = 'train',
                  vocabulary: Optional[str] = None, shots: Optional[int] = 16, seed: int = 1,
                  split_file: Optional[str] = None, num_views: int = 1,
-                 transform: Optional[Callable] = None, image_size: int = 224):
+                 transform: Optional[Callable] = None, image_size: int = 224,
+                 preprocess: Optional[Mapping[str, Any]] = None):
         if layout not in ('fall11', 'winter21'):
             raise ValueError(f"layout must be 'fall11' or 'winter21', got {layout!r}")
         if split not in ('train', 'val'):
@@ -174,7 +254,9 @@ class ImageNet21K(_ViewsDataset):
                     'shots': shots, 'seed': seed}
         items = _load_or_make_split(split_file, lambda: self._scan(folder, vocab, shots, seed),
                                     settings)
-        transform = transform or build_transform(split == 'train', image_size)
+        self.preprocess = None if transform else resolve_preprocess(preprocess)
+        transform = transform or build_transform(split == 'train', image_size,
+                                                 preprocess=preprocess)
         super().__init__(items, vocab, transform, num_views)
 
     def _scan(self, folder: str, vocab: Vocabulary, shots: Optional[int],
@@ -217,14 +299,15 @@ class ImageList(_ViewsDataset):
     Args:
         source: CSV file or folder.
         vocabulary: Label space; for a folder, defaults to its sub-folder names.
-        shots, seed, split_file, num_views, transform, image_size, train: As for
+        shots, seed, split_file, num_views, transform, image_size, preprocess: As for
             :class:`ImageNet21K`.
+        train: Training augmentation (else the evaluation transform) for the default transform.
     """
 
     def __init__(self, source: str, vocabulary=None, shots: Optional[int] = None, seed: int = 1,
                  split_file: Optional[str] = None, num_views: int = 1,
                  transform: Optional[Callable] = None, image_size: int = 224,
-                 train: bool = True):
+                 train: bool = True, preprocess: Optional[Mapping[str, Any]] = None):
         if os.path.isdir(source):
             classes = sorted(d for d in os.listdir(source)
                              if os.path.isdir(os.path.join(source, d)))
@@ -251,7 +334,9 @@ class ImageList(_ViewsDataset):
         settings = {'source': os.path.abspath(source), 'shots': shots, 'seed': seed}
         items = _load_or_make_split(
             split_file, lambda: few_shot_split(items, shots, seed) if shots else items, settings)
-        super().__init__(items, vocab, transform or build_transform(train, image_size),
+        self.preprocess = None if transform else resolve_preprocess(preprocess)
+        super().__init__(items, vocab,
+                         transform or build_transform(train, image_size, preprocess=preprocess),
                          num_views)
 
     @staticmethod

@@ -9,6 +9,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from ..prompt_checkpoint import save_prompt
+from .data import resolve_preprocess
 
 __all__ = ['PromptCheckpointHook']
 
@@ -46,6 +47,19 @@ class PromptCheckpointHook(Hook):
         dataset = runner.train_dataloader.dataset
         metainfo = getattr(dataset, 'metainfo', None) or {}
         model.check_label_space(metainfo.get('classes'))
+        # the dataset is built from the config, apart from the model: flag preprocessing that
+        # does not match the CLIP tower's own (e.g. OpenAI mean/std for a SigLIP model)
+        ours = getattr(dataset, 'preprocess', None)
+        theirs = getattr(getattr(model, 'visual', None), 'preprocess_cfg', None)
+        if ours and theirs:
+            want = resolve_preprocess(theirs)
+            diff = {k: (ours[k], want[k]) for k in ('mean', 'std', 'interpolation')
+                    if ours[k] != want[k]}
+            if diff:
+                runner.logger.warning(
+                    'the dataset preprocessing differs from the CLIP model\'s: ' + ', '.join(
+                        f'{k} {a} (model: {b})' for k, (a, b) in diff.items())
+                    + '; pass the model\'s settings as the dataset\'s preprocess=dict(...)')
 
     def _save(self, runner, tag: str) -> str:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
