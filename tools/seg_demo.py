@@ -3,8 +3,10 @@
     python tools/seg_demo.py demo.jpg configs/mmseg/pomp_voc.py CKPT --out out.png
     python tools/seg_demo.py demo.jpg CONFIG CKPT --texts "cat . sofa . window" --out out.png
 
-Without ``--texts`` the model's own vocabulary is used. The legend lists the predicted classes,
-largest area first.
+Without ``--texts`` the model's own vocabulary is used; with a single class, pixels are that
+class or "no object" (left unpainted). The legend lists the predicted classes, largest area
+first. The model is built from the config before the checkpoint is loaded, so the config's
+CLIP weights and prompt file must be at hand although the checkpoint holds both.
 """
 from __future__ import annotations
 
