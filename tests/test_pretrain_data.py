@@ -144,3 +144,66 @@ def test_preprocess_from_a_dataset_config_and_validation():
         resolve_preprocess(dict(resize_mode='crop'))
     with pytest.raises(ValueError, match=r'std must be 3 values \(std > 0\), got \[1, 0, 1\]'):
         resolve_preprocess(dict(std=[1, 0, 1]))
+
+
+def test_dassl_randaugment_ops_list():
+    """Dassl's randaugment_list2: 15 ops, this order, these magnitude ranges."""
+    from pomp_mm.pretrain.randaugment import RANDAUGMENT2_OPS
+    assert RANDAUGMENT2_OPS == [
+        ('AutoContrast', 0, 1), ('Brightness', 0.1, 1.9), ('Color', 0.1, 1.9),
+        ('Contrast', 0.1, 1.9), ('Equalize', 0, 1), ('Identity', 0, 1), ('Invert', 0, 1),
+        ('Posterize', 4, 8), ('Rotate', -30, 30), ('Sharpness', 0.1, 1.9), ('ShearX', -0.3, 0.3),
+        ('ShearY', -0.3, 0.3), ('Solarize', 0, 256), ('TranslateX', -0.3, 0.3),
+        ('TranslateY', -0.3, 0.3)]
+
+
+def test_dassl_randaugment_draws_seeding_and_identity():
+    import torch
+
+    from pomp_mm.pretrain.randaugment import RANDAUGMENT2_OPS, DasslRandAugment
+    ranges = {name: (lo, hi) for name, lo, hi in RANDAUGMENT2_OPS}
+    aug = DasslRandAugment(n=2, p=0.6)
+    torch.manual_seed(0)
+    plans = [aug.plan() for _ in range(3000)]
+    applied = [len(p) for p in plans]
+    assert sum(applied) / len(applied) == pytest.approx(2 * 0.6, abs=0.05)  # each op w.p. p
+    names = [name for p in plans for name, _ in p]
+    assert set(names) == set(ranges)  # every op is reachable, roughly uniformly
+    assert max(names.count(k) for k in ranges) < 1.5 * min(names.count(k) for k in ranges)
+    for name, value in (x for p in plans for x in p):
+        lo, hi = ranges[name]
+        assert min(lo, -hi) <= value <= hi
+    rot = [v for p in plans for n, v in p if n == 'Rotate']
+    assert min(rot) < -25 and max(rot) > 25  # uniform over the whole range, not one magnitude
+    # seeded: the same images for the same seed, others for another
+    img = _wide_image(32, 32)
+    outs = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        outs.append([np.asarray(aug(img)) for _ in range(6)])
+    assert all(np.array_equal(a, b) for a, b in zip(outs[0], outs[1]))
+    assert not all(np.array_equal(a, b) for a, b in zip(outs[0], outs[2]))
+    # p = 0: identity; p = 1 with a forced op: the PIL operation at the drawn magnitude
+    never = DasslRandAugment(n=4, p=0.0)
+    assert all(never(img) is img for _ in range(50))
+    with pytest.raises(ValueError, match=r'p must be in \[0, 1\], got 1.5'):
+        DasslRandAugment(p=1.5)
+
+
+def test_build_transform_randaugment_choice(monkeypatch):
+    from PIL import ImageOps
+    from torchvision import transforms as T
+
+    from pomp_mm.pretrain import randaugment
+    from pomp_mm.pretrain.data import build_transform
+    ops = build_transform(True, 16).transforms
+    assert isinstance(ops[2], randaugment.DasslRandAugment) and ops[2].p == 0.6
+    assert isinstance(build_transform(True, 16, randaugment='torchvision').transforms[2],
+                      T.RandAugment)
+    with pytest.raises(ValueError, match="randaugment must be one of .* got 'timm'"):
+        build_transform(True, 16, randaugment='timm')
+    always = randaugment.DasslRandAugment(n=1, p=1.0)
+    monkeypatch.setattr(always, 'plan', lambda: [('Posterize', 5.7), ('Solarize', 100.0)])
+    img = _wide_image(16, 16)
+    want = ImageOps.solarize(ImageOps.posterize(img, 5), 100.0)
+    assert np.array_equal(np.asarray(always(img)), np.asarray(want))

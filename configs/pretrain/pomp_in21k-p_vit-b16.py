@@ -1,7 +1,8 @@
 # POMP on ImageNet-21K-P (winter21, 10,450 classes), the official setting of the released
 # n_ctx 4 prompt (66.7 cross-dataset mean; amazon-science/prompt-pretraining docs/MODELS.md,
 # configs/trainers/POMP/vit_b16_ep5_randaug2.yaml): ViT-B/16, n_ctx 4, 5 epochs, K = 1000 classes
-# per step, 16 shots per class, 4 augmented views per image (RandAugment(2)), SGD lr 0.002,
+# per step, 16 shots per class, 4 augmented views per image (Dassl's RandAugment2: 2 ops, each
+# applied with probability 0.6 at a random magnitude), SGD lr 0.002,
 # batch 32 per GPU, one constant warm-up epoch at 1e-5 then cosine stepped once per epoch
 # (Dassl's schedule, below).
 #
@@ -45,7 +46,8 @@ train_dataloader = dict(
         shots=16,
         seed=1,
         split_file=data_root + '/split_16shots_seed1.json',
-        num_views=num_views))
+        num_views=num_views,
+        randaugment='dassl'))  # 'torchvision': torchvision's RandAugment(2, magnitude 9)
 
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.002, momentum=0.9, weight_decay=5e-4))
 # Dassl's (CoOp/POMP) schedule, stepped once per epoch: epoch 0 at WARMUP_CONS_LR 1e-5, then

@@ -8,10 +8,11 @@ from .feature_cache import CachedFeatures, build_feature_cache, collate_features
 from .hooks import PromptCheckpointHook
 from .loss import CORRECTIONS, PompLoss, correction_margin, local_contrast_logits, pomp_loss
 from .model import PompPretrainer
+from .randaugment import DasslRandAugment
 from .sampling import SAMPLING_MODES, NegativeSampler
 
 __all__ = [
-    'CORRECTIONS', 'SAMPLING_MODES', 'CachedFeatures', 'ImageList', 'ImageNet21K',
+    'CORRECTIONS', 'SAMPLING_MODES', 'CachedFeatures', 'DasslRandAugment', 'ImageList', 'ImageNet21K',
     'NegativeSampler', 'PompLoss', 'PompPretrainer', 'PromptCheckpointHook', 'build_feature_cache',
     'build_transform', 'collate_features', 'collate_views',
     'correction_margin', 'few_shot_split', 'local_contrast_logits', 'pomp_loss'

@@ -20,9 +20,10 @@ from torch.utils.data import Dataset
 
 from ..fileio import atomic_write
 from ..vocabulary import Vocabulary, load_vocabulary, parse_vocabulary
+from .randaugment import DasslRandAugment
 
 __all__ = ['ImageNet21K', 'ImageList', 'collate_views', 'few_shot_split', 'build_transform',
-           'resolve_preprocess', 'CLIP_MEAN', 'CLIP_STD']
+           'resolve_preprocess', 'CLIP_MEAN', 'CLIP_STD', 'RANDAUGMENTS']
 
 logger = logging.getLogger(__name__)
 
@@ -86,22 +87,33 @@ class _ResizeLongest:
                       fill=self.fill)
 
 
+RANDAUGMENTS = ('dassl', 'torchvision')
+
+
 def build_transform(train: bool, image_size: int = 224, rand_augment: int = 2,
                     magnitude: int = 9,
-                    preprocess: Optional[Mapping[str, Any]] = None) -> Callable:
+                    preprocess: Optional[Mapping[str, Any]] = None,
+                    randaugment: str = 'dassl', randaugment_p: float = 0.6) -> Callable:
     """CLIP preprocessing; for training RandomResizedCrop + flip + RandAugment(n), as POMP.
 
     Args:
         train: Training augmentation, else the deterministic evaluation transform.
         image_size: Output side length.
         rand_augment: Number of RandAugment ops (0: none).
-        magnitude: RandAugment magnitude.
+        magnitude: Magnitude of ``randaugment='torchvision'`` (0-30).
+        randaugment: ``'dassl'`` (default): the official POMP augmentation, Dassl's
+            ``RandAugment2`` (:class:`~pomp_mm.pretrain.randaugment.DasslRandAugment`: each op
+            applied with probability ``randaugment_p`` at a random magnitude);
+            ``'torchvision'``: ``torchvision.transforms.RandAugment(rand_augment, magnitude)``.
+        randaugment_p: Per-op probability of ``'dassl'``.
         preprocess: The CLIP model's preprocess settings (see :func:`resolve_preprocess`):
             normalisation, interpolation and, for evaluation, the resize mode (``'shortest'``:
             resize + centre crop; ``'squash'``: resize to a square; ``'longest'``: resize + pad).
             ``None``: OpenAI CLIP's (bicubic, shortest side).
     """
     from torchvision import transforms as T
+    if randaugment not in RANDAUGMENTS:
+        raise ValueError(f'randaugment must be one of {RANDAUGMENTS}, got {randaugment!r}')
     cfg = resolve_preprocess(preprocess)
     normalize = T.Normalize(cfg['mean'], cfg['std'])
     interpolation = T.InterpolationMode(cfg['interpolation'])
@@ -116,7 +128,9 @@ def build_transform(train: bool, image_size: int = 224, rand_augment: int = 2,
         return T.Compose(resize + [T.ToTensor(), normalize])
     ops = [T.RandomResizedCrop(image_size, scale=(0.08, 1.0), interpolation=interpolation),
            T.RandomHorizontalFlip()]
-    if rand_augment:
+    if rand_augment and randaugment == 'dassl':
+        ops.append(DasslRandAugment(rand_augment, randaugment_p))
+    elif rand_augment:
         ops.append(T.RandAugment(num_ops=rand_augment, magnitude=magnitude))
     return T.Compose(ops + [T.ToTensor(), normalize])
 
@@ -229,13 +243,15 @@ class ImageNet21K(_ViewsDataset):
             CLIP's, right for the OpenAI ViT-B-16 of the POMP configs; other models (e.g.
             ``ViT-B-16-SigLIP``: mean = std = 0.5) need theirs, e.g.
             ``open_clip.get_pretrained_cfg(name, tag)``.
+        randaugment: Training RandAugment of the default transform: ``'dassl'`` (official
+            POMP, Dassl's RandAugment2(2, p=0.6)) or ``'torchvision'`` (RandAugment(2, 9)).
     """
 
     def __init__(self, data_root: str, layout: str = 'fall11', split: str = 'train',
                  vocabulary: Optional[str] = None, shots: Optional[int] = 16, seed: int = 1,
                  split_file: Optional[str] = None, num_views: int = 1,
                  transform: Optional[Callable] = None, image_size: int = 224,
-                 preprocess: Optional[Mapping[str, Any]] = None):
+                 preprocess: Optional[Mapping[str, Any]] = None, randaugment: str = 'dassl'):
         if layout not in ('fall11', 'winter21'):
             raise ValueError(f"layout must be 'fall11' or 'winter21', got {layout!r}")
         if split not in ('train', 'val'):
@@ -256,7 +272,7 @@ class ImageNet21K(_ViewsDataset):
                                     settings)
         self.preprocess = None if transform else resolve_preprocess(preprocess)
         transform = transform or build_transform(split == 'train', image_size,
-                                                 preprocess=preprocess)
+                                                 preprocess=preprocess, randaugment=randaugment)
         super().__init__(items, vocab, transform, num_views)
 
     def _scan(self, folder: str, vocab: Vocabulary, shots: Optional[int],
@@ -299,15 +315,16 @@ class ImageList(_ViewsDataset):
     Args:
         source: CSV file or folder.
         vocabulary: Label space; for a folder, defaults to its sub-folder names.
-        shots, seed, split_file, num_views, transform, image_size, preprocess: As for
-            :class:`ImageNet21K`.
+        shots, seed, split_file, num_views, transform, image_size, preprocess, randaugment: As
+            for :class:`ImageNet21K`.
         train: Training augmentation (else the evaluation transform) for the default transform.
     """
 
     def __init__(self, source: str, vocabulary=None, shots: Optional[int] = None, seed: int = 1,
                  split_file: Optional[str] = None, num_views: int = 1,
                  transform: Optional[Callable] = None, image_size: int = 224,
-                 train: bool = True, preprocess: Optional[Mapping[str, Any]] = None):
+                 train: bool = True, preprocess: Optional[Mapping[str, Any]] = None,
+                 randaugment: str = 'dassl'):
         if os.path.isdir(source):
             classes = sorted(d for d in os.listdir(source)
                              if os.path.isdir(os.path.join(source, d)))
@@ -336,7 +353,8 @@ class ImageList(_ViewsDataset):
             split_file, lambda: few_shot_split(items, shots, seed) if shots else items, settings)
         self.preprocess = None if transform else resolve_preprocess(preprocess)
         super().__init__(items, vocab,
-                         transform or build_transform(train, image_size, preprocess=preprocess),
+                         transform or build_transform(train, image_size, preprocess=preprocess,
+                                                      randaugment=randaugment),
                          num_views)
 
     @staticmethod
