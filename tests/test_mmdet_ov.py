@@ -322,6 +322,103 @@ def test_vocabulary_switch_at_test_time(coco):
         set_detector_vocabulary(model, '')
 
 
+def test_per_class_mask_head_is_refused(lvis):
+    """Mask channels of a per-class mask head are train classes; test-vocabulary labels would
+    index them (wrong mask or IndexError), so the hook and the vocabulary switch refuse it."""
+    from pomp_mm.mmdet import DetVocabularyCheckHook, set_detector_vocabulary
+    hook = DetVocabularyCheckHook()
+    hook.before_run(SimpleNamespace(model=build_detector(lvis.cfg)))  # class-agnostic: fine
+    model = build_detector(lvis.cfg, **{'roi_head.mask_head.class_agnostic': False})
+    match = r'roi_head.mask_head \(FCNMaskHead\) has class_agnostic=False'
+    with pytest.raises(ValueError, match=match):
+        hook.before_run(SimpleNamespace(model=model))
+    loader = SimpleNamespace(dataset=SimpleNamespace(metainfo=dict(classes=lvis.classes)))
+    with pytest.raises(ValueError, match=match):
+        hook.before_test(SimpleNamespace(model=model, test_loop=SimpleNamespace(dataloader=loader)))
+    with pytest.raises(ValueError, match=match):
+        set_detector_vocabulary(model, ['mug', 'webcam'])
+
+
+class _AmpSensitiveEncoder:
+    """Stands in for a text encoder that computes at whatever autocast precision is active."""
+
+    def __init__(self, num_classes, width=32):
+        gen = torch.Generator().manual_seed(0)
+        self.tower = SimpleNamespace(token_embedding=torch.nn.Embedding(1, width))
+        self.feats = torch.randn(num_classes, width, generator=gen)
+        self.proj = torch.randn(width, width, generator=gen)
+
+    def encode_text(self, vocabulary):
+        return torch.nn.functional.normalize(
+            torch.nn.functional.linear(self.feats, self.proj), dim=-1)
+
+
+def test_class_table_is_float32_under_autocast(coco):
+    """The first forward may run under AMP; the class table it computes is kept for the run
+    (and cached on disk), so it must be the float32 one."""
+    saved_weights = coco.cfg.model.roi_head.bbox_head.classifier.text_encoder.to_dict()
+
+    def build():
+        return _classifier(out_features=len(coco.base) + 1, vocabulary=coco.base,
+                           text_encoder=copy.deepcopy(saved_weights), embed_dim=32)
+
+    x = torch.randn(3, 32)
+    ref, amp = build(), build()
+    ref(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        amp(x)
+    assert amp.train_source.table.dtype == torch.float32
+    torch.testing.assert_close(amp.train_source.table, ref.train_source.table, rtol=0, atol=0)
+    # the classifier's own guard, whatever the encoder does under autocast
+    ref, amp = build(), build()
+    for clf in (ref, amp):
+        clf.__dict__['_encoder'] = _AmpSensitiveEncoder(len(coco.base))
+    ref(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        amp(x)
+    torch.testing.assert_close(amp.train_source.table, ref.train_source.table, rtol=0, atol=0)
+
+
+def test_detector_build_loads_no_text_encoder(coco, monkeypatch):
+    """mmdet builds the classifier twice per bbox head; the projection width comes from the
+    CLIP config, so no text encoder (no CLIP weights) is built until embeddings are needed."""
+    built = []
+    init = pomp_mm.PompTextEncoder.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(pomp_mm.PompTextEncoder, '__init__', counting_init)
+    model = build_detector(coco.cfg)
+    clf = model.roi_head.bbox_head.fc_cls
+    assert built == [] and clf._encoder is None
+    assert clf.embed_dim == TINY_CLIP['embed_dim'] and clf.proj.out_features == 32
+    model.eval()
+    assert clf.class_weight().shape == (len(coco.all_classes) + 1, 32) and built == [1]
+    # a named open_clip model: its width without its (here missing) weights
+    named = _classifier(out_features=len(coco.base) + 1, vocabulary=coco.base,
+                        text_encoder=dict(type='PompTextEncoder', clip_model='ViT-B-16',
+                                          pretrained='/nonexistent/clip.pt'))
+    assert named.embed_dim == 512 and named._encoder is None and built == [1]
+
+
+def test_deep_copies_share_the_text_encoder(coco):
+    """mmengine's EMA model is a deepcopy of the detector: the frozen text tower is shared,
+    the trained weights are copied."""
+    clf = _classifier(out_features=len(coco.base) + 1, vocabulary=coco.base,
+                      text_encoder=_text_cfg(coco.prompt))
+    x = torch.randn(2, 32)
+    out = clf(x)
+    twin = copy.deepcopy(clf)
+    assert twin.text_encoder is clf.text_encoder
+    assert twin.proj.weight is not clf.proj.weight
+    torch.testing.assert_close(twin(x), out)
+    with torch.no_grad():
+        twin.proj.weight.zero_()
+    assert clf.proj.weight.abs().sum() > 0
+
+
 # ------------------------------------------------------------------------------- loss
 def _fed(**kwargs):
     from pomp_mm.mmdet import FederatedSigmoidLoss
@@ -373,6 +470,25 @@ def test_federated_loss_samples_present_classes_and_weighted_negatives(tmp_path)
         _fed(class_frequencies=[1.0] * 12).sampling_weights(7, torch.device('cpu'))
 
 
+@pytest.mark.parametrize('num_sample_cats', [None, 50, 5])
+def test_federated_loss_ignores_zero_frequency_classes(num_sample_cats):
+    """Detic's ignore_zero_cats: classes of zero frequency (here rare classes 0-3, and 12
+    though present) get no loss, with or without sampling; power 0 keeps them at zero."""
+    freqs = [0.0] * 4 + [9.0] * 8 + [0.0]
+    labels = torch.tensor([5, 13, 12, 7])  # 13 = background
+    for power in (0.5, 0.0):
+        loss = _fed(num_sample_cats=num_sample_cats, class_frequencies=freqs, power=power)
+        torch.manual_seed(0)
+        mask = loss.sample_classes(labels, 13)
+        assert mask[[0, 1, 2, 3, 12]].tolist() == [0.0] * 5
+        assert mask[5] == 1 and mask[7] == 1
+        if num_sample_cats != 5:
+            assert mask[4:12].tolist() == [1.0] * 8
+        scores = torch.randn(4, 14, requires_grad=True)
+        loss(scores, labels, torch.ones(4), avg_factor=4).backward()
+        assert torch.all(scores.grad[:, [0, 1, 2, 3, 12]] == 0)
+
+
 # ------------------------------------------------------------------------------- data
 def test_open_vocab_coco_keeps_base_annotations_only(coco):
     import pomp_mm.mmdet  # noqa: F401
@@ -401,6 +517,58 @@ def test_open_vocab_lvis_drops_rare_annotations(lvis):
     with pytest.raises(ValueError, match="must hold 'r', 'c' or 'f'"):
         DATASETS.build(dict(type='OpenVocabLVISV1Dataset', data_root=lvis.root,
                             ann_file='train.json', exclude_frequencies=['rare']))
+
+
+def _coco_dataset(coco, classes, dataset_type='OpenVocabCocoDataset'):
+    import pomp_mm.mmdet  # noqa: F401
+    from mmdet.registry import DATASETS
+    init_default_scope('mmdet')
+    return DATASETS.build(dict(type=dataset_type, data_root=coco.root, ann_file='train.json',
+                               data_prefix=dict(img='images/'), metainfo=dict(classes=classes),
+                               pipeline=[]))
+
+
+def test_dataset_classes_must_follow_the_file_order(coco, lvis):
+    """mmdet labels by the annotation file's category order over the names it finds, whatever
+    order metainfo['classes'] has: a reordered or misspelt list would shift labels silently."""
+    import pomp_mm.mmdet  # noqa: F401
+    from mmdet.registry import DATASETS
+
+    from pomp_mm.mmdet import DetVocabularyCheckHook
+    assert _coco_dataset(coco, coco.base).label_names == coco.base
+    with pytest.raises(ValueError, match=r"differ at index 0: 'toothbrush' vs 'person'; list "
+                       "the classes in the file's category order"):
+        _coco_dataset(coco, list(reversed(coco.base)))
+    misspelt = ['bike' if c == 'bicycle' else c for c in coco.base]
+    with pytest.raises(ValueError, match=r"metainfo\['classes'\]\[1\] = 'bike' is not a "
+                       'category of .*train.json'):
+        _coco_dataset(coco, misspelt)
+    swapped = list(lvis.classes)
+    swapped[0], swapped[3] = swapped[3], swapped[0]
+    with pytest.raises(ValueError, match=f'differ at index 0: {swapped[0]!r} vs '
+                       f'{lvis.classes[0]!r}'):
+        DATASETS.build(dict(type='OpenVocabLVISV1Dataset', data_root=lvis.root,
+                            ann_file='train.json', data_prefix=dict(img=''), pipeline=[],
+                            metainfo=dict(classes=swapped)))
+
+    # the hook compares the head with the labels' names from the file ...
+    model = build_detector(coco.cfg)
+    hook = DetVocabularyCheckHook()
+
+    def train_runner(dataset):
+        return SimpleNamespace(model=model, train_dataloader=SimpleNamespace(dataset=dataset))
+
+    hook.before_train(train_runner(_coco_dataset(coco, coco.base)))
+    swapped = list(coco.base)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    recorded = SimpleNamespace(metainfo=dict(classes=tuple(coco.base)), label_names=swapped)
+    with pytest.raises(ValueError, match="at index 0: 'bicycle' vs 'person'"):
+        hook.before_train(train_runner(recorded))
+    # ... and, for mmdet's own CocoDataset, counts the classes the file has
+    plain = _coco_dataset(coco, misspelt, 'CocoDataset')
+    with pytest.raises(ValueError, match=r'lists 48 classes but its annotation file .* has only '
+                       '47 of them'):
+        hook.before_train(train_runner(plain))
 
 
 def test_lvis_metric_runs_under_numpy_2(lvis):
@@ -522,6 +690,58 @@ def test_bake_keeps_detections_identical(coco, coco_training, tmp_path):
     cfg2, ckpt2 = bake_detector.main([coco.config, coco_training.ckpt, '--out-dir',
                                       str(tmp_path / 'mugs'), '--texts', 'mug . webcam'])
     assert Config.fromfile(cfg2).model.roi_head.bbox_head.num_classes == 2
+
+
+def test_checkpoint_names_the_test_vocabulary(coco, coco_training, tmp_path):
+    """The Runner saves the train dataset's metainfo (48 base classes) but the model predicts
+    the 65 test classes: the hook writes those, so DetInferencer names and draws them."""
+    from mmdet.apis import DetInferencer
+
+    from pomp_mm.mmdet import DetVocabularyCheckHook
+    ckpt = torch.load(coco_training.ckpt, map_location='cpu', weights_only=False)
+    meta = ckpt['meta']
+    assert list(meta['dataset_meta']['classes']) == coco.all_classes
+    assert list(meta['train_dataset_meta']['classes']) == coco.base
+    DetVocabularyCheckHook().after_load_checkpoint(None, ckpt)  # resuming: train metainfo
+    assert list(ckpt['meta']['dataset_meta']['classes']) == coco.base
+    assert 'train_dataset_meta' not in ckpt['meta']
+
+    inferencer = DetInferencer(model=coco.config, weights=coco_training.ckpt, device='cpu',
+                               show_progress=False)
+    assert list(inferencer.model.dataset_meta['classes']) == coco.all_classes
+    image = os.path.join(coco.root, 'images', coco.images[4])
+    result = inferencer(image, pred_score_thr=0.0, out_dir=str(tmp_path), return_vis=True)
+    labels = result['predictions'][0]['labels']
+    assert len(labels) > 0
+    assert result['visualization'][0].shape == (64, 64, 3)
+    assert os.listdir(tmp_path / 'vis')
+
+
+def test_bake_keeps_a_names_less_npy_names_less(coco, tmp_path):
+    """Baking a Detic-style .npy (no class names) must not invent 'class i' names: the baked
+    model then passes the vocabulary check, and dataset_meta keeps the checkpoint's names."""
+    from pomp_mm.mmdet import DetVocabularyCheckHook
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import bake_detector
+    model = build_detector(coco.cfg).eval()
+    np.save(tmp_path / 'test.npy', model.roi_head.bbox_head.fc_cls.class_weight()[:-1].numpy())
+    config = tmp_path / 'npy.py'
+    config.write_text(f'_base_ = [{coco.config!r}]\nmodel = dict(roi_head=dict(bbox_head=dict('
+                      f'classifier=dict(test_vocabulary=None, '
+                      f'test_embeddings={str(tmp_path / "test.npy")!r}))))\n')
+    ckpt = str(tmp_path / 'model.pth')
+    torch.save({'state_dict': model.state_dict(),
+                'meta': {'dataset_meta': {'classes': tuple(coco.all_classes)}}}, ckpt)
+    cfg_path, ckpt_path = bake_detector.main([str(config), ckpt, '--out-dir',
+                                              str(tmp_path / 'baked')])
+    baked_cfg = Config.fromfile(cfg_path)
+    assert 'vocabulary' not in baked_cfg.model.roi_head.bbox_head.classifier
+    baked = build_detector(baked_cfg)
+    loader = SimpleNamespace(dataset=SimpleNamespace(metainfo=dict(classes=coco.all_classes)))
+    DetVocabularyCheckHook().before_test(
+        SimpleNamespace(model=baked, test_loop=SimpleNamespace(dataloader=loader)))
+    meta = torch.load(ckpt_path, map_location='cpu', weights_only=False)['meta']
+    assert list(meta['dataset_meta']['classes']) == coco.all_classes
 
 
 def test_det_demo_writes_a_png(coco, coco_training, tmp_path):

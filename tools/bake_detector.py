@@ -15,7 +15,7 @@ import copy
 import os
 import os.path as osp
 import sys
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -63,9 +63,11 @@ def bake(cfg: Any, model: Any) -> Tuple[Any, Dict[str, Any]]:
             raise SystemExit(f'{name} is baked already')
         with torch.no_grad():
             weight = clf.class_weight().detach().clone()
+        names = clf.vocabulary_for(False)[1]
         new = dict(baked=True, embed_dim=clf.embed_dim, temperature=clf.temperature,
-                   vocabulary=list(clf.class_names),
                    bias_init=None if clf.bias is None else float(clf.bias))
+        if names is not None:  # a names-less .npy stays names-less (no 'class 0' placeholders)
+            new['vocabulary'] = list(names)
         if key == 'cls_predictor_cfg':
             new['type'] = 'ZeroShotClassifier'
         head[key] = new
@@ -93,15 +95,18 @@ def main(argv=None) -> Tuple[str, str]:
     from pomp_mm.mmdet import set_detector_vocabulary
 
     model = init_detector(args.config, args.checkpoint, device='cpu')
+    dataset_meta = None
     if args.texts or args.embeddings:
         set_detector_vocabulary(model, args.texts, args.embeddings)
+    else:  # the checkpoint's names for the test vocabulary (DetVocabularyCheckHook wrote them)
+        dataset_meta = getattr(model, 'dataset_meta', None)
     cfg = model.cfg
     baked_cfg, state = bake(cfg, model)
     os.makedirs(args.out_dir, exist_ok=True)
     cfg_path = osp.join(args.out_dir, 'baked.py')
     ckpt_path = osp.join(args.out_dir, 'baked.pth')
     baked_cfg.dump(cfg_path)
-    names = tuple(_classes_of(model))
+    names = tuple(_classes_of(model, dataset_meta))
     torch.save({'state_dict': state, 'meta': {'dataset_meta': {'classes': names},
                                               'baked_from': osp.abspath(args.checkpoint)}},
                ckpt_path)
@@ -120,9 +125,15 @@ def main(argv=None) -> Tuple[str, str]:
     return cfg_path, ckpt_path
 
 
-def _classes_of(model) -> List[str]:
+def _classes_of(model, dataset_meta: Optional[Dict[str, Any]] = None) -> List[str]:
+    """Names for the baked checkpoint's ``dataset_meta``: the vocabulary's own, else those of
+    the original checkpoint's ``dataset_meta`` when they fit, else ``'class i'``."""
     from pomp_mm.mmdet.classifier import zero_shot_classifiers
-    return zero_shot_classifiers(model)[0].class_names
+    size, names = zero_shot_classifiers(model)[0].vocabulary_for(False)
+    if names is not None:
+        return names
+    known = list((dataset_meta or {}).get('classes') or ())
+    return known if len(known) == size else [f'class {i}' for i in range(size)]
 
 
 if __name__ == '__main__':

@@ -6,7 +6,8 @@ Importing this package registers, in mmdet's registries: :class:`ZeroShotClassif
 :class:`DetVocabularyCheckHook` (``HOOKS``). It also lets
 mmdet's ``LVISMetric`` run under numpy >= 1.24 (see :mod:`pomp_mm.mmdet.lvis_compat`).
 """
-from .classifier import PompBBoxHead, ZeroShotClassifier, set_detector_vocabulary
+from .classifier import (PompBBoxHead, ZeroShotClassifier, check_mask_heads,
+                         set_detector_vocabulary)
 from .datasets import OpenVocabCocoDataset, OpenVocabLVISV1Dataset
 from .hooks import DetVocabularyCheckHook
 from .loss import FederatedSigmoidLoss, lvis_class_frequencies
@@ -15,7 +16,7 @@ from .lvis_compat import patch_lvis_eval
 patch_lvis_eval()
 
 __all__ = [
-    'DetVocabularyCheckHook', 'FederatedSigmoidLoss', 'OpenVocabCocoDataset',
+    'DetVocabularyCheckHook', 'FederatedSigmoidLoss', 'check_mask_heads', 'OpenVocabCocoDataset',
     'OpenVocabLVISV1Dataset', 'PompBBoxHead', 'ZeroShotClassifier', 'lvis_class_frequencies',
     'patch_lvis_eval', 'set_detector_vocabulary'
 ]

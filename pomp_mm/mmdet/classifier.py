@@ -13,6 +13,7 @@ latter at any time. ``baked=True`` holds a fixed embedding table in a plain ``nn
 """
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -23,9 +24,10 @@ from mmdet.registry import MODELS
 from torch import nn
 
 from ..embeddings_io import load_embeddings
+from ..text_encoder import PompTextEncoder
 from ..vocabulary import Vocabulary, VocabularyLike, parse_vocabulary
 
-__all__ = ['ZeroShotClassifier', 'PompBBoxHead', 'set_detector_vocabulary',
+__all__ = ['ZeroShotClassifier', 'PompBBoxHead', 'check_mask_heads', 'set_detector_vocabulary',
            'zero_shot_classifiers']
 
 logger = logging.getLogger(__name__)
@@ -175,7 +177,7 @@ class ZeroShotClassifier(nn.Module):
         widths = {s.npy: s.table.shape[1] for s in (self.train_source, self.test_source)
                   if s.table is not None}
         if self._encoder_cfg is not None and embed_dim is None:
-            widths['text encoder'] = self.text_encoder.tower.output_dim
+            widths['text encoder'] = self._encoder_width()
         if embed_dim is None:
             if len(set(widths.values())) > 1:
                 raise ValueError(f'class embeddings have different widths: {widths}')
@@ -186,6 +188,22 @@ class ZeroShotClassifier(nn.Module):
             raise ValueError(f'class embeddings from {src} have width {width} but the '
                              f'projection has embed_dim={embed_dim}')
         return embed_dim
+
+    def _encoder_width(self) -> int:
+        """The text encoder's output width, from its CLIP config when it has one: mmdet builds
+        the classifier twice per bbox head, and loading CLIP just to learn a width is slow."""
+        cfg = self._encoder_cfg
+        if cfg.get('type') in ('PompTextEncoder', PompTextEncoder) and \
+                cfg.get('clip_module') is None:
+            spec = cfg.get('clip_model')  # left out: the encoder's default, learnt by building
+            if isinstance(spec, dict) and spec.get('embed_dim') is not None:
+                return int(spec['embed_dim'])
+            if isinstance(spec, str):
+                import open_clip
+                model_cfg = open_clip.get_model_config(spec)
+                if model_cfg and model_cfg.get('embed_dim') is not None:
+                    return int(model_cfg['embed_dim'])
+        return self.text_encoder.tower.output_dim  # e.g. another encoder type: build it
 
     @property
     def text_encoder(self):
@@ -204,6 +222,16 @@ class ZeroShotClassifier(nn.Module):
             encoder.eval()
             self.__dict__['_encoder'] = encoder  # not a submodule: frozen, not saved
         return self._encoder
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> 'ZeroShotClassifier':
+        # Copies (mmengine's EMA model is a deepcopy of the detector) share the frozen text
+        # encoder: it holds no trained state, and a second CLIP text tower only costs memory.
+        if self._encoder is not None:
+            memo.setdefault(id(self._encoder), self._encoder)
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        new.__setstate__(copy.deepcopy(self.__dict__, memo))
+        return new
 
     def set_vocabulary(self, vocabulary: Optional[VocabularyLike] = None,
                        embeddings: Optional[str] = None) -> None:
@@ -232,7 +260,9 @@ class ZeroShotClassifier(nn.Module):
             encoder = self.text_encoder
             if encoder.tower.token_embedding.weight.device != device:
                 encoder.to(device)
-            with torch.no_grad():
+            # The table is kept for the run (and in the disk cache, whose key has no
+            # precision): compute it in float32 even when the first forward runs under AMP.
+            with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
                 source.table = encoder.encode_text(source.vocabulary).float()
             if source.table.shape[1] != self.embed_dim:
                 raise ValueError(f'the text encoder gives width {source.table.shape[1]} but '
@@ -323,9 +353,35 @@ def zero_shot_classifiers(model: nn.Module) -> List[ZeroShotClassifier]:
     return [m for m in model.modules() if isinstance(m, ZeroShotClassifier)]
 
 
+def check_mask_heads(model: nn.Module) -> None:
+    """Refuse a per-class mask head in a detector with a :class:`ZeroShotClassifier`.
+
+    Its mask channels are fixed classes, while predicted labels index the test vocabulary (any
+    list set at test time): a label would pick another class's mask, or none (IndexError).
+
+    Raises:
+        ValueError: naming the first mask head with ``class_agnostic=False``.
+    """
+    if not zero_shot_classifiers(model):
+        return
+    from mmdet.models.roi_heads.mask_heads import FCNMaskHead, MaskPointHead
+    for name, module in model.named_modules():
+        if isinstance(module, (FCNMaskHead, MaskPointHead)) and not module.class_agnostic:
+            raise ValueError(
+                f'{name} ({type(module).__name__}) has class_agnostic=False: its '
+                f'{module.num_classes} mask channels cannot follow the zero-shot head\'s '
+                'vocabularies; set class_agnostic=True')
+
+
 def set_detector_vocabulary(model: nn.Module, vocabulary: Optional[VocabularyLike] = None,
                             embeddings: Optional[str] = None) -> List[str]:
     """Point every :class:`ZeroShotClassifier` of ``model`` at a new test vocabulary.
+
+    A model's EMA copy (mmengine's ``EMAHook``) keeps its old test vocabulary; that is harmless
+    because the hook evaluates ``model`` itself, with the averaged weights swapped in.
+
+    Raises:
+        ValueError: ``model`` has no zero-shot head, or has a per-class mask head.
 
     Returns:
         The class names the detector now predicts (its labels index this list).
@@ -334,6 +390,7 @@ def set_detector_vocabulary(model: nn.Module, vocabulary: Optional[VocabularyLik
     if not heads:
         raise ValueError(f'{type(model).__name__} has no ZeroShotClassifier (is its bbox head '
                          'a PompBBoxHead?)')
+    check_mask_heads(model)
     for head in heads:
         head.set_vocabulary(vocabulary, embeddings)
     was_training = heads[0].training

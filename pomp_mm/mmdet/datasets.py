@@ -3,28 +3,69 @@
 OV-COCO trains on 48 base classes and OV-LVIS on frequent + common classes; the novel / rare
 annotations must not reach the detector. Both datasets drop them while loading (and log how
 many), so the standard full annotation files can be used directly.
+
+mmdet numbers the labels in the annotation file's category order (over the categories it finds
+by name), whatever order ``metainfo['classes']`` lists them in; both datasets therefore check
+that the two agree and keep the file's names as ``label_names``.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from mmdet.datasets import CocoDataset, LVISV1Dataset
 from mmdet.registry import DATASETS
 from mmengine.logging import print_log
 
+from ..vocabulary import clean_name, first_difference
+
 __all__ = ['OpenVocabCocoDataset', 'OpenVocabLVISV1Dataset']
 
 
 class _DropAnnotationsMixin:
-    """Drops annotations whose category fails ``_keep_category`` before mmdet parses them."""
+    """Drops annotations whose category fails ``_keep_category`` before mmdet parses them, and
+    checks the file's label order against ``metainfo['classes']``.
+
+    Attributes:
+        label_names: The annotation file's names of the labels ``0..C-1`` (its category order),
+            set while loading; None before, or when the file has no images.
+    """
 
     _dropped: int = 0
+    _api_name: str = ''  # the attribute holding the annotation API while mmdet loads
+    label_names: Optional[List[str]] = None
 
     def _keep_category(self, category_id: int) -> bool:
         raise NotImplementedError
 
+    def _record_label_names(self) -> None:
+        """Keep the file's names of ``self.cat_ids`` and refuse a ``metainfo['classes']`` that
+        does not list them in the same order (mmdet would label by the file's order)."""
+        cats = getattr(self, self._api_name).cats
+        names = [cats[i].get('name', str(i)) for i in self.cat_ids]
+        classes = list(self.metainfo['classes'])
+        found = {clean_name(n).lower() for n in names}
+        missing = [(i, c) for i, c in enumerate(classes) if clean_name(c).lower() not in found]
+        if missing:
+            i, name = missing[0]
+            raise ValueError(
+                f"metainfo['classes'][{i}] = {name!r} is not a category of {self.ann_file!r} "
+                f'({len(missing)} such classes); every later label would shift')
+        bad = first_difference([clean_name(c).lower() for c in classes],
+                               [clean_name(n).lower() for n in names])
+        if bad is not None:
+            ours = classes[bad] if bad < len(classes) else '<none>'
+            theirs = names[bad] if bad < len(names) else '<none>'
+            raise ValueError(
+                f"metainfo['classes'] ({len(classes)} classes) and the categories of "
+                f'{self.ann_file!r} ({len(names)}, in the file\'s order, which sets the labels) '
+                f'differ at index {bad}: {ours!r} vs {theirs!r}; list the classes in the '
+                "file's category order")
+        self.label_names = names
+
     def parse_data_info(self, raw_data_info: Dict[str, Any]):
+        if self.label_names is None:  # the annotation API exists only while mmdet loads
+            self._record_label_names()
         anns = raw_data_info['raw_ann_info']
         kept = [a for a in anns if self._keep_category(a['category_id'])]
         self._dropped += len(anns) - len(kept)
@@ -32,6 +73,7 @@ class _DropAnnotationsMixin:
 
     def _load_and_report(self, load: Callable[[], List[dict]], what: str) -> List[dict]:
         self._dropped = 0
+        self.label_names = None
         data_list = load()
         print_log(f'{type(self).__name__}: dropped {self._dropped} annotations of {what} '
                   f'from {self.ann_file}', logger='current', level=logging.INFO)
@@ -45,7 +87,11 @@ class OpenVocabCocoDataset(_DropAnnotationsMixin, CocoDataset):
     mmdet's ``CocoDataset`` fails on an annotation whose category is not among its classes;
     this one drops it, so OV-COCO can train on the 48 base classes from the full
     ``instances_train2017.json`` as well as from the usual ``*_seen_2.json`` files.
+    ``metainfo['classes']`` must list the file's categories in the file's order (mmdet labels
+    by that order); a class missing from the file or out of order is an error.
     """
+
+    _api_name = 'coco'
 
     def _keep_category(self, category_id: int) -> bool:
         return category_id in self.cat2label
@@ -60,12 +106,16 @@ class OpenVocabLVISV1Dataset(_DropAnnotationsMixin, LVISV1Dataset):
 
     The label space stays all 1,203 classes; OV-LVIS removes the rare (``'r'``) annotations,
     leaving the 866 frequent + common classes to train on (Detic's ``lvis_v1_train_norare``).
+    Labels follow the file's category order; ``metainfo['classes']`` must name the same
+    categories in that order (compared after name cleaning).
 
     Args:
         exclude_frequencies: LVIS frequency groups (``'r'``, ``'c'``, ``'f'``) whose
             annotations are removed.
         **kwargs: ``LVISV1Dataset`` arguments.
     """
+
+    _api_name = 'lvis'
 
     def __init__(self, *args: Any, exclude_frequencies: Sequence[str] = ('r',), **kwargs: Any):
         bad = [f for f in exclude_frequencies if f not in ('r', 'c', 'f')]

@@ -56,8 +56,9 @@ class FederatedSigmoidLoss(nn.Module):
         num_sample_cats: Classes per batch (present ones plus sampled negatives); None uses
             every class (plain sigmoid cross-entropy).
         class_frequencies: Per-class weights for sampling negatives: a list, or an LVIS json
-            path (its ``image_count``, read on first use); None samples uniformly.
-        exclude_frequencies: LVIS frequency groups never sampled (with an LVIS json).
+            path (its ``image_count``, read on first use); None samples uniformly. Classes
+            of zero weight get no loss, whether or not ``num_sample_cats`` is set.
+        exclude_frequencies: LVIS frequency groups given zero weight (with an LVIS json).
         power: Exponent applied to the frequencies (Detic: 0.5).
         loss_weight: Scale of the loss.
     """
@@ -112,21 +113,36 @@ class FederatedSigmoidLoss(nn.Module):
             if weights.numel() != num_classes:
                 raise ValueError(f'class_frequencies has {weights.numel()} entries but the head '
                                  f'scores {num_classes} classes')
-            self._weights = weights.float().pow(self.power)
+            weights = weights.float()
+            # zero stays zero (0 ** 0 would be 1): those classes are never in the loss
+            self._weights = torch.where(weights > 0, weights.pow(self.power),
+                                        torch.zeros_like(weights))
         return self._weights.to(device)
 
     def sample_classes(self, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-        """A 0/1 mask [C] over the classes the loss looks at for this batch."""
-        mask = torch.zeros(num_classes, device=labels.device)
-        present = labels[labels < num_classes].unique()
-        mask[present] = 1.0
+        """A 0/1 mask [C] over the classes the loss looks at for this batch.
+
+        Classes of zero frequency (excluded groups, or never seen) get no loss, with or without
+        sampling (Detic's ``ignore_zero_cats``); the other classes present in ``labels`` are
+        always in.
+        """
+        weights = None
+        if self.class_frequencies is not None:
+            weights = self.sampling_weights(num_classes, labels.device)
         if self.num_sample_cats is None:
-            return torch.ones_like(mask)
-        prob = self.sampling_weights(num_classes, labels.device).clone()
-        prob[present] = 0.0
-        extra = min(self.num_sample_cats - present.numel(), int((prob > 0).sum()))
-        if extra > 0:
-            mask[torch.multinomial(prob, extra, replacement=False)] = 1.0
+            mask = torch.ones(num_classes, device=labels.device)
+        else:
+            mask = torch.zeros(num_classes, device=labels.device)
+            present = labels[labels < num_classes].unique()
+            mask[present] = 1.0
+            prob = (weights if weights is not None else
+                    self.sampling_weights(num_classes, labels.device)).clone()
+            prob[present] = 0.0
+            extra = min(self.num_sample_cats - present.numel(), int((prob > 0).sum()))
+            if extra > 0:
+                mask[torch.multinomial(prob, extra, replacement=False)] = 1.0
+        if weights is not None:
+            mask = mask * (weights > 0).to(mask.dtype)
         return mask
 
     def forward(self,
