@@ -377,7 +377,8 @@ class PompTextEncoder(BaseModule):
         emb = self.class_embeddings()
         if self.cat_bg:
             emb = F.normalize(torch.cat([emb, self.bg_embed.to(emb.dtype)]), dim=-1)
-        return self.tower.logit_scale.exp() * emb
+        # in the tower's dtype, as mmseg's encoder: a model.half() head gets half embeddings
+        return (self.tower.logit_scale.exp() * emb).to(self.tower.logit_scale.dtype)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         # New tower weights or prompt: forget tables and the weights hash computed from the old.
@@ -389,7 +390,12 @@ class PompTextEncoder(BaseModule):
         """Initialise the background row only: CLIP weights and prompts are loaded, not drawn."""
         if self.cat_bg:
             nn.init.normal_(self.bg_embed, std=self.bg_embed.shape[1]**-0.5)
-        if self.init_cfg:  # e.g. a 'Pretrained' init_cfg restoring this whole module
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        # mmseg's MultimodalEncoderDecoder hands its `pretrained` to every part as mmseg's own
+        # 'Pretrained_Part' (unknown to mmengine); this encoder loaded its weights when built.
+        cfgs = [c for c in cfgs if c and c.get('type') != 'Pretrained_Part']
+        if cfgs:  # e.g. a 'Pretrained' init_cfg restoring this whole module
+            self.init_cfg = cfgs
             super().init_weights()
         self._is_init = True
 

@@ -297,9 +297,6 @@ def test_documented_snippet_builds_on_mmseg_san_config(source, tiny, tiny_clip_c
     assert _predict(model.eval()).seg_logits.data.shape[0] == 171
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError,
-                   reason="PompTextEncoder.init_weights passes mmseg's 'Pretrained_Part' "
-                          "init_cfg to mmengine, which does not know it (pomp_mm/text_encoder.py)")
 def test_plain_multimodal_encoder_decoder_initialises(tiny, tiny_clip_checkpoint):
     """mmseg's own MultimodalEncoderDecoder gives every part SAN's `pretrained` as a
     'Pretrained_Part' init_cfg; PompTextEncoder keeps the weights it loaded itself."""
