@@ -322,3 +322,29 @@ def test_config_lr_schedule_is_dassls(name, n_ctx, epochs):
         for s in schedulers:
             s.step()
     assert lrs == pytest.approx(_dassl_lrs(epochs), rel=1e-12, abs=0)
+
+
+def test_prompt_hook_checks_labels_and_flags_other_preprocessing():
+    """before_train: the label-space check runs on the training dataset's classes, and a
+    dataset normalised unlike the CLIP tower (OpenAI mean/std for a SigLIP-like model) is
+    logged as a warning."""
+    from types import SimpleNamespace
+
+    from pomp_mm.pretrain import PromptCheckpointHook
+    from pomp_mm.pretrain.data import resolve_preprocess
+    checked, warnings = [], []
+    model = SimpleNamespace(check_label_space=checked.append,
+                            visual=SimpleNamespace(preprocess_cfg=dict(mean=(0.5,) * 3,
+                                                                       std=(0.5,) * 3)))
+    dataset = SimpleNamespace(metainfo={'classes': ('a', 'b')}, preprocess=resolve_preprocess())
+    runner = SimpleNamespace(model=model, train_dataloader=SimpleNamespace(dataset=dataset),
+                             logger=SimpleNamespace(warning=warnings.append))
+    PromptCheckpointHook().before_train(runner)
+    assert checked == [('a', 'b')]
+    assert len(warnings) == 1 and 'mean (0.48145466' in warnings[0]
+    assert '(model: (0.5, 0.5, 0.5))' in warnings[0]
+    dataset.preprocess = resolve_preprocess(model.visual.preprocess_cfg)
+    PromptCheckpointHook().before_train(runner)
+    assert len(warnings) == 1 and len(checked) == 2
+    PromptCheckpointHook(check_labels=False).before_train(runner)
+    assert len(checked) == 2
