@@ -101,7 +101,10 @@ class PompTextEncoder(BaseModule):
         dataset_name: A built-in vocabulary name; exactly one of ``vocabulary`` and
             ``dataset_name`` must be given.
         templates: Templates for the baseline (no prompt); see :func:`get_templates`.
-        cat_bg: Append a learned background embedding row in ``forward()``.
+            ``'vild'`` by default, as mmseg's ``CLIPTextEncoder``.
+        cat_bg: Append a learned background embedding row in ``forward()`` (default True, as
+            mmseg's ``CLIPTextEncoder``: SAN reads its last row as "no object"). Set False
+            where only :meth:`encode_text` is used (detection, classification).
         prompt_trainable: Let gradients reach the prompt (fine-tuning); frozen by default.
         cache_feature: Keep ``forward()``'s table in memory while the prompt is unchanged.
         cache_dir: Folder of an on-disk embedding cache for ``encode_text``; None disables it.
@@ -127,8 +130,8 @@ class PompTextEncoder(BaseModule):
                  class_specific: bool = False,
                  vocabulary: Optional[VocabularyLike] = None,
                  dataset_name: Optional[str] = None,
-                 templates: TemplateSpec = 'single',
-                 cat_bg: bool = False,
+                 templates: TemplateSpec = 'vild',
+                 cat_bg: bool = True,
                  prompt_trainable: bool = False,
                  cache_feature: bool = True,
                  cache_dir: Optional[str] = None,

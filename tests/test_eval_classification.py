@@ -234,7 +234,8 @@ def test_evaluate_api(data, reference):
     ds = build_dataset('oxford_pets', data['root'])
     assert ds.classnames == ['abyssinian', 'american bulldog', 'basset hound']
     assert ds.items == data['pets_items']
-    enc = PompTextEncoder(clip_model=TINY_CLIP, clip_module=clip, vocabulary=['x']).eval()
+    enc = PompTextEncoder(clip_model=TINY_CLIP, clip_module=clip, vocabulary=['x'],
+                          templates='single', cat_bg=False).eval()
     expected = reference['OxfordPets']['hand prompt']
     assert evaluate(enc, clip.visual, ds, batch_size=2, progress=False) == pytest.approx(expected)
     with torch.no_grad():

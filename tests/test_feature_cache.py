@@ -200,3 +200,14 @@ default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch
         env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert os.path.isfile(tmp_path / 'work' / 'iter_1.pth')
+
+
+def test_visual_fingerprint_tells_the_activation_apart(tiny_cfg):
+    """Same weights, GELU vs QuickGELU: other features, so a cache of one is not the other's."""
+    from pomp_mm.clip import build_clip
+    from pomp_mm.pretrain.feature_cache import visual_fingerprint
+    torch.manual_seed(0)
+    gelu = build_clip(tiny_cfg)
+    quick = build_clip(dict(tiny_cfg, quick_gelu=True))
+    quick.load_state_dict(gelu.state_dict())
+    assert visual_fingerprint(gelu.visual) != visual_fingerprint(quick.visual)

@@ -31,7 +31,7 @@ def _encoder(share_prefix: bool):
     from pomp_mm import PompTextEncoder
     torch.manual_seed(0)
     return PompTextEncoder(clip_model=copy.deepcopy(GPU_CLIP), vocabulary=['cat'], n_ctx=16,
-                           prompt_trainable=True, share_prefix=share_prefix).cuda()
+                           cat_bg=False, prompt_trainable=True, share_prefix=share_prefix).cuda()
 
 
 def test_packed_shared_prefix_matches_whole_prompts_on_cuda():

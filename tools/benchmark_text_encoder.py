@@ -47,7 +47,7 @@ def _timed(fn, device: str, repeats: int):
 def _encoder(case: dict):
     from pomp_mm import PompTextEncoder
     torch.manual_seed(0)
-    return PompTextEncoder(clip_model=case['model'], vocabulary=case['vocab'],
+    return PompTextEncoder(clip_model=case['model'], vocabulary=case['vocab'], cat_bg=False,
                            n_ctx=case['n_ctx'], cache_dir=case.get('cache_dir'),
                            chunk_size=case['chunk_size'], truncate=case.get('truncate', True),
                            share_prefix=case.get('share_prefix', True),

@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     torch.manual_seed(0)
     kwargs = dict(prompt=args.prompt) if args.prompt else dict(ctx_init='a photo of a')
-    encoder = PompTextEncoder(clip_model=resolve_clip_spec(args.clip_model),
+    encoder = PompTextEncoder(clip_model=resolve_clip_spec(args.clip_model), cat_bg=False,
                               pretrained=args.pretrained, vocabulary=args.vocab,
                               cache_dir=args.cache_dir, prompt_trainable=False,
                               **kwargs).to(args.device).eval()

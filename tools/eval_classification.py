@@ -97,7 +97,7 @@ def build_methods(args: argparse.Namespace, clip: torch.nn.Module,
                   spec) -> List[Tuple[str, PompTextEncoder]]:
     common = dict(clip_model=spec, pretrained=args.pretrained, clip_module=clip,
                   vocabulary=['object'],  # placeholder: each dataset's names are passed in
-                  chunk_size=args.chunk_size, cache_dir=args.cache_dir)
+                  chunk_size=args.chunk_size, cache_dir=args.cache_dir, cat_bg=False)
     methods = []
     if not args.no_hand:
         methods.append(('hand prompt', PompTextEncoder(templates='single', **common)))

@@ -50,7 +50,7 @@ def main(argv=None) -> str:
         raise SystemExit(f'--out must end with .npy, got {args.out!r}')
     encoder = PompTextEncoder(
         clip_model=resolve_clip_spec(args.clip_model), pretrained=args.pretrained,
-        prompt=args.prompt, templates=args.templates, vocabulary=args.vocab,
+        prompt=args.prompt, templates=args.templates, vocabulary=args.vocab, cat_bg=False,
         chunk_size=args.chunk_size, cache_dir=None if args.no_cache else args.cache_dir)
     encoder = encoder.to(args.device).eval()
     start = time.perf_counter()

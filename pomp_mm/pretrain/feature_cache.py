@@ -89,6 +89,8 @@ class _SeededViews(Dataset):
 def visual_fingerprint(visual: torch.nn.Module) -> str:
     """Hash of an image tower's weights: a cache is only valid for the tower that made it."""
     h = hashlib.blake2b(digest_size=12)
+    # the activation is not a weight: GELU and QuickGELU towers give other features
+    h.update(','.join(sorted({type(m).__name__ for m in visual.modules()})).encode())
     for name, tensor in sorted(visual.state_dict().items()):
         h.update(name.encode())
         h.update(str(tuple(tensor.shape)).encode())

@@ -84,7 +84,7 @@ class PompPretrainer(BaseModel):
             clip_model=clip_model, pretrained=pretrained, clip_module=clip, vocabulary=vocab,
             n_ctx=None if ctx_init else n_ctx, ctx_init=ctx_init,
             class_token_position=class_token_position, prompt_trainable=True,
-            chunk_size=chunk_size, pack_lengths=pack_lengths)
+            chunk_size=chunk_size, pack_lengths=pack_lengths, cat_bg=False)
         self.vocabulary = vocab
         self.num_classes = len(vocab)
         k = self.num_classes if num_sampled is None else min(num_sampled, self.num_classes)
