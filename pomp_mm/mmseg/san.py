@@ -317,7 +317,7 @@ class OpenVocabEncoderDecoder(MultimodalEncoderDecoder):
         pretrained: mmseg-format CLIP checkpoint for the image side (image encoder and the
             head's recognition layers). Unlike the parent, the text encoder gets it only if it
             is mmseg's ``CLIPTextEncoder``: other encoders (PompTextEncoder) load their own
-            weights and do not understand ``Pretrained_Part``.
+            weights.
         **kwargs: The parent's other arguments (``train_cfg``, ``test_cfg``,
             ``data_preprocessor``, ``asymetric_input``, ``encoder_resolution``, ``init_cfg``).
 
@@ -337,7 +337,7 @@ class OpenVocabEncoderDecoder(MultimodalEncoderDecoder):
                  **kwargs) -> None:
         if pretrained is not None:
             # The parent gives all three parts this init_cfg; only mmseg's own modules know the
-            # 'Pretrained_Part' type, and PompTextEncoder would fail on it in init_weights.
+            # 'Pretrained_Part' type (PompTextEncoder has loaded its weights already).
             part = dict(type='Pretrained_Part', checkpoint=pretrained)
             image_encoder = dict(image_encoder, init_cfg=part)
             decode_head = dict(decode_head, init_cfg=part)

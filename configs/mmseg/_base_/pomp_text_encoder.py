@@ -10,9 +10,8 @@
 # `pomp_san_text_encoder` is `pomp_text_encoder` with `_delete_=True`: it replaces the inherited
 # CLIPTextEncoder dict instead of merging into it (CLIPTextEncoder's embed_dims, num_layers,
 # norm_cfg, ... are no PompTextEncoder arguments). Use `pomp_text_encoder` where no text encoder
-# is inherited (`_delete_` would reach PompTextEncoder). `OpenVocabEncoderDecoder` in place of
-# mmseg's MultimodalEncoderDecoder: the latter hands SAN's `pretrained` to the text encoder as a
-# 'Pretrained_Part' init_cfg, which only mmseg's own CLIPTextEncoder understands.
+# is inherited (`_delete_` would reach PompTextEncoder). mmseg's MultimodalEncoderDecoder works
+# too; `OpenVocabEncoderDecoder` adds seen/unseen training and the vocabulary checks.
 #
 # Weights: `pretrained` is an open_clip tag ('openai') or a local CLIP file; `prompt` is a POMP
 # prompt checkpoint (official .pth.tar or pomp_mm's own format).
