@@ -28,6 +28,25 @@ def ensure_prompt_hook(cfg) -> None:
         cfg.custom_hooks = hooks + [dict(type='PromptCheckpointHook')]
 
 
+def check_schedule(cfg) -> None:
+    """Refuse an epoch-based schedule that does not end at ``train_cfg.max_epochs``.
+
+    The configs write ``max_epochs`` into the schedulers' ``end`` / ``T_max`` when they are
+    read, so ``--cfg-options train_cfg.max_epochs=N`` alone would keep the old cosine: the LR
+    would sit at its floor for the extra epochs, or never anneal.
+    """
+    max_epochs = (cfg.get('train_cfg') or {}).get('max_epochs')
+    schedulers = cfg.get('param_scheduler') or []
+    schedulers = [schedulers] if isinstance(schedulers, dict) else list(schedulers)
+    ends = [s['end'] for s in schedulers if s.get('by_epoch', True) and 'end' in s]
+    if max_epochs is None or not ends or max(ends) == max_epochs:
+        return
+    raise SystemExit(
+        f'param_scheduler ends at epoch {max(ends)} but train_cfg.max_epochs is {max_epochs}: '
+        'set the schedulers too (end, and T_max of the cosine), e.g. with a config like '
+        'configs/pretrain/pomp_in21k-p_vit-b16_ctx16_ep20.py that sets max_epochs')
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('config', help='pre-training config file')
@@ -36,6 +55,7 @@ def main(argv=None) -> None:
     import pomp_mm.pretrain  # noqa: F401  PompPretrainer, datasets, hooks
     cfg = apply_train_args(load_config(args), args)
     ensure_prompt_hook(cfg)
+    check_schedule(cfg)
     build_runner(cfg).train()
 
 
