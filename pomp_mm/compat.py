@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import pickle
 import threading
+import types
 from typing import Any, Callable, List, Tuple, Union
 
 import torch
@@ -113,16 +114,60 @@ def load_with_placeholders(path: str, map_location: Union[str, torch.device] = '
     Tensors and plain containers load as usual; placeholder objects only hold the pickled
     arguments and state, so nothing from the file is executed.
     """
+    if not hasattr(torch.serialization, 'safe_globals'):  # torch < 2.5
+        return _load_restricted(path, map_location)
     register_mmengine_safe_globals()
     try:
         unknown = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # legacy (non-zip) files cannot be scanned; load them strictly
         unknown = []
-    allowed = {g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
-               for g in mmengine_safe_globals()}
-    blocked = {'sys', 'os', 'posix', 'nt', 'builtins', 'subprocess'}
+    allowed = {_global_path(g) for g in mmengine_safe_globals()}
     stubs = [(_SAFE_CONTAINERS[g], g) if g in _SAFE_CONTAINERS else (_placeholder_class(g), g)
              for g in unknown
-             if g in _SAFE_CONTAINERS or (g not in allowed and g.rpartition('.')[0] not in blocked)]
+             if g in _SAFE_CONTAINERS or (g not in allowed and
+                                          g.rpartition('.')[0] not in _BLOCKED_MODULES)]
     with torch.serialization.safe_globals(stubs):
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, **_mmap_if_zip(path),
+                          weights_only=True)
+
+
+# Globals from these modules are refused outright, never stubbed: they are what a malicious
+# pickle calls.
+_BLOCKED_MODULES = {'sys', 'os', 'posix', 'nt', 'builtins', 'subprocess'}
+
+
+def _global_path(g: Union[Callable, Tuple[Callable, str]]) -> str:
+    return g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
+
+
+def _mmap_if_zip(path: str) -> dict:
+    """``mmap=True`` for zip-format files: an official checkpoint carries hundreds of MB of
+    token buffers next to the few KB of context vectors we read."""
+    import zipfile
+    return {'mmap': True} if zipfile.is_zipfile(path) else {}
+
+
+def _load_restricted(path: str, map_location: Union[str, torch.device]) -> Any:
+    """:func:`load_with_placeholders` for torch < 2.5 (no ``safe_globals``): torch's own
+    weights-only allow-list, the mmengine globals and the placeholders, enforced by an
+    unpickler handed to ``torch.load`` as its pickle module."""
+    from torch import _weights_only_unpickler
+    allowed = dict(_weights_only_unpickler._get_allowed_globals())
+    allowed.update({_global_path(g): g[0] if isinstance(g, tuple) else g
+                    for g in mmengine_safe_globals()})
+    allowed.update(_SAFE_CONTAINERS)
+
+    class _Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            path = f'{module}.{name}'
+            if path in allowed:
+                return allowed[path]
+            if module in _BLOCKED_MODULES:
+                raise pickle.UnpicklingError(f'refusing {path} while loading a checkpoint')
+            return _placeholder_class(path)
+
+    restricted = types.ModuleType('pomp_mm_restricted_pickle')
+    restricted.Unpickler = _Unpickler
+    restricted.load = lambda f, **kwargs: _Unpickler(f, **kwargs).load()
+    return torch.load(path, map_location=map_location, pickle_module=restricted,
+                      weights_only=False)

@@ -58,10 +58,15 @@ class EmbeddingCache:
         except Exception as err:  # a half-written or foreign file is a miss, not a crash
             logger.warning('ignoring unreadable embedding cache entry %s: %s', path, err)
             return None
+        emb = entry.get('embeddings') if isinstance(entry, dict) else None
+        if not isinstance(emb, torch.Tensor) or emb.dim() != 2 or emb.shape[0] != len(names):
+            logger.warning('ignoring embedding cache entry %s: not a [%d, D] table', path,
+                           len(names))
+            return None
         if entry.get('names') != list(names):
             logger.warning('embedding cache entry %s is for other class names; recomputing', path)
             return None
-        return entry['embeddings']
+        return emb
 
     def put(self, key: str, names: Sequence[str], embeddings: torch.Tensor,
             meta: Optional[Dict[str, Any]] = None) -> str:

@@ -21,12 +21,27 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> str:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file owner-only; give it the mode a plain open() would have
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    try:  # Linux reports it without changing it (other threads may be creating files)
+        with open('/proc/self/status', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere reading it means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_torch_save(obj: Any, path: str) -> str:

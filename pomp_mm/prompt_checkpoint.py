@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
@@ -104,7 +105,9 @@ def load_prompt(path: str) -> PromptCheckpoint:
         if obj.get('version', 0) > FORMAT_VERSION:
             raise ValueError(f'{path!r} is prompt format version {obj["version"]}; this pomp_mm '
                              f'reads up to {FORMAT_VERSION}: upgrade pomp_mm')
-        return PromptCheckpoint(obj['ctx'].float(), dict(obj.get('meta', {})), path)
+        # copied: the load is memory-mapped
+        return PromptCheckpoint(obj['ctx'].to(torch.float32, copy=True),
+                                dict(obj.get('meta', {})), path)
     state = obj.get('state_dict', obj) if isinstance(obj, dict) else None
     ctx = state.get('ctx') if isinstance(state, dict) else None
     if ctx is None:
@@ -116,8 +119,22 @@ def load_prompt(path: str) -> PromptCheckpoint:
         keys = sorted(state)[:10] if isinstance(state, dict) else type(obj).__name__
         raise ValueError(f'{path!r} holds no prompt context vectors (looked for '
                          f"state_dict['ctx']; found {keys})")
-    meta = {'source_format': 'official', 'class_token_position': 'end',
+    other = sorted(k for k in state if k.startswith(_IMAGE_CONDITIONED_KEYS))
+    if other:
+        raise ValueError(f'{path!r} is not a CoOp/POMP prompt: it also holds {other[:3]}, the '
+                         'image-conditioned parts of a CoCoOp / MaPLe prompt learner, which a '
+                         'context-vector prompt cannot reproduce')
+    # Dassl files do not record the class-token position; the official run names carry it
+    # ('..._ctpend_seed42.pth.tar'). PompTextEncoder(class_token_position=...) overrides.
+    found = re.search(r'ctp(end|middle|front)', os.path.basename(path))
+    meta = {'source_format': 'official',
+            'class_token_position': found.group(1) if found else 'end',
+            'class_token_position_from': 'file name' if found else 'default',
             'width': int(ctx.shape[-1]), 'n_ctx': int(ctx.shape[-2])}
     if isinstance(obj, dict) and isinstance(obj.get('epoch'), int):
         meta['epoch'] = obj['epoch']
-    return PromptCheckpoint(ctx.float(), meta, path)
+    return PromptCheckpoint(ctx.to(torch.float32, copy=True), meta, path)
+
+
+# State-dict prefixes of prompt learners whose prompt is more than context vectors
+_IMAGE_CONDITIONED_KEYS = ('meta_net.', 'compound_prompts', 'proj.')

@@ -83,8 +83,13 @@ class PromptLearner(nn.Module):
         self.width = width
         self.class_token_position = class_token_position
         self.csc_names: Optional[List[str]] = list(csc_names) if csc_names is not None else None
-        self._csc_index: Dict[str, int] = ({n: i for i, n in enumerate(self.csc_names)}
-                                           if self.csc_names is not None else {})
+        self._csc_index: Dict[str, int] = {}
+        self._csc_repeated: Dict[str, List[int]] = {}  # names shared by several classes
+        for i, name in enumerate(self.csc_names or ()):
+            if name in self._csc_index:
+                self._csc_repeated.setdefault(name, [self._csc_index[name]]).append(i)
+            else:
+                self._csc_index[name] = i
         self._token_cache: Dict[Tuple[int, str], Tuple[List[int], int]] = {}
 
     @property
@@ -127,11 +132,18 @@ class PromptLearner(nn.Module):
         """Row of ``ctx`` per name for class-specific context; None when shared."""
         if not self.class_specific:
             return None
+        if list(names) == self.csc_names:  # the whole vocabulary: rows by position
+            return torch.arange(len(names))
         unknown = [n for n in names if n not in self._csc_index]
         if unknown:
             raise KeyError(f'class-specific prompt has no context for {unknown[:5]} '
                            f'({len(unknown)} unknown of {len(names)}); it was learned for '
                            f'{len(self._csc_index)} classes')
+        shared = next((n for n in names if n in self._csc_repeated), None)
+        if shared is not None:
+            raise ValueError(f'class-specific prompt: {shared!r} names classes '
+                             f'{self._csc_repeated[shared]}, each with its own context; encode '
+                             'the whole vocabulary in order to tell them apart')
         return torch.tensor([self._csc_index[n] for n in names], dtype=torch.long)
 
     def gather_index(self, name_lens: torch.Tensor, seq_len: int) -> torch.Tensor:

@@ -47,7 +47,12 @@ def get_templates(spec: TemplateSpec) -> List[str]:
         templates = [fn('{}') for fn in fns]
     elif spec == 'vild':
         # mmseg's SAN baseline prompts; imported only when asked (the core needs no mmseg)
-        from mmseg.utils import get_predefined_templates
+        try:
+            from mmseg.utils import get_predefined_templates
+        except ImportError as err:
+            raise ImportError("templates='vild' are mmseg's ViLD templates: install "
+                              "mmsegmentation, or use 'single', 'openai_imagenet' or a list "
+                              f'({err})') from err
         templates = list(get_predefined_templates('vild'))
     elif '{}' in spec:
         templates = [spec]
@@ -82,6 +87,17 @@ def _length_groups(eot: torch.Tensor) -> List[Tuple[int, int, int]]:
 
 
 @MODELS.register_module()
+def _with_position(ckpt: PromptCheckpoint, position: Optional[str]) -> PromptCheckpoint:
+    """``ckpt`` with the class-token position asked for, where the file cannot know it."""
+    if position is None or position == ckpt.class_token_position:
+        return ckpt
+    if ckpt.meta.get('source_format') != 'official':
+        raise ValueError(f'prompt {ckpt.path!r} was learned with class_token_position='
+                         f'{ckpt.class_token_position!r}, not {position!r}')
+    return PromptCheckpoint(ckpt.ctx, dict(ckpt.meta, class_token_position=position,
+                                           class_token_position_from='argument'), ckpt.path)
+
+
 class PompTextEncoder(BaseModule):
     """Frozen CLIP text tower with a (POMP) learned prompt, or hand templates as a baseline.
 
@@ -94,8 +110,10 @@ class PompTextEncoder(BaseModule):
         n_ctx: Context length of a new prompt (random N(0, 0.02) init) when ``prompt`` is None.
         ctx_init: Words whose token embeddings initialise a new prompt (e.g.
             ``'a photo of a'``); sets ``n_ctx`` to their token count.
-        class_token_position: ``'end'``, ``'middle'`` or ``'front'`` for a new prompt (a
-            checkpoint brings its own).
+        class_token_position: ``'end'``, ``'middle'`` or ``'front'``; for a new prompt
+            ``'end'`` by default. A pomp_mm checkpoint brings its own (a different value is an
+            error); for an official (Dassl) checkpoint, which does not record it, this sets it
+            (default: the ``ctp<position>`` of its file name, else ``'end'``).
         class_specific: A new prompt has one context per class of ``vocabulary``.
         vocabulary: Class names (list, ``' . '``-string, file or built-in name).
         dataset_name: A built-in vocabulary name; exactly one of ``vocabulary`` and
@@ -126,7 +144,7 @@ class PompTextEncoder(BaseModule):
                  prompt: Optional[str] = None,
                  n_ctx: Optional[int] = None,
                  ctx_init: Optional[str] = None,
-                 class_token_position: str = 'end',
+                 class_token_position: Optional[str] = None,
                  class_specific: bool = False,
                  vocabulary: Optional[VocabularyLike] = None,
                  dataset_name: Optional[str] = None,
@@ -155,7 +173,9 @@ class PompTextEncoder(BaseModule):
         self.tower = TextTower(clip_module if clip_module is not None
                                else build_clip(clip_model, pretrained))
         self.tokenizer = _get_tokenizer(clip_model, self.tower.context_length)
-        self.templates = get_templates(templates)
+        # 'vild' (the default) needs mmseg: resolved on first use, so prompts never need it
+        self._template_spec = templates
+        self._templates = None if templates == 'vild' else get_templates(templates)
         self.chunk_size = chunk_size
         self.truncate = truncate
         self.share_prefix = share_prefix
@@ -171,8 +191,9 @@ class PompTextEncoder(BaseModule):
             if n_ctx is not None or ctx_init is not None:
                 raise ValueError(f'prompt={prompt!r} brings its own context; do not also set '
                                  f'n_ctx ({n_ctx}) or ctx_init ({ctx_init!r})')
-            self.set_prompt(load_prompt(prompt))
+            self.set_prompt(_with_position(load_prompt(prompt), class_token_position))
         elif n_ctx is not None or ctx_init is not None:
+            class_token_position = class_token_position or 'end'
             init = self._embed_words(ctx_init) if ctx_init else None
             if init is not None and n_ctx is not None and n_ctx != init.shape[0]:
                 raise ValueError(f'ctx_init {ctx_init!r} has {init.shape[0]} tokens but '
@@ -192,6 +213,13 @@ class PompTextEncoder(BaseModule):
         if cat_bg:
             self.bg_embed = nn.Parameter(torch.randn(1, self.tower.output_dim)
                                          * self.tower.output_dim**-0.5)
+
+    @property
+    def templates(self) -> List[str]:
+        """The hand-prompt templates (used when there is no prompt)."""
+        if self._templates is None:
+            self._templates = get_templates(self._template_spec)
+        return self._templates
 
     # ---------------------------------------------------------------- prompt management
     def _embed_words(self, words: str) -> torch.Tensor:

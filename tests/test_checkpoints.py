@@ -194,3 +194,69 @@ def test_allow_list_getattr_is_narrow(tmp_path):
     assert torch.load(ok, weights_only=True)['x'] is HistoryBuffer.mean
     with pytest.raises(pickle.UnpicklingError, match='__init_subclass__'):
         torch.load(bad, weights_only=True)
+
+
+def test_placeholder_loading_without_safe_globals(monkeypatch, make_encoder, tmp_path):
+    """torch < 2.5 lacks torch.serialization.safe_globals: the same files load (ours and the
+    official one), and pickled code is still refused."""
+    monkeypatch.delattr(torch.serialization, 'safe_globals')
+    torch.manual_seed(3)
+    ctx = torch.randn(4, 64) * 0.02
+    official = str(tmp_path / 'model.pth.tar-20')
+    _official_checkpoint(official, ctx)
+    assert torch.equal(load_prompt(official).ctx, ctx)
+    ours = save_prompt(str(tmp_path / 'ours.pth'), ctx, clip_model='tiny')
+    assert torch.equal(load_prompt(ours).ctx, ctx)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ('touch ' + str(tmp_path / 'pwned'),))
+
+    evil = str(tmp_path / 'evil.pth')
+    torch.save({'state_dict': {'ctx': torch.zeros(2, 4)}, 'x': Evil()}, evil)
+    with pytest.raises(pickle.UnpicklingError, match='refusing posix.system'):
+        load_with_placeholders(evil)
+    assert not (tmp_path / 'pwned').exists()
+
+
+def test_official_class_token_position_from_name_or_argument(make_encoder, tmp_path):
+    """Dassl files do not record the class-token position: the official run name does, and the
+    argument can say it; a pomp_mm prompt's own position cannot be overridden."""
+    torch.manual_seed(3)
+    ctx = torch.randn(4, 64) * 0.02
+    front = str(tmp_path / 'vit_b16_nctx4_cscFalse_ctpfront_seed1.pth.tar')
+    _official_checkpoint(front, ctx)
+    assert load_prompt(front).class_token_position == 'front'
+    plain = str(tmp_path / 'model.pth.tar-5')
+    _official_checkpoint(plain, ctx)
+    assert load_prompt(plain).class_token_position == 'end'
+    fresh = make_encoder(n_ctx=4, class_token_position='middle')
+    with torch.no_grad():
+        fresh.prompt_learner.ctx.copy_(ctx)
+        got = make_encoder(prompt=plain, class_token_position='middle')
+        assert got.prompt_learner.class_token_position == 'middle'
+        torch.testing.assert_close(got.encode_text(NAMES), fresh.encode_text(NAMES),
+                                   atol=0, rtol=0)
+    ours = save_prompt(str(tmp_path / 'ours.pth'), ctx, class_token_position='end')
+    with pytest.raises(ValueError, match="learned with class_token_position='end', not 'front'"):
+        make_encoder(prompt=ours, class_token_position='front')
+
+
+def test_image_conditioned_prompt_learners_are_refused(tmp_path):
+    path = str(tmp_path / 'cocoop.pth.tar')
+    torch.save({'state_dict': {'ctx': torch.zeros(4, 64), 'meta_net.linear1.weight':
+                               torch.zeros(32, 512)}}, path)
+    with pytest.raises(ValueError, match=r"meta_net.linear1.weight.*CoCoOp / MaPLe"):
+        load_prompt(path)
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o077])
+def test_atomic_writes_get_the_umask_mode(tmp_path, umask):
+    """Written through a private temporary file, but readable as a plain open() would make it
+    (a Detic job under another user reads the exported .npy)."""
+    old = os.umask(umask)
+    try:
+        path = save_prompt(str(tmp_path / 'p.pth'), torch.zeros(4, 64))
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask

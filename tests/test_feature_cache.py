@@ -17,7 +17,8 @@ BAD = 3
 @pytest.fixture(scope='module')
 def image_folder(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp('cache_images') / 'images')
-    write_image_folder(folder, CLASSES, 2, corrupt={('car', 1)})  # folders sorted: dataset index 3 (BAD)
+    # folders sorted: dataset index 3 (BAD)
+    write_image_folder(folder, CLASSES, 2, corrupt={('car', 1)})
     return folder
 
 

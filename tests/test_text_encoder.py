@@ -1,4 +1,5 @@
 import logging
+import os
 
 import pytest
 import torch
@@ -89,6 +90,21 @@ def test_class_specific_context(make_encoder):
     torch.testing.assert_close(both[1:], single, atol=1e-6, rtol=0)
     with pytest.raises(KeyError, match='horse'):
         enc.encode_text(['horse'])
+
+
+def test_class_specific_context_of_repeated_names(make_encoder):
+    """Built-in vocabularies repeat names (imagenet1k: 'missile'); each class keeps its row."""
+    vocab = ['missile', 'dog', 'missile']
+    enc = make_encoder(n_ctx=2, class_specific=True, vocabulary=vocab, cat_bg=False)
+    alone = make_encoder(n_ctx=2, class_specific=True, vocabulary=['missile'], cat_bg=False)
+    with torch.no_grad():
+        for row in (0, 2):
+            alone.prompt_learner.ctx.copy_(enc.prompt_learner.ctx[row:row + 1])
+            torch.testing.assert_close(enc.encode_text(vocab)[row],
+                                       alone.encode_text(['missile'])[0], atol=1e-6, rtol=0)
+        assert not torch.allclose(enc()[0], enc()[2])
+    with pytest.raises(ValueError, match=r"'missile' names classes \[0, 2\]"):
+        enc.encode_text(['missile', 'dog'])
 
 
 def test_forward_contract_like_mmseg(make_encoder):
@@ -233,7 +249,8 @@ def test_vocabulary_and_dataset_name_exclusive(tiny_cfg):
 
 
 def test_unknown_dataset_name_lists_known(tiny_cfg):
-    with pytest.raises(KeyError, match=r"unknown built-in vocabulary 'pascal'; known: .*imagenet21k"):
+    with pytest.raises(KeyError,
+                       match=r"unknown built-in vocabulary 'pascal'; known: .*imagenet21k"):
         PompTextEncoder(clip_model=tiny_cfg, dataset_name='pascal')
 
 
@@ -386,3 +403,41 @@ def test_mmseg_format_weights_run_with_quick_gelu(tiny_cfg, tmp_path, caplog):
     gelu.load_state_dict(source.state_dict())
     assert PompTextEncoder(clip_model=tiny_cfg, clip_module=gelu, vocabulary=NAMES,
                            cat_bg=False).tower.fingerprint() != enc.tower.fingerprint()
+
+
+def test_prompts_need_no_mmseg(make_encoder, monkeypatch):
+    """The core runs without mmseg: only the 'vild' templates (mmseg's) import it, on use."""
+    import sys
+    for name in [m for m in sys.modules if m == 'mmseg' or m.startswith('mmseg.')]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, 'mmseg', None)  # import mmseg -> ImportError
+    with torch.no_grad():
+        assert make_encoder(n_ctx=4).encode_text(NAMES).shape == (len(NAMES), 32)
+        assert make_encoder(templates='single').encode_text(NAMES).shape == (len(NAMES), 32)
+        with pytest.raises(ImportError, match="templates='vild' are mmseg's"):
+            make_encoder().encode_text(NAMES)
+
+
+@pytest.mark.parametrize('content', [
+    b'not a torch file',  # half-written / foreign
+    {'names': ['cat']},  # no table
+    [1, 2, 3],  # not a dict
+    {'names': ['cat', 'dog'], 'embeddings': torch.zeros(3, 32)},  # wrong row count
+])
+def test_bad_disk_cache_entries_are_misses(tmp_path, caplog, content):
+    from pomp_mm.embedding_cache import EmbeddingCache
+    cache = EmbeddingCache(str(tmp_path))
+    key = EmbeddingCache.key(['cat', 'dog'], model='m', weights='w', prompt='p')
+    path = cache.path(key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if isinstance(content, bytes):
+        with open(path, 'wb') as f:
+            f.write(content)
+    else:
+        torch.save(content, path)
+    with caplog.at_level(logging.WARNING):
+        assert cache.get(key, ['cat', 'dog']) is None
+    assert 'embedding cache entry' in caplog.text
+    table = torch.randn(2, 32)
+    cache.put(key, ['cat', 'dog'], table)
+    assert torch.equal(cache.get(key, ['cat', 'dog']), table)

@@ -12,8 +12,8 @@ from .randaugment import DasslRandAugment
 from .sampling import SAMPLING_MODES, NegativeSampler
 
 __all__ = [
-    'CORRECTIONS', 'SAMPLING_MODES', 'CachedFeatures', 'DasslRandAugment', 'ImageList', 'ImageNet21K',
-    'NegativeSampler', 'PompLoss', 'PompPretrainer', 'PromptCheckpointHook', 'build_feature_cache',
-    'build_transform', 'collate_features', 'collate_views',
+    'CORRECTIONS', 'SAMPLING_MODES', 'CachedFeatures', 'DasslRandAugment', 'ImageList',
+    'ImageNet21K', 'NegativeSampler', 'PompLoss', 'PompPretrainer', 'PromptCheckpointHook',
+    'build_feature_cache', 'build_transform', 'collate_features', 'collate_views',
     'correction_margin', 'few_shot_split', 'local_contrast_logits', 'pomp_loss'
 ]
