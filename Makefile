@@ -1,12 +1,13 @@
 # Two commands on a fresh machine (both idempotent; the first run creates .venv):
 #   make demo   embed a built-in vocabulary with a tiny random CLIP and print the table
 #   make test   run the whole test suite
-PY := .venv/bin/python
+VENV ?= .venv
+PY := $(VENV)/bin/python
 
 .PHONY: install demo test bench clean
 
 install:
-	bash tools/install.sh
+	VENV=$(VENV) bash tools/install.sh
 
 demo: install
 	$(PY) tools/demo.py
@@ -18,4 +19,4 @@ bench: install
 	$(PY) tools/benchmark_text_encoder.py
 
 clean:
-	rm -rf .venv build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache

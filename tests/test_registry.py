@@ -81,3 +81,14 @@ def test_shipped_config_fragments_build(toolkit, tmp_path, tiny_cfg, make_encode
                                  text_encoder=enc_cfg, vocabulary='lvis')).eval()
     with torch.no_grad():
         assert head(torch.randn(2, 8)).shape == (2, 1203 + 1)  # lvis + background
+
+
+def test_test_tool_refuses_a_predictions_out_path(tmp_path):
+    """mmdet's / mmseg's own tools/test.py --out dumps predictions (res.pkl); ours writes the
+    metrics, so a non-JSON --out is refused before anything runs."""
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'test.py'), 'cfg.py',
+                          'ckpt.pth', '--out', str(tmp_path / 'res.pkl')],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert 'writes the metrics as JSON, so give a .json path' in res.stderr
+    assert not (tmp_path / 'res.pkl').exists()

@@ -23,7 +23,7 @@ fi
 log() { printf '\n[install] %s\n' "$*"; }
 
 [[ -x "$VENV/bin/python" ]] || { log "creating $VENV with $PYTHON"; "$PYTHON" -m venv "$VENV"; }
-PY="$ROOT/$VENV/bin/python"
+PY="$(cd "$VENV" && pwd)/bin/python"
 PIP=("$PY" -m pip install --disable-pip-version-check -c "$ROOT/tools/constraints.txt")
 
 log "build tools (setuptools < 82 still ships pkg_resources, which mmcv's setup.py imports)"
@@ -37,7 +37,9 @@ log "mmengine 0.10.7 and mmcv build dependencies"
 
 if "$PY" -c "import mmcv, mmcv.ops" 2>/dev/null && [[ "$("$PY" -c 'import mmcv; print(mmcv.__version__)')" == 2.1.0 ]]; then
   log "mmcv 2.1.0 with ops already installed"
-elif "${PIP[@]}" --no-deps --only-binary mmcv mmcv==2.1.0 2>/dev/null; then
+# --force-reinstall: an mmcv 2.1.0 that is present but broken (no ops, another torch ABI) would
+# otherwise count as "already satisfied" and never be repaired
+elif "${PIP[@]}" --no-deps --force-reinstall --only-binary mmcv mmcv==2.1.0 2>/dev/null; then
   log "mmcv 2.1.0 installed from a prebuilt wheel (PIP_FIND_LINKS)"
 else
   log "building mmcv 2.1.0 with ops from the PyPI source (about 12 minutes on 2 cores)"
@@ -47,7 +49,8 @@ else
   tar -xzf "$build"/mmcv-2.1.0.tar.gz -C "$build"
   # torch 2.14 headers need C++20; mmcv 2.1.0's setup.py hard-codes C++17.
   sed -i 's/-std=c++17/-std=c++20/g' "$build/mmcv-2.1.0/setup.py"
-  MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" --no-build-isolation --no-deps "$build/mmcv-2.1.0"
+  MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" --no-build-isolation --no-deps \
+    --force-reinstall "$build/mmcv-2.1.0"
 fi
 
 log "mmdet 3.3.0, mmsegmentation 1.2.2, open_clip_torch and pomp_mm (editable)"

@@ -24,7 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('config', help='test config file')
     p.add_argument('checkpoint', help='checkpoint file')
-    p.add_argument('--out', help='also write the metrics to this JSON file')
+    p.add_argument('--out', help='also write the metrics to this .json file (mmdet/mmseg\'s '
+                   'own tools/test.py --out dumps predictions instead)')
     p.add_argument('--show-dir', help='save drawn predictions in this folder')
     add_runner_args(p)
     return p.parse_args(argv)
@@ -45,8 +46,13 @@ def enable_drawing(cfg, show_dir: str) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.out and not args.out.endswith('.json'):
+        # mmdet's / mmseg's own test tools dump predictions with --out (res.pkl, a folder):
+        # refuse rather than write metrics where predictions were expected
+        raise SystemExit(f'--out {args.out!r}: this tool writes the metrics as JSON, so give a '
+                         '.json path (to dump predictions use mmdet/mmseg\'s own tools/test.py)')
     cfg = load_config(args)
-    if not osp.isfile(args.checkpoint):
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):  # URLs: mmengine
         raise SystemExit(f'checkpoint not found: {args.checkpoint!r}')
     cfg.load_from = args.checkpoint
     if args.show_dir:

@@ -1,6 +1,6 @@
 # POMP on ImageNet-21K-P, the official n_ctx 16 / 20 epoch setting (amazon-science/
 # prompt-pretraining configs/trainers/POMP/vit_b16_ep20_randaug2.yaml; 65.1 cross-dataset mean in
-# its docs/MODELS.md). Everything else as pomp_in21k-p_vit-b16.py (n_ctx 4, 5 epochs).
+# its docs/MODELS.md). Everything else as pomp_in21k-p_vit-b16.py (the n_ctx 4 / 5 epoch one).
 _base_ = ['./pomp_in21k-p_vit-b16.py']
 
 max_epochs = 20
