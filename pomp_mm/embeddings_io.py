@@ -7,6 +7,7 @@ Detic's own files (often float16, no sidecar) load too; a sidecar, when present,
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,6 +30,10 @@ def sidecar_path(npy_path: str) -> str:
     """``F.json`` for ``F.npy``."""
     root, ext = os.path.splitext(npy_path)
     return (root if ext == '.npy' else npy_path) + '.json'
+
+
+def _digest(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr, dtype=np.float32).tobytes()).hexdigest()
 
 
 def save_embeddings(path: str, embeddings: torch.Tensor, names: Sequence[str],
@@ -54,7 +59,7 @@ def save_embeddings(path: str, embeddings: torch.Tensor, names: Sequence[str],
         'format': SIDECAR_FORMAT, 'version': 1, 'num_classes': int(arr.shape[0]),
         'dim': int(arr.shape[1]), 'dtype': 'float32', 'layout': 'classes x dim',
         'normalized': bool(np.allclose(norms, 1.0, atol=1e-4)), 'class_names': list(names),
-        **meta
+        'sha256': _digest(arr), **meta
     }
     atomic_write(path, lambda f: np.save(f, arr))
     side_path = sidecar_path(path)
@@ -91,6 +96,12 @@ def load_embeddings(path: str, names: Optional[Sequence[str]] = None,
     if os.path.isfile(side_path):
         with open(side_path, encoding='utf-8') as f:
             side = json.load(f)
+        if side.get('sha256') not in (None, _digest(arr)):
+            # two files, two writes: a crash between them, or the .npy rewritten by another
+            # tool, leaves a sidecar describing other numbers; its names cannot be trusted
+            logger.warning('ignoring sidecar %s: it describes another version of %s', side_path,
+                           path)
+            side = {}
         stored = side.get('class_names')
         if stored is not None and len(stored) != emb.shape[0]:
             raise ValueError(f'{path!r} has {emb.shape[0]} rows but its sidecar {side_path!r} '
@@ -101,6 +112,7 @@ def load_embeddings(path: str, names: Optional[Sequence[str]] = None,
             raise ValueError(f'{path!r} was made for other classes: class {i} is '
                              f'{a[i] if i < len(a) else "(none)"!r} in the file, '
                              f'{b[i] if i < len(b) else "(none)"!r} expected')
+    side = side or None
     if dim is not None and emb.shape[1] != dim:
         raise ValueError(f'{path!r} has embedding width {emb.shape[1]}, expected {dim}')
     if normalize:

@@ -27,6 +27,16 @@ def test_save_load_round_trip(tmp_path):
     assert meta2 == meta
 
 
+def test_sidecar_of_another_version_is_ignored(tmp_path, caplog):
+    """The .npy rewritten (another tool, or a crash between the two writes): the sidecar's
+    class names describe other numbers and must not be adopted."""
+    npy, _ = save_embeddings(str(tmp_path / 'e.npy'), torch.randn(3, 8), ['a', 'b', 'c'])
+    np.save(npy, np.random.randn(3, 8).astype(np.float32))
+    with caplog.at_level('WARNING'):
+        _, side = load_embeddings(npy, names=['x', 'y', 'z'])
+    assert side is None and 'describes another version' in caplog.text
+
+
 def test_detic_float16_without_sidecar(tmp_path):
     arr = np.random.RandomState(0).randn(4, 16).astype(np.float16)
     path = str(tmp_path / 'lvis_v1_clip_a+cname.npy')
