@@ -86,7 +86,6 @@ def _length_groups(eot: torch.Tensor) -> List[Tuple[int, int, int]]:
     return [(stop - n, stop, v) for v, n, stop in zip(values.tolist(), counts.tolist(), stops)]
 
 
-@MODELS.register_module()
 def _with_position(ckpt: PromptCheckpoint, position: Optional[str]) -> PromptCheckpoint:
     """``ckpt`` with the class-token position asked for, where the file cannot know it."""
     if position is None or position == ckpt.class_token_position:
@@ -98,6 +97,7 @@ def _with_position(ckpt: PromptCheckpoint, position: Optional[str]) -> PromptChe
                                            class_token_position_from='argument'), ckpt.path)
 
 
+@MODELS.register_module()
 class PompTextEncoder(BaseModule):
     """Frozen CLIP text tower with a (POMP) learned prompt, or hand templates as a baseline.
 
