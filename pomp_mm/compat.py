@@ -11,11 +11,12 @@ never an option here: it executes arbitrary code from the file.
 """
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import pickle
 import threading
-import types
-from typing import Any, Callable, List, Tuple, Union
+from typing import Any, Callable, Dict, List, Tuple, Union
 
 import torch
 
@@ -49,15 +50,44 @@ def _resolve(path: str) -> Any:
         return None
 
 
+_HB_PATH = 'mmengine.logging.history_buffer.HistoryBuffer'
+# The data a HistoryBuffer pickles besides its statistics methods (see _SafeHistoryBuffer).
+_HB_DATA = ('max_length', '_log_history', '_count_history')
+_hb_methods: Dict[str, Callable] = {}  # snapshot at registration; a file cannot extend it
+
+
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
-    """``getattr`` restricted to HistoryBuffer's registered statistics methods."""
+    """``getattr`` restricted to the HistoryBuffer statistics methods registered when pomp_mm
+    set up its allow-list (a snapshot: a loaded file must not be able to add names)."""
     from mmengine.logging.history_buffer import HistoryBuffer
-    allowed = set(HistoryBuffer._statistics_methods) | {'min', 'max', 'mean', 'current'}
-    if obj is HistoryBuffer and name in allowed:
-        return getattr(obj, name)
+    if obj in (HistoryBuffer, _safe_history_buffer()) and name in _hb_methods:
+        return _hb_methods[name]
     raise pickle.UnpicklingError(
         f'refusing getattr({getattr(obj, "__qualname__", obj)!r}, {name!r}) while loading a '
         'checkpoint: only HistoryBuffer statistics methods are allowed')
+
+
+@functools.lru_cache(maxsize=None)
+def _safe_history_buffer() -> type:
+    """What a checkpoint's ``HistoryBuffer`` unpickles as.
+
+    mmengine's own ``__setstate__`` merges the file's ``statistics_methods`` into the
+    class-level method table and the rest of the state into the instance, so a crafted file
+    could plant callables there. This one keeps only the logged data, then turns the object
+    into a plain ``HistoryBuffer`` (same layout), which is also what a later save pickles.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    class _SafeHistoryBuffer(HistoryBuffer):
+        def __setstate__(self, state: Any) -> None:
+            if not isinstance(state, dict):
+                raise pickle.UnpicklingError('a HistoryBuffer state must be a dict, got '
+                                             f'{type(state).__name__}')
+            self._set_default_statistics()
+            self.__dict__.update({k: state[k] for k in _HB_DATA if k in state})
+            self.__class__ = HistoryBuffer
+
+    return _SafeHistoryBuffer
 
 
 def mmengine_safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
@@ -71,7 +101,11 @@ def mmengine_safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
         from mmengine.logging.history_buffer import HistoryBuffer
     except ImportError:
         return found
-    found.append(HistoryBuffer)
+    if not _hb_methods:
+        HistoryBuffer()  # registers mmengine's default statistics on the class
+        _hb_methods.update({k: v for k, v in HistoryBuffer._statistics_methods.items()
+                            if not k.startswith('_') and inspect.isfunction(v)})
+    found.append((_safe_history_buffer(), _HB_PATH))
     found.append((_history_buffer_getattr, 'builtins.getattr'))
     return found
 
@@ -115,7 +149,7 @@ def load_with_placeholders(path: str, map_location: Union[str, torch.device] = '
     arguments and state, so nothing from the file is executed.
     """
     if not hasattr(torch.serialization, 'safe_globals'):  # torch < 2.5
-        return _load_restricted(path, map_location)
+        return _load_strict(path, map_location)
     register_mmengine_safe_globals()
     try:
         unknown = torch.serialization.get_unsafe_globals_in_checkpoint(path)
@@ -147,27 +181,18 @@ def _mmap_if_zip(path: str) -> dict:
     return {'mmap': True} if zipfile.is_zipfile(path) else {}
 
 
-def _load_restricted(path: str, map_location: Union[str, torch.device]) -> Any:
-    """:func:`load_with_placeholders` for torch < 2.5 (no ``safe_globals``): torch's own
-    weights-only allow-list, the mmengine globals and the placeholders, enforced by an
-    unpickler handed to ``torch.load`` as its pickle module."""
-    from torch import _weights_only_unpickler
-    allowed = dict(_weights_only_unpickler._get_allowed_globals())
-    allowed.update({_global_path(g): g[0] if isinstance(g, tuple) else g
-                    for g in mmengine_safe_globals()})
-    allowed.update(_SAFE_CONTAINERS)
-
-    class _Unpickler(pickle.Unpickler):
-        def find_class(self, module: str, name: str) -> Any:
-            path = f'{module}.{name}'
-            if path in allowed:
-                return allowed[path]
-            if module in _BLOCKED_MODULES:
-                raise pickle.UnpicklingError(f'refusing {path} while loading a checkpoint')
-            return _placeholder_class(path)
-
-    restricted = types.ModuleType('pomp_mm_restricted_pickle')
-    restricted.Unpickler = _Unpickler
-    restricted.load = lambda f, **kwargs: _Unpickler(f, **kwargs).load()
-    return torch.load(path, map_location=map_location, pickle_module=restricted,
-                      weights_only=False)
+def _load_strict(path: str, map_location: Union[str, torch.device]) -> Any:
+    """:func:`load_with_placeholders` for torch < 2.5, which cannot stub globals for one load
+    (no ``safe_globals``): plain weights-only loading, which refuses files with pickled
+    objects (the official Dassl checkpoints keep their scheduler object) with a clear error.
+    """
+    register_mmengine_safe_globals()
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(
+            f'{path!r} holds pickled objects that torch {torch.__version__} cannot load without '
+            'running code from the file; torch >= 2.5 loads them as inert placeholders. Convert '
+            'it once on torch >= 2.5: python -c "import pomp_mm as p; c = p.load_prompt(\'IN\'); '
+            'p.save_prompt(\'OUT.pth\', c.ctx, **c.meta)"'
+            f' ({err})') from err

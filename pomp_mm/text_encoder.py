@@ -390,14 +390,30 @@ class PompTextEncoder(BaseModule):
         # the memo itself) identifies the class list without hashing every name per call.
         key = (id(self.vocabulary), id(learner), self.tower.token_embedding.weight.device)
         hit = self._memory.get(key)
-        # The context is compared by value: fused optimizers and checkpoint loads change it
-        # without bumping its version counter.
-        if hit is None or (learner is not None and not torch.equal(hit[1], learner.ctx)):
+        if hit is None or not self._memo_current(hit[1]):
             self._memory.clear()
-            ctx = None if learner is None else learner.ctx.detach().clone()
-            hit = (self.vocabulary, ctx, self.encode_text(self.vocabulary).detach())
+            hit = (self.vocabulary, self._ctx_state(), self.encode_text(self.vocabulary).detach())
             self._memory[key] = hit
         return hit[2]
+
+    def _ctx_state(self) -> Optional[Tuple[int, Optional[torch.Tensor]]]:
+        """What :meth:`class_embeddings` remembers of the context its table was made with."""
+        ctx = None if self.prompt_learner is None else self.prompt_learner.ctx
+        if ctx is None:
+            return None
+        return ctx._version, ctx.detach().clone() if ctx.requires_grad else None
+
+    def _memo_current(self, state: Optional[Tuple[int, Optional[torch.Tensor]]]) -> bool:
+        # A trainable context is compared by value (fused optimizers change it without bumping
+        # its version); a frozen one changes only through load_state_dict, which drops the
+        # memo, or in-place writes, which bump the version (no device sync per forward).
+        ctx = None if self.prompt_learner is None else self.prompt_learner.ctx
+        if ctx is None or state is None:
+            return ctx is None and state is None
+        version, value = state
+        if ctx.requires_grad:
+            return value is not None and torch.equal(value, ctx)
+        return version == ctx._version
 
     def forward(self) -> torch.Tensor:
         """Class embeddings of the vocabulary for mmseg's ``MultimodalEncoderDecoder``.

@@ -149,6 +149,7 @@ def _runner_checkpoint(work_dir):
 
 def test_mmengine_checkpoint_round_trip(tmp_path):
     import pomp_mm  # noqa: F401  registers the allow-list
+    from mmengine.logging.history_buffer import HistoryBuffer
     from mmengine.runner import load_checkpoint
     from mmengine.runner.checkpoint import _load_checkpoint
 
@@ -170,6 +171,12 @@ def test_mmengine_checkpoint_round_trip(tmp_path):
     assert isinstance(hub['runtime_info']['eta'], np.floating)
     buffers = hub['log_scalars']
     assert 'train/loss' in buffers and buffers['train/loss'].mean() >= 0
+
+    assert type(buffers['train/loss']) is HistoryBuffer  # a later save pickles it as such
+    again = str(tmp_path / 'again.pth')
+    torch.save(raw, again)
+    assert _load_checkpoint(again, map_location='cpu')['message_hub']['log_scalars'][
+        'train/loss'].mean() == buffers['train/loss'].mean()
 
     model = _ToyModel()
     load_checkpoint(model, path, map_location='cpu')
@@ -196,17 +203,18 @@ def test_allow_list_getattr_is_narrow(tmp_path):
         torch.load(bad, weights_only=True)
 
 
-def test_placeholder_loading_without_safe_globals(monkeypatch, make_encoder, tmp_path):
-    """torch < 2.5 lacks torch.serialization.safe_globals: the same files load (ours and the
-    official one), and pickled code is still refused."""
+def test_placeholder_loading_without_safe_globals(monkeypatch, tmp_path):
+    """torch < 2.5 lacks torch.serialization.safe_globals: our files load, files with pickled
+    objects (an official Dassl checkpoint) are refused with the way out, never executed."""
     monkeypatch.delattr(torch.serialization, 'safe_globals')
     torch.manual_seed(3)
     ctx = torch.randn(4, 64) * 0.02
-    official = str(tmp_path / 'model.pth.tar-20')
-    _official_checkpoint(official, ctx)
-    assert torch.equal(load_prompt(official).ctx, ctx)
     ours = save_prompt(str(tmp_path / 'ours.pth'), ctx, clip_model='tiny')
     assert torch.equal(load_prompt(ours).ctx, ctx)
+    official = str(tmp_path / 'model.pth.tar-20')
+    _official_checkpoint(official, ctx)
+    with pytest.raises(pickle.UnpicklingError, match=r'torch >= 2.5 loads them as inert'):
+        load_prompt(official)
 
     class Evil:
         def __reduce__(self):
@@ -214,9 +222,75 @@ def test_placeholder_loading_without_safe_globals(monkeypatch, make_encoder, tmp
 
     evil = str(tmp_path / 'evil.pth')
     torch.save({'state_dict': {'ctx': torch.zeros(2, 4)}, 'x': Evil()}, evil)
-    with pytest.raises(pickle.UnpicklingError, match='refusing posix.system'):
+    with pytest.raises(pickle.UnpicklingError):
         load_with_placeholders(evil)
     assert not (tmp_path / 'pwned').exists()
+
+
+def _history_buffer_exploit(marker: str) -> bytes:
+    """A pickle (found in review) that abused mmengine's HistoryBuffer.__setstate__ to add
+    '__getattribute__' to the class's method table, which the allowed getattr then trusted,
+    and from there reached exec() through torch's own _rebuild_from_type_v2."""
+    import struct
+
+    def text(s):
+        b = s.encode()
+        return b'X' + struct.pack('<I', len(b)) + b
+
+    def glob(mod, name):
+        return b'c' + mod.encode() + b'\n' + name.encode() + b'\n'
+
+    def get(i):
+        return b'h' + bytes([i])
+
+    def put(i):
+        return b'q' + bytes([i])
+
+    hb = glob('mmengine.logging.history_buffer', 'HistoryBuffer')
+    r2, ga, typ, dct, bfm, gt, blt, bget, exe, nonet, glb = range(11)
+
+    def call(func, new_type, args):
+        return get(r2) + b'(' + func + new_type + b'(' + b''.join(args) + b't' + b'}' + b'tR'
+
+    p = b'\x80\x02]'
+    p += hb + b')\x81' + b'}' + text('statistics_methods') + b'}(' + text('__getattribute__') \
+        + b'K\x00' + text('__class__') + b'K\x00' + b'us' + b'ba'
+    p += glob('torch._tensor', '_rebuild_from_type_v2') + put(r2) + b'a'
+    p += glob('builtins', 'getattr') + hb + text('__getattribute__') + b'\x86R' + put(ga) + b'a'
+    p += glob('builtins', 'getattr') + hb + text('__class__') + b'\x86R' + put(typ) + b'a'
+    p += call(get(ga), get(typ), [b'}', text('__class__')]) + put(dct) + b'a'
+    fn = glob('torch._utils', '_rebuild_tensor_v2')
+    p += call(get(ga), get(dct), [fn, text('__globals__')]) + put(glb) + b'a'
+    p += call(get(ga), get(typ), [glob('_codecs', 'encode'), text('__class__')]) + put(bfm) + b'a'
+    p += call(get(ga), get(bfm), [get(glb), text('get')]) + put(gt) + b'a'
+    p += call(get(gt), get(dct), [text('__builtins__')]) + put(blt) + b'a'
+    p += call(get(ga), get(bfm), [get(blt), text('get')]) + put(bget) + b'a'
+    p += call(get(bget), get(bfm), [text('exec')]) + put(exe) + b'a'
+    p += call(get(ga), get(typ), [b'N', text('__class__')]) + put(nonet) + b'a'
+    p += call(get(exe), get(nonet), [text(f'open({marker!r}, "w").write("pwned")')])
+    return p + b'a.'
+
+
+def test_history_buffer_state_cannot_plant_methods(tmp_path):
+    """Neither the allowed getattr nor HistoryBuffer's BUILD may take names from the file."""
+    import zipfile
+
+    import pomp_mm  # noqa: F401  registers the allow-list
+    from mmengine.logging.history_buffer import HistoryBuffer
+    marker = tmp_path / 'pwned'
+    path = str(tmp_path / 'evil.pth')
+    torch.save({'a': 1}, path)
+    with zipfile.ZipFile(path) as z:
+        items = [(i.filename, z.read(i.filename)) for i in z.infolist()]
+    with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as z:
+        for name, data in items:
+            z.writestr(name, _history_buffer_exploit(str(marker)) if name.endswith('/data.pkl')
+                       else data)
+    methods = dict(HistoryBuffer._statistics_methods)
+    with pytest.raises(pickle.UnpicklingError, match="getattr.*'__getattribute__'"):
+        torch.load(path, weights_only=True)
+    assert not marker.exists()
+    assert HistoryBuffer._statistics_methods == methods
 
 
 def test_official_class_token_position_from_name_or_argument(make_encoder, tmp_path):

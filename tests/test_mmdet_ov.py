@@ -839,3 +839,13 @@ def test_exported_embeddings_bring_their_class_names(tmp_path):
     torch.testing.assert_close(clf.class_weight()[:3], emb)
     with pytest.raises(ValueError, match="class 1 is 'webcam' in the file, 'cup' expected"):
         _classifier(out_features=4, embeddings=path, vocabulary=['mug', 'cup', 'headphone'])
+
+
+def test_hand_prompt_baseline_keeps_the_single_prompt(coco):
+    """A classifier's encoder without a prompt is detection's hand-prompt baseline: the single
+    "a photo of a {}." (not the text encoder's mmseg default, ViLD's 14) and no background row."""
+    cfg = dict(type='PompTextEncoder', clip_model=copy.deepcopy(TINY_CLIP))
+    clf = _classifier(out_features=len(coco.base) + 1, text_encoder=cfg, vocabulary=coco.base,
+                      embed_dim=32)
+    assert clf.text_encoder.templates == ['a photo of a {}.']
+    assert not clf.text_encoder.cat_bg

@@ -310,9 +310,10 @@ def test_frequency_margins_are_minus_log_inclusion_probs():
     class_ids, targets, probs = sampler.sample(labels, return_probs=True)
     assert class_ids[:2].tolist() == [0, 1] and len(class_ids) == k
     rest = sum(counts) - counts[0] - counts[1]  # first draw: among the non-positive classes
-    want = [3 / 9, 3 / 9] + [min(1.0, 3 * counts[j] / rest) for j in class_ids[2:].tolist()]
+    # 2 negatives drawn (K' - P): class j is expected 2 * counts[j] / rest times
+    want = [3 / 9, 3 / 9] + [min(1.0, 2 * counts[j] / rest) for j in class_ids[2:].tolist()]
     assert probs.tolist() == pytest.approx(want, abs=1e-15)
-    # e.g. class 9 (count 10): q = 3 * 10 / 52
+    # e.g. class 9 (count 10): q = 2 * 10 / 52
     logits = torch.tensor([[2.0, 0.5, -1.0, 0.3], [0.3, 1.2, 0.7, -0.2], [0.0, 0.1, 0.2, 0.3]],
                           dtype=torch.float64)
     for corr, log in (('ln', math.log), ('log10', math.log10)):
@@ -325,8 +326,25 @@ def test_frequency_margins_are_minus_log_inclusion_probs():
         _manual_loss(logits, targets, [0.0] * k), abs=1e-12)
 
 
+def test_inclusion_probs_match_sampled_frequencies():
+    """The reported q_j is how often a rare class really enters the step (first order: good
+    where q_j is small, which is where the margin is large)."""
+    counts = [5.0] * 10 + [1.0] * 40
+    sampler = NegativeSampler(50, 8, mode='frequency', class_counts=counts, seed=0)
+    labels = torch.tensor([0, 1])
+    seen = torch.zeros(50)
+    reported = {}
+    for _ in range(4000):
+        ids, _, probs = sampler.sample(labels, return_probs=True)
+        seen[ids[2:]] += 1
+        reported.update(zip(ids[2:].tolist(), probs[2:].tolist()))
+    for j in (20, 30, 45):  # count-1 classes: q = 6 * 1 / 80 = 0.075
+        assert reported[j] == pytest.approx(6 / 80, abs=1e-12)
+        assert seen[j].item() / 4000 == pytest.approx(reported[j], rel=0.15)
+
+
 def test_inclusion_probs_clamp_and_validation():
-    # one dominant class: (K' - 1) * p_j > 1 is clamped to 1 (margin 0)
+    # one dominant class: M * p_j > 1 is clamped to 1 (margin 0)
     sampler = NegativeSampler(6, 3, mode='frequency', class_counts=[1, 1000, 1, 1, 1, 1], seed=0)
     class_ids, targets, probs = sampler.sample(torch.tensor([0]), return_probs=True)
     assert 1 in class_ids.tolist() and probs[class_ids.tolist().index(1)].item() == 1.0

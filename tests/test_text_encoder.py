@@ -147,6 +147,23 @@ def test_forward_cache_sees_updates_that_keep_the_version(make_encoder):
     torch.testing.assert_close(after, fresh, atol=1e-6, rtol=0)
 
 
+def test_forward_cache_of_a_frozen_prompt(make_encoder):
+    """Frozen ctx: in-place edits still refresh the table, and so does making it trainable
+    later (then compared by value)."""
+    enc = make_encoder(n_ctx=4, vocabulary=['cat', 'dog'], cat_bg=False)
+    with torch.no_grad():
+        before = enc().clone()
+        enc.prompt_learner.ctx.mul_(2.0)
+        edited = enc().clone()
+        fresh = enc.tower.logit_scale.exp() * enc.encode_text(['cat', 'dog'])
+        enc.set_prompt_trainable(True)
+        enc.prompt_learner.ctx.data.add_(0.5)
+        trained = enc()
+    assert not torch.allclose(before, edited)
+    torch.testing.assert_close(edited, fresh, atol=1e-6, rtol=0)
+    assert not torch.allclose(edited, trained)
+
+
 @pytest.mark.parametrize('prompt', [False, True])
 def test_loading_new_weights_drops_cached_tables(make_encoder, tmp_path, prompt):
     """A checkpoint load (new tower weights or prompt) must not serve tables of the old ones,

@@ -216,6 +216,8 @@ class ZeroShotClassifier(nn.Module):
             import pomp_mm  # noqa: F401  registers PompTextEncoder
             cfg = dict(self._encoder_cfg)
             cfg.setdefault('cat_bg', False)  # only encode_text is used: no background row
+            # the hand-prompt baseline of detection (prompt=None) stays Detic's single prompt
+            cfg.setdefault('templates', 'single')
             if cfg.get('vocabulary') is None and cfg.get('dataset_name') is None:
                 cfg['vocabulary'] = list(self.train_source.names)
             encoder = ROOT_MODELS.build(cfg)

@@ -98,7 +98,7 @@ class DetVocabularyCheckHook(Hook):
         val_loop = getattr(runner, 'val_loop', None)  # built before training starts
         val_meta = None if val_loop is None else getattr(val_loop.dataloader.dataset,
                                                          'metainfo', None)
-        if val_meta is not None and len(val_meta.get('classes', ())) == size and (
+        if val_meta is not None and len(val_meta.get('classes') or ()) == size and (
                 names is None or [clean_name(c).lower() for c in val_meta['classes']]
                 == [clean_name(n).lower() for n in names]):
             return dict(val_meta)

@@ -134,10 +134,12 @@ class NegativeSampler:
                 * ``'uniform'``: ``(K' - 1) / (N - 1)`` for every column, the rate at which any
                   other class enters one image's softmax (paper Eq. 5 margin).
                 * ``'frequency'`` / ``'hard'``: for a drawn negative ``j``,
-                  ``min(1, (K' - 1) * p_j)`` with ``p_j`` its first-draw probability among the
-                  non-positive classes (a first-order approximation of the without-replacement
-                  inclusion probability, exact for the expected count of ``K' - 1``
-                  with-replacement draws); batch positives are not drawn and keep the uniform
+                  ``min(1, M * p_j)`` with ``M = K' - P`` the negatives drawn (``P`` batch
+                  positives) and ``p_j`` its first-draw probability among the non-positive
+                  classes (a first-order approximation of the without-replacement inclusion
+                  probability, exact for the expected count of ``M`` with-replacement draws;
+                  with equal counts it is ``M / (N - P)``, within a few hundredths of Eq. 5 in
+                  log at POMP's scale); batch positives are not drawn and keep the uniform
                   value.
 
         Returns:
@@ -161,7 +163,8 @@ class NegativeSampler:
                            dtype=torch.float64)
         if weights is not None and negatives.numel():
             first_draw = weights[negatives] / weights.sum()
-            probs[positives.numel():] = ((num_contrasted - 1) * first_draw).clamp(max=1.0)
+            # the expected count of j in M = K' - P draws: only the negatives are drawn
+            probs[positives.numel():] = (negatives.numel() * first_draw).clamp(max=1.0)
         return class_ids.to(device), targets.to(device), probs.to(device)
 
     def _sample_negatives(self, positives: torch.Tensor, num_neg: int
