@@ -22,11 +22,11 @@ import torch
 
 __all__ = ['mmengine_safe_globals', 'register_mmengine_safe_globals', 'load_with_placeholders']
 
-_NUMPY_GLOBALS = (
-    # numpy >= 2 spells its core module numpy._core, numpy 1.x numpy.core
-    'numpy._core.multiarray.scalar', 'numpy._core.multiarray._reconstruct',
-    'numpy.core.multiarray.scalar', 'numpy.core.multiarray._reconstruct',
-    'numpy.dtype', 'numpy.ndarray',
+# numpy >= 2 spells its core module numpy._core, numpy 1.x numpy.core
+_NUMPY_SCALAR = ('numpy._core.multiarray.scalar', 'numpy.core.multiarray.scalar')
+_NUMPY_RECONSTRUCT = ('numpy._core.multiarray._reconstruct', 'numpy.core.multiarray._reconstruct')
+_NUMPY_GLOBALS = _NUMPY_SCALAR + (
+    'numpy.dtype',
     'numpy.dtypes.Float64DType', 'numpy.dtypes.Float32DType', 'numpy.dtypes.Float16DType',
     'numpy.dtypes.Int64DType', 'numpy.dtypes.Int32DType', 'numpy.dtypes.BoolDType',
 )
@@ -56,12 +56,14 @@ _HB_DATA = ('max_length', '_log_history', '_count_history')
 _hb_methods: Dict[str, Callable] = {}  # snapshot at registration; a file cannot extend it
 
 
-def _history_buffer_getattr(obj: Any, name: str) -> Any:
-    """``getattr`` restricted to the HistoryBuffer statistics methods registered when pomp_mm
-    set up its allow-list (a snapshot: a loaded file must not be able to add names)."""
+def _history_buffer_getattr(obj: Any, name: str) -> str:
+    """``getattr(HistoryBuffer, name)`` as mmengine pickles its statistics methods, answered
+    with the *name* only: the methods are never needed (a loaded buffer keeps this process's
+    own), and a real function handed to the file would be a gadget (``current`` returns any
+    object the file built)."""
     from mmengine.logging.history_buffer import HistoryBuffer
     if obj in (HistoryBuffer, _safe_history_buffer()) and name in _hb_methods:
-        return _hb_methods[name]
+        return name
     raise pickle.UnpicklingError(
         f'refusing getattr({getattr(obj, "__qualname__", obj)!r}, {name!r}) while loading a '
         'checkpoint: only HistoryBuffer statistics methods are allowed')
@@ -73,21 +75,85 @@ def _safe_history_buffer() -> type:
 
     mmengine's own ``__setstate__`` merges the file's ``statistics_methods`` into the
     class-level method table and the rest of the state into the instance, so a crafted file
-    could plant callables there. This one keeps only the logged data, then turns the object
-    into a plain ``HistoryBuffer`` (same layout), which is also what a later save pickles.
+    could plant callables there. This subclass keeps only the logged data, takes each state
+    once, and pickles as a plain ``HistoryBuffer``.
     """
     from mmengine.logging.history_buffer import HistoryBuffer
 
     class _SafeHistoryBuffer(HistoryBuffer):
         def __setstate__(self, state: Any) -> None:
-            if not isinstance(state, dict):
-                raise pickle.UnpicklingError('a HistoryBuffer state must be a dict, got '
-                                             f'{type(state).__name__}')
+            if not isinstance(state, dict) or self.__dict__.get('_pomp_loaded'):
+                raise pickle.UnpicklingError('a HistoryBuffer takes one dict state')
             self._set_default_statistics()
             self.__dict__.update({k: state[k] for k in _HB_DATA if k in state})
-            self.__class__ = HistoryBuffer
+            self.__dict__['_pomp_loaded'] = True
+
+        def __getstate__(self) -> dict:
+            state = super().__getstate__()
+            return {k: v for k, v in state.items() if k != '_pomp_loaded'}
+
+        def __reduce_ex__(self, protocol: Any) -> tuple:
+            return HistoryBuffer, (), self.__getstate__()
 
     return _SafeHistoryBuffer
+
+
+class _NdarrayName:
+    """What the name ``numpy.ndarray`` resolves to in a checkpoint: only an argument of
+    ``_reconstruct``. The real class would let a file build views over another array's
+    buffer (NEWOBJ with ``buffer=``) and object arrays over its own bytes."""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        raise pickle.UnpicklingError('refusing to construct numpy.ndarray from a checkpoint '
+                                     '(numpy itself pickles arrays through _reconstruct)')
+
+
+def _safe_array_class() -> type:
+    import numpy as np
+
+    class _SafeArray(np.ndarray):
+        """An ndarray unpickled from a checkpoint: one state, no object dtype, exact size."""
+
+        def __new__(cls, *args: Any, **kwargs: Any):
+            raise pickle.UnpicklingError('arrays in a checkpoint come from _reconstruct only')
+
+        def __setstate__(self, state: Any) -> None:
+            if self.__dict__.get('_pomp_loaded'):
+                # a second state would free the buffer under views and tensors made from it
+                raise pickle.UnpicklingError('an array in a checkpoint takes one state')
+            ok = isinstance(state, tuple) and len(state) == 5
+            if ok:
+                version, shape, dtype, fortran, raw = state
+                ok = (isinstance(dtype, np.dtype) and not dtype.hasobject and
+                      isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0
+                                                        for n in shape) and
+                      isinstance(raw, (bytes, bytearray)) and
+                      len(raw) == int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+            if not ok:
+                raise pickle.UnpicklingError('refusing an array state that is not plain '
+                                             'numbers of the size its shape says')
+            super().__setstate__((version, shape, dtype, bool(fortran), bytes(raw)))
+            self.__dict__['_pomp_loaded'] = True
+
+        def __reduce_ex__(self, protocol: Any) -> tuple:
+            return self.view(np.ndarray).__reduce_ex__(protocol)
+
+        def __reduce__(self) -> tuple:
+            return self.view(np.ndarray).__reduce__()
+
+    return _SafeArray
+
+
+_safe_array = functools.lru_cache(maxsize=None)(_safe_array_class)
+
+
+def _safe_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's ``_reconstruct`` for the plain arrays numpy pickles (``ndarray, (0,), b'b'``):
+    an empty :func:`_safe_array` that the following state fills."""
+    import numpy as np
+    if subtype not in (_NdarrayName, np.ndarray):
+        raise pickle.UnpicklingError(f'refusing _reconstruct of {subtype!r}: only ndarray')
+    return np.ndarray.__new__(_safe_array(), (0,), np.uint8)
 
 
 def mmengine_safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
@@ -97,6 +163,8 @@ def mmengine_safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
         obj = _resolve(path)
         if obj is not None:
             found.append((obj, path))
+    found += [(_safe_reconstruct, path) for path in _NUMPY_RECONSTRUCT]
+    found += [(_NdarrayName, 'numpy.ndarray'), (_safe_array(), 'pomp_mm.compat._SafeArray')]
     try:
         from mmengine.logging.history_buffer import HistoryBuffer
     except ImportError:
