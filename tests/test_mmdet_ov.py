@@ -312,6 +312,9 @@ def test_vocabulary_switch_at_test_time(coco):
     image = os.path.join(coco.root, 'images', coco.images[0])
     names = set_detector_vocabulary(model, 'mug . webcam . headphone')
     assert names == ['mug', 'webcam', 'headphone'] and head.num_classes == 3
+    with torch.no_grad():  # the logits use exactly the new names' embeddings
+        want = head.fc_cls.text_encoder.encode_text(['mug', 'webcam', 'headphone'])
+    torch.testing.assert_close(head.fc_cls.class_weight()[:-1], want, atol=1e-6, rtol=0)
     pred = inference_detector(model, image).pred_instances
     assert len(pred) > 0 and int(pred.labels.max()) < 3
     after = model.state_dict()
@@ -468,6 +471,23 @@ def test_federated_loss_samples_present_classes_and_weighted_negatives(tmp_path)
     assert torch.all(act[:, 12] == 0)
     with pytest.raises(ValueError, match='has 12 entries but the head scores 7 classes'):
         _fed(class_frequencies=[1.0] * 12).sampling_weights(7, torch.device('cpu'))
+
+
+def test_federated_negatives_follow_image_count_to_the_power():
+    """Detic draws negatives by image_count ** 0.5: a class in 100 images is drawn 10x as
+    often as one in 1 (and 100x with power 1)."""
+    counts = [100.0] + [1.0] * 11
+    for power, ratio in ((0.5, 10.0), (1.0, 100.0)):
+        loss = _fed(num_sample_cats=2, class_frequencies=counts, power=power)
+        weights = loss.sampling_weights(12, torch.device('cpu'))
+        torch.testing.assert_close(weights, torch.tensor(counts) ** power)
+        picks = torch.zeros(12)
+        torch.manual_seed(0)
+        for _ in range(3000):  # class 11 present, one negative drawn
+            picks += loss.sample_classes(torch.tensor([11]), 12)
+        rate_common = picks[0] / 3000
+        rate_rare = picks[1:11].mean() / 3000
+        assert float(rate_common / rate_rare) == pytest.approx(ratio, rel=0.35)
 
 
 @pytest.mark.parametrize('num_sample_cats', [None, 50, 5])

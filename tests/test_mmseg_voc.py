@@ -533,6 +533,12 @@ def test_vocabulary_switch_at_test_time(tiny):
     out = _predict(model)
     assert out.seg_logits.data.shape[0] == 3
     assert int(out.pred_sem_seg.data.max()) < 3
+    enc = model.text_encoder
+    for names in (['cat', 'sofa', 'window'], ['dog', 'boat', 'chair']):  # same size: no stale
+        model.set_vocabulary(names)
+        with torch.no_grad():
+            rows = enc()[:3] / enc.tower.logit_scale.exp()
+            torch.testing.assert_close(rows, enc.encode_text(names), atol=1e-5, rtol=0)
 
 
 def test_half_precision_model_predicts(tiny):

@@ -246,6 +246,23 @@ def test_hard_mode_prefers_near_duplicates():
     assert not NegativeSampler(n, 3).needs_refresh(10 ** 6)
 
 
+def test_hard_mode_scores_by_the_nearest_positive():
+    """Two positives: near-duplicates of either one are hard (max over positives, not the
+    min or the mean, which would miss the classes close to only one of them)."""
+    n, d = 60, 16
+    base = _unit(n, d, seed=21, dtype=torch.float32)
+    bank = base.clone()
+    bank[[2, 3]] = base[0] + 0.05 * base[[2, 3]]  # near class 0 only
+    bank[[4, 5]] = base[1] + 0.05 * base[[4, 5]]  # near class 1 only
+    sampler = NegativeSampler(n, k=4, mode='hard', seed=5)
+    sampler.update_bank(bank)
+    hits = torch.zeros(n)
+    for _ in range(200):
+        class_ids, _ = sampler.sample(torch.tensor([0, 1]))
+        hits[class_ids[2:]] += 1
+    assert hits[[2, 3]].sum() > 0.4 * hits.sum() and hits[[4, 5]].sum() > 0.4 * hits.sum()
+
+
 # ----------------------------------------------------------------------------- validation
 
 
@@ -391,3 +408,28 @@ def test_pretrainer_frequency_mode_uses_per_negative_margins(tiny_cfg):
     assert loss.item() == pytest.approx(want, abs=1e-5)
     uniform = _manual_loss(logits, targets, [math.log(11 / 4)] * 5)
     assert abs(want - uniform) > 1e-3
+
+
+@pytest.mark.parametrize('correction,margin', [('ln', math.log(7 / 3)),
+                                               ('log10', math.log10(7 / 3)), ('none', 0.0)])
+def test_pretrainer_uniform_loss_is_eq5_with_views_in_order(tiny_cfg, correction, margin):
+    """The default path end to end: N=8, K=4, two images of two views each; every non-target
+    column gets log((N-1)/(K-1)) and each image's views keep that image's class."""
+    from pomp_mm.pretrain import PompPretrainer
+    names = [f'class {i}' for i in range(8)]
+    torch.manual_seed(0)
+    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=names, n_ctx=4, num_sampled=4,
+                           correction=correction)
+    drawn = []
+    sample = model.sampler.sample
+    model.sampler.sample = lambda *a, **k: drawn.append(sample(*a, **k)) or drawn[-1]
+    images, labels = torch.randn(2, 2, 3, 32, 32), torch.tensor([5, 1])
+    with torch.no_grad():
+        loss = model(inputs=images, labels=labels)['loss']
+        class_ids = drawn[0][0]
+        assert class_ids[:2].tolist() == [5, 1] and len(class_ids) == 4
+        img = model.encode_images(images)  # [4, D]: image 0's two views, then image 1's
+        txt = model.text_encoder.encode_names([names[i] for i in class_ids.tolist()])
+        logits = (model.text_encoder.tower.logit_scale.exp() * img @ txt.T).double()
+    want = _manual_loss(logits, torch.tensor([0, 0, 1, 1]), [margin] * 4)
+    assert loss.item() == pytest.approx(want, abs=1e-5)

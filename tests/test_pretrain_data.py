@@ -170,9 +170,13 @@ def test_dassl_randaugment_draws_seeding_and_identity():
     names = [name for p in plans for name, _ in p]
     assert set(names) == set(ranges)  # every op is reachable, roughly uniformly
     assert max(names.count(k) for k in ranges) < 1.5 * min(names.count(k) for k in ranges)
+    geometric = {'Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY'}
     for name, value in (x for p in plans for x in p):
         lo, hi = ranges[name]
-        assert min(lo, -hi) <= value <= hi
+        # only the geometric ops flip the sign (their ranges are symmetric already)
+        assert lo <= value <= hi if name not in geometric else -hi <= value <= hi
+    flips = [v for p in plans for n, v in p if n == 'ShearX']
+    assert min(flips) < -0.25 and max(flips) > 0.25
     rot = [v for p in plans for n, v in p if n == 'Rotate']
     assert min(rot) < -25 and max(rot) > 25  # uniform over the whole range, not one magnitude
     # seeded: the same images for the same seed, others for another

@@ -294,7 +294,18 @@ def test_shared_prefix_equals_per_class_prompts(make_encoder, n_ctx, chunk_size)
                          share_prefix=False)
     plain.load_state_dict(shared.state_dict())
     assert shared.tower.shares_prefix
+    # the reference really runs whole prompts through the blocks' own forward, which the
+    # shared path never calls (it runs their parts on prefix and packed suffixes)
+    seen = {id(shared): [], id(plain): []}
+    hooks = [e.tower.transformer.resblocks[0].register_forward_hook(
+        lambda m, args, out, key=id(e): seen[key].append(tuple(args[0].shape)))
+        for e in (shared, plain)]
     assert_same_embeddings_and_grads(shared, plain, NAMES)
+    for h in hooks:
+        h.remove()
+    assert seen[id(shared)] == []
+    assert seen[id(plain)] and all(len(shape) == 3 and shape[1] > n_ctx + 2
+                                   for shape in seen[id(plain)])
 
 
 @pytest.mark.parametrize('truncate,pack', [(True, True), (True, False), (False, True)])
