@@ -591,6 +591,31 @@ def test_dataset_classes_must_follow_the_file_order(coco, lvis):
         hook.before_train(train_runner(plain))
 
 
+def test_ov_coco_metric_splits_base_and_novel(coco):
+    """The config's OV-COCO evaluation with perfect base boxes and no novel ones: base AP50 1,
+    novel AP50 0 (a swapped or wrong split in the config's metainfo fails this)."""
+    from mmdet.registry import METRICS
+    init_default_scope('mmdet')
+    with open(os.path.join(coco.root, 'val.json')) as f:
+        gt = json.load(f)
+    meta = coco.cfg.val_dataloader.dataset.metainfo
+    assert set(meta['novel_classes']) >= {'cat', 'dog'} and 'person' in meta['base_classes']
+    metric = METRICS.build(dict(coco.cfg.val_evaluator))
+    metric.dataset_meta = dict(meta)
+    name_of = {c['id']: c['name'] for c in gt['categories']}
+    for img in gt['images']:
+        anns = [a for a in gt['annotations'] if a['image_id'] == img['id'] and
+                name_of[a['category_id']] in meta['base_classes']]
+        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a['bbox'] for a in anns)],
+                             dtype=torch.float32)
+        labels = [list(meta['classes']).index(name_of[a['category_id']]) for a in anns]
+        metric.process({}, [dict(img_id=img['id'], ori_shape=(64, 64), pred_instances=dict(
+            bboxes=boxes, scores=torch.ones(len(anns)), labels=torch.tensor(labels)))])
+    results = metric.evaluate(len(gt['images']))
+    assert results['coco/base_ap50'] == pytest.approx(1.0)
+    assert results['coco/novel_ap50'] == pytest.approx(0.0)
+
+
 def test_lvis_metric_runs_under_numpy_2(lvis):
     """mmdet's LVISMetric on the tiny LVIS val file: the ground truth as predictions scores
     AP 1 everywhere, including APr; without pomp_mm's shim LVISEval dies on np.float."""

@@ -388,22 +388,27 @@ def test_non_uniform_loss_is_finite_with_gradient(mode):
     assert torch.isfinite(loss) and torch.isfinite(txt.grad).all()
 
 
-def test_pretrainer_frequency_mode_uses_per_negative_margins(tiny_cfg):
+def _pretrainer_step(tiny_cfg, num_classes, images, labels, **kwargs):
+    """One PompPretrainer loss, the sampler's draw, and the step's logits rebuilt by hand."""
     from pomp_mm.pretrain import PompPretrainer
-    names = [f'class {i}' for i in range(12)]
+    names = [f'class {i}' for i in range(num_classes)]
     torch.manual_seed(0)
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=names, n_ctx=4, num_sampled=5,
-                           sampling='frequency', class_counts=list(range(1, 13)))
+    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=names, n_ctx=4, **kwargs)
     drawn = []
     sample = model.sampler.sample
     model.sampler.sample = lambda *a, **k: drawn.append(sample(*a, **k)) or drawn[-1]
-    images, labels = torch.randn(2, 1, 3, 32, 32), torch.tensor([2, 7])
     with torch.no_grad():
         loss = model(inputs=images, labels=labels)['loss']
-        class_ids, targets, probs = drawn[0]
-        img = model.encode_images(images)
-        txt = model.text_encoder.encode_names([names[i] for i in class_ids.tolist()])
+        img = model.encode_images(images)  # views of image 0 first, then image 1's, ...
+        txt = model.text_encoder.encode_names([names[i] for i in drawn[0][0].tolist()])
         logits = (model.text_encoder.tower.logit_scale.exp() * img @ txt.T).double()
+    return loss, drawn[0], logits
+
+
+def test_pretrainer_frequency_mode_uses_per_negative_margins(tiny_cfg):
+    loss, (class_ids, targets, probs), logits = _pretrainer_step(
+        tiny_cfg, 12, torch.randn(2, 1, 3, 32, 32), torch.tensor([2, 7]), num_sampled=5,
+        sampling='frequency', class_counts=list(range(1, 13)))
     want = _manual_loss(logits, targets, [-math.log(q) for q in probs.tolist()])
     assert loss.item() == pytest.approx(want, abs=1e-5)
     uniform = _manual_loss(logits, targets, [math.log(11 / 4)] * 5)
@@ -415,21 +420,9 @@ def test_pretrainer_frequency_mode_uses_per_negative_margins(tiny_cfg):
 def test_pretrainer_uniform_loss_is_eq5_with_views_in_order(tiny_cfg, correction, margin):
     """The default path end to end: N=8, K=4, two images of two views each; every non-target
     column gets log((N-1)/(K-1)) and each image's views keep that image's class."""
-    from pomp_mm.pretrain import PompPretrainer
-    names = [f'class {i}' for i in range(8)]
-    torch.manual_seed(0)
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=names, n_ctx=4, num_sampled=4,
-                           correction=correction)
-    drawn = []
-    sample = model.sampler.sample
-    model.sampler.sample = lambda *a, **k: drawn.append(sample(*a, **k)) or drawn[-1]
-    images, labels = torch.randn(2, 2, 3, 32, 32), torch.tensor([5, 1])
-    with torch.no_grad():
-        loss = model(inputs=images, labels=labels)['loss']
-        class_ids = drawn[0][0]
-        assert class_ids[:2].tolist() == [5, 1] and len(class_ids) == 4
-        img = model.encode_images(images)  # [4, D]: image 0's two views, then image 1's
-        txt = model.text_encoder.encode_names([names[i] for i in class_ids.tolist()])
-        logits = (model.text_encoder.tower.logit_scale.exp() * img @ txt.T).double()
+    loss, (class_ids, _, _), logits = _pretrainer_step(
+        tiny_cfg, 8, torch.randn(2, 2, 3, 32, 32), torch.tensor([5, 1]), num_sampled=4,
+        correction=correction)
+    assert class_ids[:2].tolist() == [5, 1] and len(class_ids) == 4
     want = _manual_loss(logits, torch.tensor([0, 0, 1, 1]), [margin] * 4)
     assert loss.item() == pytest.approx(want, abs=1e-5)
