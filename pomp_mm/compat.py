@@ -108,7 +108,9 @@ class _NdarrayName:
                                      '(numpy itself pickles arrays through _reconstruct)')
 
 
-def _safe_array_class() -> type:
+@functools.lru_cache(maxsize=None)
+def _safe_array() -> type:
+    """What a checkpoint's numpy arrays unpickle as (an ndarray subclass; see below)."""
     import numpy as np
 
     class _SafeArray(np.ndarray):
@@ -142,9 +144,6 @@ def _safe_array_class() -> type:
             return self.view(np.ndarray).__reduce__()
 
     return _SafeArray
-
-
-_safe_array = functools.lru_cache(maxsize=None)(_safe_array_class)
 
 
 def _safe_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
