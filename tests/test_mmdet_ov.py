@@ -743,7 +743,7 @@ def test_checkpoint_names_the_test_vocabulary(coco, coco_training, tmp_path):
     from mmdet.apis import DetInferencer
 
     from pomp_mm.mmdet import DetVocabularyCheckHook
-    ckpt = torch.load(coco_training.ckpt, map_location='cpu', weights_only=False)
+    ckpt = torch.load(coco_training.ckpt, map_location='cpu', weights_only=True)
     meta = ckpt['meta']
     assert list(meta['dataset_meta']['classes']) == coco.all_classes
     assert list(meta['train_dataset_meta']['classes']) == coco.base
@@ -785,7 +785,7 @@ def test_bake_keeps_a_names_less_npy_names_less(coco, tmp_path):
     loader = SimpleNamespace(dataset=SimpleNamespace(metainfo=dict(classes=coco.all_classes)))
     DetVocabularyCheckHook().before_test(
         SimpleNamespace(model=baked, test_loop=SimpleNamespace(dataloader=loader)))
-    meta = torch.load(ckpt_path, map_location='cpu', weights_only=False)['meta']
+    meta = torch.load(ckpt_path, map_location='cpu', weights_only=True)['meta']
     assert list(meta['dataset_meta']['classes']) == coco.all_classes
 
 
