@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import math
 import pickle
 import threading
 from typing import Any, Callable, Dict, List, Tuple, Union
@@ -126,15 +127,20 @@ def _safe_array() -> type:
             ok = isinstance(state, tuple) and len(state) == 5
             if ok:
                 version, shape, dtype, fortran, raw = state
-                ok = (isinstance(dtype, np.dtype) and not dtype.hasobject and
+                # plain numbers only: no fields, sub-arrays or objects
+                ok = (isinstance(dtype, np.dtype) and dtype.kind in 'biufc' and
+                      dtype.names is None and dtype.subdtype is None and
                       isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0
                                                         for n in shape) and
                       isinstance(raw, (bytes, bytearray)) and
-                      len(raw) == int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+                      len(raw) == math.prod(shape) * dtype.itemsize)
             if not ok:
                 raise pickle.UnpicklingError('refusing an array state that is not plain '
                                              'numbers of the size its shape says')
-            super().__setstate__((version, shape, dtype, bool(fortran), bytes(raw)))
+            # a fresh dtype from its code: the file's dtype object stays reachable by later
+            # states of the file (BUILD on a dtype rewrites it), this one does not
+            super().__setstate__((version, shape, np.dtype(dtype.str), bool(fortran),
+                                  bytes(raw)))
             self.__dict__['_pomp_loaded'] = True
 
         def __reduce_ex__(self, protocol: Any) -> tuple:

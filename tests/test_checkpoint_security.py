@@ -106,3 +106,26 @@ def test_statistics_methods_are_no_gadget(tmp_path):
     with pytest.raises(Exception):
         torch.load(p.save(tmp_path / 'gadget.pth'), weights_only=True)
     assert not hasattr(collections.Counter, 'pwned')
+
+
+def test_a_dtype_rewritten_after_its_array_is_not_the_arrays(tmp_path):
+    """A file-made dtype object takes a later state that adds an object field; the array built
+    with it earlier must not see it (its bytes would become object pointers)."""
+    p = _Pickle().glob('numpy', 'dtype').text('f8').op(b'\x89\x88\x87R').put(2).op(b'\x85')
+    p.glob(NP, '_reconstruct').glob('numpy', 'ndarray').int(0).op(b'\x85').raw('b')
+    p.op(b'\x87R').op(b'(').int(1).int(1).op(b'\x85').get(2).op(b'\x89').raw('A' * 8).op(b'tb')
+    p.get(2).op(b'(').int(3).text('|').op(b'N').text('a').op(b'\x85')
+    p.op(b'}').text('a').dtype('O').int(0).op(b'\x86s').int(8).int(8).int(63).op(b'tb')
+    p.op(b'\x87')
+    try:
+        _, arr, dtype = torch.load(p.save(tmp_path / 'dtype.pth'), weights_only=True)
+    except pickle.UnpicklingError:
+        return  # refusing the file is as good
+    assert arr.dtype is not dtype and not arr.dtype.hasobject
+    assert arr.dtype == np.float64 and arr.tobytes() == b'A' * 8
+    with pytest.raises(pickle.UnpicklingError, match='plain numbers'):  # and no fields at all
+        q = _Pickle().glob(NP, '_reconstruct').glob('numpy', 'ndarray').int(0).op(b'\x85')
+        q.raw('b').op(b'\x87R').op(b'(').int(1).int(1).op(b'\x85')
+        q.glob('numpy', 'dtype').op(b']').text('x').text('<f8').op(b'\x86a\x85R')
+        q.op(b'\x89').raw('A' * 8).op(b'tb')
+        torch.load(q.save(tmp_path / 'fields.pth'), weights_only=True)
