@@ -70,23 +70,6 @@ def resolve_preprocess(preprocess: Optional[Mapping[str, Any]] = None) -> Dict[s
     return out
 
 
-class _ResizeLongest:
-    """Resize the longest side to ``size`` keeping the aspect ratio, then pad to a square."""
-
-    def __init__(self, size: int, interpolation, fill: int = 0):
-        self.size, self.interpolation, self.fill = size, interpolation, fill
-
-    def __call__(self, img):
-        from torchvision.transforms import functional as TF
-        w, h = img.size
-        scale = self.size / max(w, h)
-        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-        img = TF.resize(img, [new_h, new_w], interpolation=self.interpolation)
-        left, top = (self.size - new_w) // 2, (self.size - new_h) // 2
-        return TF.pad(img, [left, top, self.size - new_w - left, self.size - new_h - top],
-                      fill=self.fill)
-
-
 RANDAUGMENTS = ('dassl', 'torchvision')
 
 
@@ -117,15 +100,9 @@ def build_transform(train: bool, image_size: int = 224, rand_augment: int = 2,
     cfg = resolve_preprocess(preprocess)
     normalize = T.Normalize(cfg['mean'], cfg['std'])
     interpolation = T.InterpolationMode(cfg['interpolation'])
-    if not train:
-        if cfg['resize_mode'] == 'squash':
-            resize = [T.Resize((image_size, image_size), interpolation=interpolation)]
-        elif cfg['resize_mode'] == 'longest':
-            resize = [_ResizeLongest(image_size, interpolation, cfg['fill_color'])]
-        else:
-            resize = [T.Resize(image_size, interpolation=interpolation),
-                      T.CenterCrop(image_size)]
-        return T.Compose(resize + [T.ToTensor(), normalize])
+    if not train:  # exactly open_clip's evaluation transform for these settings
+        from open_clip.transform import image_transform
+        return image_transform(image_size, is_train=False, **cfg)
     ops = [T.RandomResizedCrop(image_size, scale=(0.08, 1.0), interpolation=interpolation),
            T.RandomHorizontalFlip()]
     if rand_augment and randaugment == 'dassl':
