@@ -133,6 +133,14 @@ def _needs_quick_gelu(name: str, pretrained: Optional[str], mmseg_text: bool) ->
     return bool(open_clip.get_pretrained_cfg(name, pretrained).get('quick_gelu', False))
 
 
+def ensure_model_config(name: str) -> None:
+    """Register pomp_mm's own open_clip model configs (the synthetic world's CLIP) on first use,
+    so open_clip's name-based calls (``create_model``, ``get_tokenizer``) know them."""
+    from .synthetic.world_clip import MODEL_NAME, register_world_model
+    if name == MODEL_NAME:
+        register_world_model()
+
+
 def _check_pretrained_path(pretrained: str) -> None:
     if not os.path.isfile(pretrained):
         raise FileNotFoundError(f'CLIP weights file not found: {pretrained!r}')
@@ -173,6 +181,7 @@ def build_clip(clip_model: ClipSpec,
         elif pretrained:
             open_clip.load_checkpoint(model, pretrained)
     elif isinstance(clip_model, str):
+        ensure_model_config(clip_model)
         if clip_model not in open_clip.list_models():
             raise ValueError(f'unknown open_clip model {clip_model!r}; see open_clip.list_models() '
                              'or pass an open_clip config dict')

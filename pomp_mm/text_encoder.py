@@ -69,6 +69,8 @@ def _get_tokenizer(clip_model: ClipSpec, context_length: int):
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
     if isinstance(clip_model, str):
+        from .clip import ensure_model_config
+        ensure_model_config(clip_model)
         tokenizer = open_clip.get_tokenizer(clip_model)
     else:
         tokenizer = SimpleTokenizer(context_length=context_length)

@@ -1,0 +1,143 @@
+"""Rendering the world's datasets to disk in the formats the real tools read.
+
+* Pre-training sets: an ``ImageList`` CSV (``path,class id`` rows) beside a flat ``images/``
+  folder, one image per (class, shot): what ``tools/pretrain.py`` and
+  ``tools/cache_features.py`` read through :class:`~pomp_mm.pretrain.ImageList`.
+* Evaluation sets: one sub-folder of images per class (``tools/eval_classification.py
+  --folder``), or rendered into memory for tests.
+
+Scene sets for segmentation (mmseg folders) and detection (COCO json) build on
+:func:`~pomp_mm.synthetic.render.render_scene` with the same conventions.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+from .protocol import EVAL_IMAGE_SEED, EvalSet, eval_sets
+from .render import check_seed, check_size, object_rng, render_object
+from .world import NUM_CLASSES, WorldClass
+
+__all__ = ['MAX_SHOTS', 'write_pretrain_set', 'eval_image', 'render_eval_set',
+           'write_eval_set', 'write_eval_sets', 'pretrain_image_index']
+
+logger = logging.getLogger(__name__)
+
+MAX_SHOTS = 64
+_EVAL_STREAM = 3
+MAX_CLASSES = NUM_CLASSES
+
+
+def pretrain_image_index(cls: WorldClass, shot: int) -> int:
+    """Image index of shot ``shot`` of ``cls`` (distinct for every class and shot)."""
+    return cls.index * MAX_SHOTS + shot
+
+
+def _tqdm(total: int, desc: str, progress: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit='img', disable=not progress)
+
+
+def write_pretrain_set(out_dir: str, classes: Sequence[WorldClass], shots: int, seed: int,
+                       size: int = 64, progress: bool = True) -> str:
+    """Render ``shots`` images of every class of ``classes`` and write their ImageList CSV.
+
+    Images already on disk (an interrupted run) are kept; the CSV is written last, so a CSV
+    present means a complete set.
+
+    Returns:
+        The CSV path (``out_dir/train.csv``).
+    """
+    check_seed(seed)
+    size = check_size(size)
+    classes = list(classes)
+    if not classes:
+        raise ValueError('no classes to render: the class list is empty')
+    if len(classes) > MAX_CLASSES:
+        raise ValueError(f'{len(classes)} classes requested; the world has {MAX_CLASSES}')
+    if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS:
+        raise ValueError(f'shots must be an integer in 1..{MAX_SHOTS}, got {shots!r}')
+    image_dir = os.path.join(out_dir, 'images')
+    os.makedirs(image_dir, exist_ok=True)
+    rows: List[Tuple[str, str]] = []
+    with _tqdm(len(classes) * shots, 'rendering pre-training images', progress) as bar:
+        for cls in classes:
+            for shot in range(shots):
+                index = pretrain_image_index(cls, shot)
+                rel = f'images/{index:08d}.png'
+                path = os.path.join(out_dir, rel)
+                if not os.path.isfile(path):
+                    render_object(cls, seed, index, size).save(path + '.tmp', format='PNG')
+                    os.replace(path + '.tmp', path)
+                rows.append((rel, cls.id))
+                bar.update()
+    csv_path = os.path.join(out_dir, 'train.csv')
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(['path', 'class'])
+    writer.writerows(rows)
+    from ..fileio import atomic_write
+    atomic_write(csv_path, lambda f: f.write(buf.getvalue().encode()))
+    return csv_path
+
+
+def eval_image(eval_set: EvalSet, label: int, j: int, size: int = 64):
+    """Image ``j`` of class ``label`` of ``eval_set`` (PIL), from the evaluation seed."""
+    names = list(eval_sets())
+    offset = names.index(eval_set.name) if eval_set.name in names else len(names)
+    index = (offset * 1000 + label) * 1000 + j
+    cls = eval_set.draw(label, object_rng(EVAL_IMAGE_SEED, index, _EVAL_STREAM))
+    return render_object(cls, EVAL_IMAGE_SEED, index, size, eval_set.domain)
+
+
+def render_eval_set(eval_set: EvalSet, per_class: Optional[int] = None,
+                    size: int = 64) -> Tuple[list, List[int]]:
+    """All images of ``eval_set`` in memory: ``(PIL images, labels)``, class-major."""
+    per_class = eval_set.per_class if per_class is None else per_class
+    images, labels = [], []
+    for k in range(len(eval_set.classnames)):
+        for j in range(per_class):
+            images.append(eval_image(eval_set, k, j, size))
+            labels.append(k)
+    return images, labels
+
+
+def write_eval_set(eval_set: EvalSet, folder: str, per_class: Optional[int] = None,
+                   size: int = 64, progress: bool = True) -> str:
+    """``folder/<class name with _>/<j>.png`` for every image of ``eval_set``; a
+    ``classes.json`` with the names in label order is written last (complete marker)."""
+    per_class = eval_set.per_class if per_class is None else per_class
+    if per_class < 1:
+        raise ValueError(f'per_class must be >= 1, got {per_class!r}')
+    with _tqdm(len(eval_set.classnames) * per_class, f'rendering {eval_set.name}',
+               progress) as bar:
+        for k, name in enumerate(eval_set.classnames):
+            sub = os.path.join(folder, name.replace(' ', '_'))
+            os.makedirs(sub, exist_ok=True)
+            for j in range(per_class):
+                path = os.path.join(sub, f'{j:04d}.png')
+                if not os.path.isfile(path):
+                    eval_image(eval_set, k, j, size).save(path + '.tmp', format='PNG')
+                    os.replace(path + '.tmp', path)
+                bar.update()
+    with open(os.path.join(folder, 'classes.json'), 'w', encoding='utf-8') as f:
+        json.dump({'name': eval_set.name, 'classes': list(eval_set.classnames),
+                   'per_class': per_class, 'domain': eval_set.domain,
+                   'chance': eval_set.chance}, f, indent=1)
+    return folder
+
+
+def write_eval_sets(root: str, names: Optional[Iterable[str]] = None,
+                    per_class: Optional[int] = None, progress: bool = True) -> List[str]:
+    """Write the named protocol sets (default: all) under ``root/<set name>/``."""
+    sets = eval_sets()
+    names = list(sets) if names is None else list(names)
+    unknown = [n for n in names if n not in sets]
+    if unknown:
+        raise ValueError(f'unknown evaluation set {unknown[0]!r}; known: {", ".join(sets)}')
+    return [write_eval_set(sets[n], os.path.join(root, n), per_class, progress=progress)
+            for n in names]

@@ -1,0 +1,131 @@
+"""The synthetic world: render its datasets, rebuild its CLIP, measure the renderer.
+
+    python tools/synthetic_world.py train-clip            # rebuild the committed CLIP (~25 min)
+    python tools/synthetic_world.py render-pretrain --out work_dirs/world/pretrain --shots 1
+    python tools/synthetic_world.py render-eval --out work_dirs/world/eval
+    python tools/synthetic_world.py bench                  # rendering throughput, one core
+    python tools/synthetic_world.py check-clip             # sha256 + recorded accuracies
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _train_clip(args) -> None:
+    from pomp_mm.synthetic import world_clip as wc
+    record = wc.train_world_clip(args.out, steps=args.steps, batch_size=args.batch_size,
+                                 seed=args.seed, threads=args.threads)
+    command = ('python tools/synthetic_world.py train-clip' +
+               ('' if args.out == wc.WEIGHTS_PATH else f' --out {args.out}') +
+               f' --steps {args.steps} --batch-size {args.batch_size} --seed {args.seed} '
+               f'--threads {args.threads}')
+    card_path = wc.CARD_PATH if args.out == wc.WEIGHTS_PATH else \
+        os.path.splitext(args.out)[0] + '.card.json'
+    card = wc.write_card(args.out, record, command, card_path)
+    print(json.dumps(card, indent=1))
+
+
+def _check_clip(args) -> int:
+    from pomp_mm.synthetic import world_clip as wc
+    card = wc.read_card()
+    clip = wc.load_world_clip()
+    got = wc.hand_prompt_accuracy(clip, list(card['hand_prompt_top1']))
+    bad = 0
+    print(f'sha256 ok ({card["sha256"][:16]}...)')
+    for name, want in card['hand_prompt_top1'].items():
+        ok = abs(got[name] - want) <= card['tolerance_points']
+        bad += not ok
+        print(f'{name:22s} recorded {want:6.2f}  now {got[name]:6.2f}  {"ok" if ok else "OFF"}')
+    return 1 if bad else 0
+
+
+def _classes(spec: str):
+    from pomp_mm.synthetic import protocol
+    if spec == 'all':
+        return protocol.pretrain_classes()
+    if spec == 'coop':
+        return protocol.coop_classes()
+    try:
+        return protocol.subset_classes(int(spec))
+    except ValueError as err:
+        raise SystemExit(f"--classes must be 'all', 'coop' or a class count: {err}")
+
+
+def _render_pretrain(args) -> None:
+    from pomp_mm.synthetic.datasets import write_pretrain_set
+    path = write_pretrain_set(args.out, _classes(args.classes), args.shots, args.seed)
+    print(f'wrote {path}')
+
+
+def _render_eval(args) -> None:
+    from pomp_mm.synthetic.datasets import write_eval_sets
+    for folder in write_eval_sets(args.out, args.sets or None):
+        print(f'wrote {folder}')
+
+
+def _bench(args) -> None:
+    import numpy as np
+    import torch
+    from pomp_mm.synthetic.render import DOMAINS, SceneObject, render_object, render_scene
+    from pomp_mm.synthetic.world import all_classes
+    torch.set_num_threads(1)
+    classes = all_classes()
+    rng = np.random.default_rng(0)
+    print('| what | size | images | seconds | images/s |\n|---|---|---|---|---|')
+    for domain in DOMAINS:
+        start = time.perf_counter()
+        for i in range(args.images):
+            render_object(classes[int(rng.integers(len(classes)))], 0, i, 64, domain)
+        sec = time.perf_counter() - start
+        print(f'| object, {domain} | 64 | {args.images} | {sec:.2f} | {args.images / sec:.0f} |')
+    objs = [SceneObject('plain', 'red', 'star'), SceneObject('striped', 'blue', 'circle'),
+            SceneObject('dotted', 'green', 'heart'), SceneObject('hollow', 'black', 'square')]
+    n = max(1, args.images // 4)
+    start = time.perf_counter()
+    for i in range(n):
+        render_scene(objs, 'grass', 0, i, 128)
+    sec = time.perf_counter() - start
+    print(f'| scene, 4 objects + labels | 128 | {n} | {sec:.2f} | {n / sec:.0f} |')
+
+
+def main(argv=None) -> int:
+    from pomp_mm.synthetic import world_clip as wc
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest='cmd', required=True)
+    t = sub.add_parser('train-clip', help='train the world CLIP and write its card')
+    t.add_argument('--out', default=wc.WEIGHTS_PATH)
+    t.add_argument('--steps', type=int, default=1200)
+    t.add_argument('--batch-size', type=int, default=256)
+    t.add_argument('--seed', type=int, default=0)
+    t.add_argument('--threads', type=int, default=2, help='torch threads (part of the recipe: '
+                   'another count changes the float sums, hence the weights)')
+    sub.add_parser('check-clip', help='check the committed CLIP against its card')
+    r = sub.add_parser('render-pretrain', help='few-shot pre-training set (ImageList CSV)')
+    r.add_argument('--out', required=True)
+    r.add_argument('--classes', default='all', help="'all' (23,900), 'coop' (1,000) or a count")
+    r.add_argument('--shots', type=int, default=1)
+    r.add_argument('--seed', type=int, default=1)
+    e = sub.add_parser('render-eval', help='downstream evaluation sets (class folders)')
+    e.add_argument('--out', required=True)
+    e.add_argument('--sets', nargs='*', help='set names (default: all)')
+    b = sub.add_parser('bench', help='rendering throughput on one core')
+    b.add_argument('--images', type=int, default=1000)
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == 'check-clip':
+            return _check_clip(args)
+        {'train-clip': _train_clip, 'render-pretrain': _render_pretrain,
+         'render-eval': _render_eval, 'bench': _bench}[args.cmd](args)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f'error: {err}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
