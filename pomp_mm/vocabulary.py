@@ -135,6 +135,16 @@ def _imagenet1k() -> Vocabulary:
     return Vocabulary(tuple(IMAGENET_CLASSNAMES), tuple(wnids), 'imagenet1k')
 
 
+def _synthetic(which: str) -> Callable[[], Vocabulary]:
+    """The synthetic world's vocabularies (pomp_mm.synthetic, no toolkit needed)."""
+    def build() -> Vocabulary:
+        from .synthetic import protocol, world
+        classes = {'synthetic-24k': world.all_classes, 'synthetic-pretrain':
+                   protocol.pretrain_classes, 'synthetic-1k': protocol.coop_classes}[which]()
+        return world.world_vocabulary(classes, which)
+    return build
+
+
 def _from_metainfo(module: str, dataset: str, source: str) -> Vocabulary:
     """Classes from an OpenMMLab dataset's METAINFO, importing the toolkit only when asked."""
     import importlib
@@ -157,6 +167,11 @@ _BUILTINS: Dict[str, Callable[[], Vocabulary]] = {
     'imagenet21k': _imagenet21k,
     'imagenet21k-p': _imagenet21k_p,
     'imagenet1k': _imagenet1k,
+    # the synthetic world: all 24,000 compositions, the 23,900 pre-training ones (held-out
+    # compositions removed) and the CoOp baseline's 1,000
+    'synthetic-24k': _synthetic('synthetic-24k'),
+    'synthetic-pretrain': _synthetic('synthetic-pretrain'),
+    'synthetic-1k': _synthetic('synthetic-1k'),
     'voc': _metainfo('mmseg.datasets', 'PascalVOCDataset', 'voc'),
     'coco': _metainfo('mmdet.datasets', 'CocoDataset', 'coco'),
     'coco-stuff': _metainfo('mmseg.datasets', 'COCOStuffDataset', 'coco-stuff'),

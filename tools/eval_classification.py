@@ -36,8 +36,9 @@ logger = logging.getLogger('eval_classification')
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument('--data-root', required=True,
-                   help='folder holding the datasets under their CoOp folder names')
+    p.add_argument('--data-root', default=None,
+                   help='folder holding the datasets under their CoOp folder names (needed '
+                   'unless --datasets none)')
     p.add_argument('--datasets', nargs='+', default=['all'],
                    help=f'dataset names or groups (all, cross, imagenet-variants); known: '
                    f'{", ".join(ALL_DATASETS)} (default: all)')
@@ -54,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--no-hand', action='store_true', help='skip the "a photo of a {}." row')
     p.add_argument('--no-ensemble', action='store_true',
                    help="skip the row of CLIP's 80 ImageNet templates")
+    p.add_argument('--json', default=None, metavar='FILE',
+                   help='also write {method: {dataset: top-1 %%}} and the image counts here')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--workers', type=int, default=4, help='DataLoader workers')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -70,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error('nothing to evaluate: --no-hand and --no-ensemble without --prompts')
     if args.max_images is not None and args.max_images < 1:
         p.error(f'--max-images must be >= 1, got {args.max_images}')
+    if args.data_root is None and [d for d in args.datasets if d.lower() != 'none']:
+        p.error('--data-root is needed to evaluate --datasets '
+                f'{" ".join(args.datasets)} (use --datasets none with --folder only)')
     if args.batch_size < 1:
         p.error(f'--batch-size must be >= 1, got {args.batch_size}')
     return args
@@ -167,6 +173,7 @@ def main(argv=None) -> int:
 
     results: Dict[str, Dict[str, float]] = {m: {} for m in method_names}
     counts: Dict[str, int] = {}
+    num_classes: Dict[str, int] = {}
     skipped: Dict[str, str] = {}
     failed: Dict[str, str] = {}
     todo = [(n, None) for n in names] + list(folders.items())
@@ -187,6 +194,7 @@ def main(argv=None) -> int:
             failed[name] = str(err)
             continue
         counts[name] = len(labels)
+        num_classes[name] = len(dataset.classnames)
         for method, encoder in methods:
             with torch.no_grad():
                 text = encoder.encode_text(dataset.classnames)
@@ -210,6 +218,12 @@ def main(argv=None) -> int:
     if failed:
         notes.append('Failed: ' + '; '.join(f'{n} ({e})' for n, e in failed.items()) + '.')
     md = write_outputs(args.out_dir, columns, method_names, rows, notes)
+    if args.json:
+        import json
+        payload = {'results': {m: dict(results[m]) for m in method_names}, 'images': counts,
+                   'classes': num_classes, 'failed': failed, 'skipped': skipped}
+        with open(args.json, 'w', encoding='utf-8') as f:
+            json.dump(payload, f, indent=1)
     print(md)
     print(f'wrote {os.path.join(args.out_dir, "results.csv")} and results.md')
     return 1 if failed else 0

@@ -280,6 +280,7 @@ _GROUPS: Dict[str, Tuple[str, ...]] = {
     'all': ALL_DATASETS,
     'cross': CROSS_DATASETS,
     'imagenet-variants': IMAGENET_DATASETS[1:-1],
+    'none': (),  # only the --folder sets
 }
 
 
@@ -371,7 +372,8 @@ def resolve_dataset_names(names: Sequence[str]) -> List[str]:
     """Canonical dataset names, in order, without repeats.
 
     Matching ignores case, ``'-'`` and ``'_'``; the groups ``'all'``, ``'cross'`` (the 10
-    cross-dataset targets) and ``'imagenet-variants'`` (V2, Sketch, A, R) expand.
+    cross-dataset targets) and ``'imagenet-variants'`` (V2, Sketch, A, R) expand, ``'none'``
+    to nothing (evaluate only folders).
 
     Raises:
         ValueError: for an unknown name.
