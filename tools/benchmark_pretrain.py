@@ -70,14 +70,15 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _vocabulary(kind: str, size: int):
-    """``size`` classes: ``kind`` 'random' / 'first' of imagenet21k, or 'imagenet1k'."""
+def _vocabulary(kind: str, size: int, source: str = LARGE_VOCAB):
+    """``size`` classes: ``kind`` 'random' / 'first' of ``source`` (imagenet21k), or
+    'imagenet1k'."""
     from pomp_mm.vocabulary import Vocabulary, load_vocabulary
     if kind == 'imagenet1k':
         vocab = load_vocabulary('imagenet1k')
         index = list(range(len(vocab)))
     else:
-        vocab = load_vocabulary(LARGE_VOCAB)
+        vocab = load_vocabulary(source)
         if kind == 'all' or size >= len(vocab):
             return vocab
         if kind == 'random':
@@ -112,7 +113,7 @@ def worker(case: dict) -> dict:
     if case.get('threads'):
         torch.set_num_threads(case['threads'])
     tag = case['label']
-    vocab = _vocabulary(case['vocab'], case['num_classes'])
+    vocab = _vocabulary(case['vocab'], case['num_classes'], case.get('source', LARGE_VOCAB))
     torch.manual_seed(0)
     model = PompPretrainer(clip_model=resolve_clip_spec(case['model']), pretrained=None,
                            vocabulary=vocab, n_ctx=case['n_ctx'], num_sampled=case['k'],
@@ -285,6 +286,9 @@ def main(argv=None) -> None:
     p.add_argument('--full-scale', action='store_true',
                    help='GPU run: ViT-B-16, bf16, 32x4 views, K=1,000 of N=21,841, with the '
                    'image tower; reports views/s and peak memory')
+    p.add_argument('--vocabulary', default=LARGE_VOCAB,
+                   help='built-in vocabulary the classes come from (default imagenet21k; '
+                   'e.g. synthetic-pretrain for the synthetic world)')
     p.add_argument('--worker', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -314,7 +318,7 @@ def main(argv=None) -> None:
                 views=args.views, n_ctx=args.n_ctx, precision=args.precision,
                 chunk_size=args.chunk_size, steps=args.steps, warmup=args.warmup,
                 threads=args.threads, share_prefix=not args.no_share_prefix,
-                pack_lengths=not args.no_pack)
+                pack_lengths=not args.no_pack, source=args.vocabulary)
     if args.full_scale:
         _full_scale(args, base)
         return
@@ -341,8 +345,8 @@ def main(argv=None) -> None:
     _log(f'done in {time.perf_counter() - start:.0f} s')
 
     mem = 'CUDA max allocated' if cuda else 'peak RSS growth'
-    vocab_desc = {'random': f'{n:,} random imagenet21k names (seed 0)',
-                  'first': f'the first {n:,} imagenet21k names',
+    vocab_desc = {'random': f'{n:,} random {args.vocabulary} names (seed 0)',
+                  'first': f'the first {n:,} {args.vocabulary} names',
                   'imagenet1k': f'{n:,} imagenet1k names'}[args.small_vocab]
     print(f'# POMP pre-training step benchmark: random {args.model}, {args.precision}, on '
           f'{_device_name(args.device)}\n')
@@ -381,8 +385,8 @@ def main(argv=None) -> None:
         kf = args.k_full
         small_r = results[kf] if kf in ks else results[('small', kf)]
         large_r = results[('large', kf)]
-        large_desc = (f'all {large_r["classes"]:,} imagenet21k names' if not args.large_classes
-                      else f'{large_r["classes"]:,} random imagenet21k names (seed 0)')
+        large_desc = (f'all {large_r["classes"]:,} {args.vocabulary} names'
+                      if not args.large_classes else f'{large_r["classes"]:,} random {args.vocabulary} names (seed 0)')
         print(f'\n(2) POMP K={kf:,}: N={n:,} vs N={large_r["classes"]:,} ({large_desc})\n')
         print('| N | classes embedded / step | token positions / step | longest prompt | '
               'step time (s) | time ratio | peak mem (MB) | mem ratio | kB per position |')

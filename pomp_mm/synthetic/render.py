@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .world import BACKGROUNDS, COLOURS, PATTERNS, SHAPES, WorldClass, check_attribute
+from .world import COLOURS, SHAPES, WorldClass, check_attribute
 
 __all__ = ['DOMAINS', 'MAX_SEED', 'SceneObject', 'Scene', 'render_object', 'render_scene',
            'object_rng', 'check_domain', 'check_seed', 'check_size']

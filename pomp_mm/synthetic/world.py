@@ -9,7 +9,7 @@ on every machine.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 __all__ = ['COLOURS', 'SHAPES', 'PATTERNS', 'BACKGROUNDS', 'ATTRIBUTES', 'WorldClass',
            'all_classes', 'class_at', 'class_index', 'parse_class', 'world_vocabulary', 'check_attribute',

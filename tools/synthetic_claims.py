@@ -1,0 +1,268 @@
+"""The paper's claims in miniature, in the synthetic world, over several seeds.
+
+Every run goes through the real tools (tools/cache_features.py, tools/pretrain.py,
+tools/eval_classification.py) on the committed world CLIP; a seed changes the pre-training
+images and the prompt's training randomness, never the CLIP or the evaluation sets.
+
+1. POMP vs hand prompt, template ensemble and CoOp-1K: cross-dataset and cross-domain means.
+2. K-of-N sampling with the ln correction vs a full softmax over all N classes. Accuracy at
+   N = 2,000 (K = 100, the paper's K/N of about 1/20; 12 shots per class), with the training
+   processes' time per iteration and peak memory; and the step cost at N = 23,900 (K = 1,000 vs
+   full softmax) from tools/benchmark_pretrain.py, side by side in one run. (Training a full
+   softmax over 23,900 classes takes ~8 s per iteration here: an hour per seed.)
+3. Local correction ln vs log10 vs none.
+4. Transfer vs number of pre-training classes (100 / 1,000 / 23,900), at the same number of
+   iterations (shots per class min(64, ceil(23,900 / C)), epochs scaled to match).
+
+    python tools/synthetic_claims.py                 # 3 seeds, ~1 h on 2 cores; resumable
+    python tools/synthetic_claims.py --quick         # one seed, 1 epoch, small sets
+
+Writes work_dir/claims.json (every run's numbers) and claims.md (the tables).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import statistics
+import sys
+from typing import Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'tools'))
+sys.path.insert(0, ROOT)
+
+import synthetic_demo as demo  # noqa: E402
+
+BASE_EPOCHS = 5
+BATCH = 256
+
+
+def _iter_time(work_dir: str) -> Optional[float]:
+    """Median seconds per training iteration from mmengine's scalars log."""
+    times = []
+    for path in glob.glob(os.path.join(work_dir, '*', 'vis_data', 'scalars.json')):
+        with open(path, encoding='utf-8') as f:
+            for line in f:
+                rec = json.loads(line)
+                if 'time' in rec and rec.get('step', 0) > 20:  # past warm-up iterations
+                    times.append(rec['time'])
+    return statistics.median(times) if times else None
+
+
+def _mean_sd(values: List[float]) -> str:
+    if not values:
+        return '-'
+    if len(values) == 1:
+        return f'{values[0]:.1f}'
+    return f'{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}'
+
+
+class Claims:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.work = os.path.abspath(args.work_dir)
+        self.path = os.path.join(self.work, 'claims.json')
+        self.state: Dict = {'runs': {}}
+        if os.path.isfile(self.path):
+            with open(self.path, encoding='utf-8') as f:
+                self.state = json.load(f)
+
+    def save(self) -> None:
+        os.makedirs(self.work, exist_ok=True)
+        with open(self.path + '.tmp', 'w', encoding='utf-8') as f:
+            json.dump(self.state, f, indent=1)
+        os.replace(self.path + '.tmp', self.path)
+
+    def data(self, seed: int, kind: str, classes: int) -> Dict[str, str]:
+        from pomp_mm.synthetic import protocol
+        if kind == 'coop':
+            cls = protocol.coop_classes()[:self.args.coop_classes]
+            shots, config = self.args.coop_shots, demo.COOP_CONFIG
+            vocab = 'synthetic-1k' if len(cls) == protocol.NUM_COOP else None
+        else:
+            full = classes >= len(protocol.pretrain_classes())
+            cls = protocol.pretrain_classes() if full else protocol.subset_classes(classes)
+            shots = min(64, math.ceil(self.args.classes / len(cls)) * self.args.shots)
+            config, vocab = demo.POMP_CONFIG, ('synthetic-pretrain' if full else None)
+        out = os.path.join(self.work, 'data', f'{kind}{classes}_seed{seed}')
+        d = demo.prepare_set(out, cls, shots, 1 + seed, config, vocab, self.work, True)
+        d['images'] = len(cls) * shots
+        return d
+
+    def run(self, name: str, seed: int, kind: str, classes: int, options=()) -> Dict:
+        key = f'{name}/seed{seed}'
+        if key in self.state['runs']:
+            return self.state['runs'][key]
+        data = self.data(seed, kind, classes)
+        # the same number of iterations as the main run, whatever the set's size
+        epochs = self.args.epochs
+        main_images = self.args.classes * self.args.shots
+        if kind != 'coop' and data['images'] != main_images:
+            epochs = max(1, round(epochs * main_images / data['images']))
+        work_dir = os.path.join(self.work, 'runs', name, f'seed{seed}')
+        config = demo.COOP_CONFIG if kind == 'coop' else demo.POMP_CONFIG
+        print(f'[claims] training {key} ({data["images"]} images, {epochs} epochs)', flush=True)
+        stats = demo.train_prompt(config, work_dir, data, seed,
+                                  demo._epoch_options(epochs) + list(options), quiet=True)
+        stats['iter_seconds'] = _iter_time(work_dir)
+        stats['epochs'] = epochs
+        stats['prompt'] = os.path.join(work_dir, 'prompt_latest.pth')
+        self.state['runs'][key] = stats
+        self.save()
+        return stats
+
+    def evaluate(self, seed: int) -> None:
+        key = f'seed{seed}'
+        runs = {k.split('/')[0]: v for k, v in self.state['runs'].items()
+                if k.endswith(f'/seed{seed}')}
+        done = self.state.setdefault('eval', {}).get(key, {})
+        todo = {n: r['prompt'] for n, r in runs.items() if n not in done}
+        if not todo and 'hand' in done:
+            return
+        from pomp_mm.synthetic import protocol
+        sets = list(protocol.eval_sets())
+        out = os.path.join(self.work, 'eval', key)
+        os.makedirs(out, exist_ok=True)
+        res = demo.evaluate(todo, self.eval_root, sets, out, quiet=True,
+                            ensemble='ensemble' not in done)
+        done.update(demo.summarise(res))
+        self.state['eval'][key] = done
+        self.save()
+
+    def main(self) -> str:
+        from pomp_mm.synthetic import protocol
+        from pomp_mm.synthetic.datasets import write_eval_sets
+        self.eval_root = os.path.join(self.work, 'data', 'eval')
+        write_eval_sets(self.eval_root, list(protocol.eval_sets()), self.args.eval_per_class,
+                        progress=False)
+        n = self.args.classes
+        for seed in self.args.seeds:
+            self.run('pomp', seed, 'pomp', n)
+            self.run('coop-1k', seed, 'coop', n)
+            if not self.args.skip_full:
+                m = self.args.softmax_classes
+                self.run(f'sampled-{m}', seed, 'pomp', m,
+                         [f'model.num_sampled={self.args.softmax_k}'])
+                self.run(f'full-{m}', seed, 'pomp', m,
+                         ['model.num_sampled=None', 'model.correction=none'])
+            self.run('pomp-log10', seed, 'pomp', n, ['model.correction=log10'])
+            self.run('pomp-none', seed, 'pomp', n, ['model.correction=none'])
+            for c in self.args.class_counts:
+                if c < n:
+                    self.run(f'pomp-{c}cls', seed, 'pomp', c)
+            self.evaluate(seed)
+        if not self.args.skip_full and 'benchmark' not in self.state:
+            self.benchmark()
+        return self.report()
+
+    def benchmark(self) -> None:
+        """Step time and memory of K = 1,000 vs full softmax at the full N, one run."""
+        import subprocess
+        from pomp_mm.synthetic.world_clip import MODEL_NAME
+        cmd = [sys.executable, os.path.join(ROOT, 'tools', 'benchmark_pretrain.py'), '--model',
+               MODEL_NAME, '--vocabulary', 'synthetic-pretrain', '--num-classes',
+               str(self.args.classes), '--ks', '1000', '--n-ctx', '4', '--batch-size',
+               str(BATCH), '--views', '1', '--skip-large-vocab', '--steps', '2']
+        print('[claims] benchmark: ' + ' '.join(cmd[1:]), flush=True)
+        out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
+        self.state['benchmark'] = {'command': ' '.join(cmd[1:]), 'output': out.stdout}
+        self.save()
+
+    def _metric(self, method: str, metric: str) -> List[float]:
+        vals = []
+        for seed in self.args.seeds:
+            row = self.state.get('eval', {}).get(f'seed{seed}', {}).get(method)
+            if row and metric in row:
+                vals.append(row[metric])
+        return vals
+
+    def report(self) -> str:
+        seeds = self.args.seeds
+        lines = [f'Synthetic world, seeds {", ".join(map(str, seeds))}: top-1 %, mean ± sd '
+                 'over seeds. mean: cross-dataset sets (shapes, colour-shape, pattern-shape, '
+                 'heldout-compositions); domain: sketch + noisy; source: domain-photo.', '',
+                 '**1. Prompts**', '', '| method | mean | domain | source |', '|---|---:|---:|---:|']
+        for m in ('chance', 'hand', 'ensemble', 'coop-1k', 'pomp'):
+            lines.append(f'| {m} | {_mean_sd(self._metric(m, "mean"))} | '
+                         f'{_mean_sd(self._metric(m, "domain_mean"))} | '
+                         f'{_mean_sd(self._metric(m, "domain-photo"))} |')
+        runs = self.state['runs']
+
+        def stat(name: str, key: str) -> List[float]:
+            return [runs[f'{name}/seed{s}'][key] for s in seeds
+                    if f'{name}/seed{s}' in runs and runs[f'{name}/seed{s}'].get(key)]
+
+        m, k = self.args.softmax_classes, self.args.softmax_k
+        lines += ['', f'**2. K-of-N vs full softmax** (N = {m:,} pre-training classes; time '
+                  'per iteration and peak RSS of the training processes, same machine, same '
+                  'data)', '',
+                  '| loss | mean | domain | s / iter | peak RSS (MB) | time ratio | mem ratio |',
+                  '|---|---:|---:|---:|---:|---:|---:|']
+        base_t, base_m = stat(f'full-{m}', 'iter_seconds'), stat(f'full-{m}', 'peak_rss_mb')
+        for name, label in ((f'full-{m}', 'full softmax'), (f'sampled-{m}', f'K={k}, ln')):
+            t, mem = stat(name, 'iter_seconds'), stat(name, 'peak_rss_mb')
+            tr = f'{statistics.mean(t) / statistics.mean(base_t):.2f}' if t and base_t else '-'
+            mr = f'{statistics.mean(mem) / statistics.mean(base_m):.2f}' if mem and base_m \
+                else '-'
+            lines.append(f'| {label} | {_mean_sd(self._metric(name, "mean"))} | '
+                         f'{_mean_sd(self._metric(name, "domain_mean"))} | '
+                         f'{statistics.mean(t) if t else float("nan"):.3f} | '
+                         f'{statistics.mean(mem) if mem else float("nan"):.0f} | {tr} | {mr} |')
+        if 'benchmark' in self.state:
+            lines += ['', f'Step cost at N = {self.args.classes:,} (`' +
+                      self.state['benchmark']['command'] + '`, random weights of the same '
+                      'architecture):', '', self.state['benchmark']['output'].strip()]
+        lines += ['', '**3. Local correction**', '', '| correction | mean | domain | source |',
+                  '|---|---:|---:|---:|']
+        for name, label in (('pomp', 'ln'), ('pomp-log10', 'log10'), ('pomp-none', 'none')):
+            lines.append(f'| {label} | {_mean_sd(self._metric(name, "mean"))} | '
+                         f'{_mean_sd(self._metric(name, "domain_mean"))} | '
+                         f'{_mean_sd(self._metric(name, "domain-photo"))} |')
+        lines += ['', '**4. Pre-training classes**', '', '| classes | mean | domain |',
+                  '|---|---:|---:|']
+        for c in sorted(set(self.args.class_counts) | {self.args.classes}):
+            name = 'pomp' if c >= self.args.classes else f'pomp-{c}cls'
+            lines.append(f'| {c:,} | {_mean_sd(self._metric(name, "mean"))} | '
+                         f'{_mean_sd(self._metric(name, "domain_mean"))} |')
+        table = '\n'.join(lines)
+        with open(os.path.join(self.work, 'claims.md'), 'w', encoding='utf-8') as f:
+            f.write(table + '\n')
+        return table
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--work-dir', default='work_dirs/claims')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    p.add_argument('--classes', type=int, default=23900, help='N of the main runs')
+    p.add_argument('--shots', type=int, default=1)
+    p.add_argument('--class-counts', type=int, nargs='*', default=[100, 1000])
+    p.add_argument('--coop-classes', type=int, default=1000)
+    p.add_argument('--coop-shots', type=int, default=16)
+    p.add_argument('--epochs', type=int, default=BASE_EPOCHS)
+    p.add_argument('--eval-per-class', type=int, default=None)
+    p.add_argument('--skip-full', action='store_true', help='leave out the full-softmax runs')
+    p.add_argument('--softmax-classes', type=int, default=2000,
+                   help='N of the sampled vs full softmax accuracy runs')
+    p.add_argument('--softmax-k', type=int, default=100, help='K of the sampled run')
+    p.add_argument('--quick', action='store_true',
+                   help='one seed, 1 epoch, 2,000 classes, CoOp on 200: a smoke run')
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs, args.classes = args.seeds[:1], 1, 2000
+        args.coop_classes, args.coop_shots, args.eval_per_class = 200, 4, 1
+        args.class_counts, args.softmax_classes, args.softmax_k = [100], 500, 50
+    return args
+
+
+def main(argv=None) -> str:
+    table = Claims(parse_args(argv)).main()
+    print(table)
+    return table
+
+
+if __name__ == '__main__':
+    main()
