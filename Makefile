@@ -1,16 +1,19 @@
 # Two commands on a fresh machine (both idempotent; the first run creates .venv):
-#   make demo   embed a built-in vocabulary with a tiny random CLIP and print the table
+#   make demo   POMP end to end in the synthetic world (render, pre-train, evaluate; ~6 min)
 #   make test   run the whole test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test bench clean
+.PHONY: install demo claims test bench clean
 
 install:
 	VENV=$(VENV) bash tools/install.sh
 
 demo: install
-	$(PY) tools/demo.py
+	$(PY) tools/synthetic_demo.py
+
+claims: install
+	$(PY) tools/synthetic_claims.py
 
 test: install
 	$(PY) -m pytest -q tests

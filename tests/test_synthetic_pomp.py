@@ -1,5 +1,6 @@
 """The committed world CLIP, and POMP learning for real in the synthetic world."""
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -11,8 +12,9 @@ import torch.nn.functional as F
 
 from pomp_mm.synthetic import protocol
 from pomp_mm.synthetic import world_clip as wc
-from pomp_mm.synthetic.datasets import render_eval_set
+from pomp_mm.synthetic.datasets import pretrain_image_index, render_eval_set
 from pomp_mm.synthetic.render import render_object
+from pomp_mm.synthetic.world import world_vocabulary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,3 +59,104 @@ def test_registered_model_name_builds_everywhere(clip):
                           vocabulary='synthetic-24k', templates='single', cat_bg=False)
     assert enc.tower.context_length == 32
     torch.testing.assert_close(enc.tower.logit_scale, clip.logit_scale)
+
+
+def _accuracy(feats, labels, text):
+    return float(((feats @ text.T).argmax(-1) == torch.tensor(labels)).float().mean()) * 100
+
+
+@pytest.fixture(scope='module')
+def slice_features(clip):
+    """One rendered image of each of 2,000 pre-training classes, through the world CLIP."""
+    classes = protocol.subset_classes(2000, seed=0)
+    images = [render_object(c, 1, pretrain_image_index(c, 0)) for c in classes]
+    return classes, _features(clip, images)
+
+
+def _pretrainer(classes, **kwargs):
+    from pomp_mm.pretrain import PompPretrainer
+    kwargs.setdefault('num_sampled', 256)
+    return PompPretrainer(clip_model=wc.MODEL_NAME, pretrained=wc.WEIGHTS_PATH,
+                          vocabulary=world_vocabulary(classes), ctx_init='a photo of a',
+                          seed=0, **kwargs)
+
+
+def test_short_pomp_pretraining_beats_the_hand_prompt_on_heldout_sets(clip, slice_features):
+    from pomp_mm import PompTextEncoder
+    classes, feats = slice_features
+    model = _pretrainer(classes)
+    opt = torch.optim.SGD([model.prompt_learner.ctx], lr=0.02, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(STEPS):
+        idx = torch.randint(0, len(classes), (256,), generator=gen)
+        loss = model(features=feats[idx][:, None], labels=idx)['loss']
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    hand = PompTextEncoder(clip_model=wc.MODEL_NAME, clip_module=clip, vocabulary=['x'],
+                           templates='single', cat_bg=False)
+    for name in ('heldout-compositions', 'pattern-shape'):
+        es = protocol.eval_sets()[name]
+        images, labels = render_eval_set(es)
+        image_feats = _features(clip, images)
+        with torch.no_grad():
+            learned = _accuracy(image_feats, labels, model.text_encoder.encode_text(
+                list(es.classnames)))
+            baseline = _accuracy(image_feats, labels, hand.encode_text(list(es.classnames)))
+        assert learned >= baseline + MARGIN[name], (name, learned, baseline)
+
+
+def test_local_correction_changes_the_loss_by_the_margin(slice_features):
+    classes, feats = slice_features
+    labels = torch.arange(0, 512, 2)
+    losses, logits = {}, None
+    for correction in ('none', 'ln', 'log10'):
+        model = _pretrainer(classes, correction=correction)
+        losses[correction] = float(model(features=feats[labels][:, None], labels=labels)['loss'])
+        ids = model.last_class_ids
+        with torch.no_grad():
+            text = model.text_encoder.encode_names([classes[i].name for i in ids.tolist()])
+        logits = model.text_encoder.tower.logit_scale.exp() * feats[labels] @ text.T
+        targets = torch.tensor([ids.tolist().index(i) for i in labels.tolist()])
+        # reference: Eq. 5's margin on every sampled negative, then plain cross-entropy
+        n, k = len(classes), len(ids)
+        margin = {'none': 0.0, 'ln': math.log((n - 1) / (k - 1)),
+                  'log10': math.log10((n - 1) / (k - 1))}[correction]
+        shifted = logits + margin * (1 - F.one_hot(targets, k).float())
+        assert losses[correction] == pytest.approx(float(F.cross_entropy(shifted, targets)),
+                                                   rel=1e-5)
+    assert losses['none'] < losses['log10'] < losses['ln']
+
+
+def test_demo_pipeline_end_to_end_through_the_tools(tmp_path, clip):
+    work = tmp_path / 'demo'
+    cmd = [sys.executable, os.path.join(ROOT, 'tools', 'synthetic_demo.py'), '--work-dir',
+           str(work), '--classes', '200', '--coop-classes', '20', '--coop-shots', '2',
+           '--epochs', '1', '--eval-per-class', '1', '--quiet']
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    with open(work / 'results.json') as f:
+        results = json.load(f)
+    sets = list(protocol.eval_sets())
+    assert set(results) == {'hand', 'ensemble', 'coop-1k', 'pomp', 'chance'}
+    for method, row in results.items():
+        assert set(row) == set(sets) | {'mean', 'domain_mean'}, method
+        assert all(0 <= v <= 100 for v in row.values())
+        assert row['mean'] == pytest.approx(
+            sum(row[s] for s in protocol.CROSS_DATASET_SETS) / 4)
+    assert results['chance']['colour-shape'] == pytest.approx(1.0)
+    # the hand-prompt row is what the CLIP gives on the same images, computed here
+    es = protocol.eval_sets()['shapes']
+    images, labels = render_eval_set(es, per_class=1)
+    from pomp_mm import PompTextEncoder
+    hand = PompTextEncoder(clip_model=wc.MODEL_NAME, clip_module=clip, vocabulary=['x'],
+                           templates='single', cat_bg=False)
+    with torch.no_grad():
+        want = _accuracy(_features(clip, images), labels, hand.encode_text(list(es.classnames)))
+    assert results['hand']['shapes'] == pytest.approx(want, abs=1e-6)
+    # both prompts were trained by tools/pretrain.py and are pomp_mm prompt files
+    from pomp_mm import load_prompt
+    for run in ('pomp', 'coop-1k'):
+        ckpt = load_prompt(str(work / run / 'prompt_latest.pth'))
+        assert ckpt.n_ctx == 4
+    assert 'hand' in (work / 'results.md').read_text()

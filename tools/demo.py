@@ -1,9 +1,11 @@
-"""Embed a built-in vocabulary with a CLIP text tower and print what happened.
+"""Embed a vocabulary with a CLIP text tower twice (text tower, then the on-disk cache) and
+print what happened. ``make demo`` is tools/synthetic_demo.py; this is the embedding cache demo.
 
-By default a tiny random CLIP (no download) embeds all 21,841 ImageNet-21K class names twice:
-the first call runs the text tower, the second reads the on-disk cache. With real weights::
+By default the committed synthetic-world CLIP embeds its 24,000 class names; ``--clip-model
+tiny --vocab imagenet21k`` uses a tiny random CLIP on the ImageNet-21K names. With real weights::
 
-    python tools/demo.py --clip-model ViT-B-16 --pretrained openai --prompt pomp_vit_b16.pth.tar
+    python tools/demo.py --clip-model ViT-B-16 --pretrained openai --prompt pomp_vit_b16.pth.tar \
+        --vocab imagenet21k
 """
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ from pomp_mm.embedding_cache import default_cache_dir  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument('--vocab', default='imagenet21k', help='built-in name, file or "a . b . c"')
-    p.add_argument('--clip-model', default='tiny', help="open_clip name, config .json or 'tiny'")
+    p.add_argument('--vocab', default='synthetic-24k',
+                   help='built-in name, file or "a . b . c"')
+    p.add_argument('--clip-model', default=None,
+                   help="open_clip name, config .json or 'tiny' (default: the synthetic world's "
+                   "committed CLIP)")
     p.add_argument('--pretrained', default=None, help='open_clip tag or local weights file')
     p.add_argument('--prompt', default=None, help='prompt checkpoint (default: a new prompt '
                    'initialised from "a photo of a")')
@@ -35,6 +40,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.clip_model is None:
+        from pomp_mm.synthetic.world_clip import MODEL_NAME, world_clip_weights
+        args.clip_model, args.pretrained = MODEL_NAME, args.pretrained or world_clip_weights()
     torch.manual_seed(0)
     kwargs = dict(prompt=args.prompt) if args.prompt else dict(ctx_init='a photo of a')
     encoder = PompTextEncoder(clip_model=resolve_clip_spec(args.clip_model), cat_bg=False,

@@ -90,6 +90,7 @@ def evaluate(prompts: Dict[str, str], eval_root: str, set_names: Sequence[str], 
              quiet: bool = False, ensemble: bool = True) -> Dict[str, Dict[str, float]]:
     """tools/eval_classification.py on the rendered sets; ``{method: {set: top-1 %}}``."""
     from pomp_mm.synthetic.world_clip import MODEL_NAME, world_clip_weights
+    os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, 'eval.json')
     argv = ['eval_classification.py', '--datasets', 'none', '--clip-model', MODEL_NAME,
             '--pretrained', world_clip_weights(), '--out-dir', out_dir, '--json', json_path,
