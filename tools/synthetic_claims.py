@@ -36,7 +36,7 @@ sys.path.insert(0, ROOT)
 
 import synthetic_demo as demo  # noqa: E402
 
-BASE_EPOCHS = 5
+BASE_EPOCHS = 3
 BATCH = 256
 
 

@@ -11,7 +11,7 @@ custom_imports = dict(imports=['pomp_mm', 'pomp_mm.pretrain'], allow_failed_impo
 data_root = 'work_dirs/world/pretrain'
 feature_dir = data_root + '/features'  # pomp_synthetic_cached.py reads the cache here
 clip_weights = '{{ fileDirname }}/../../pomp_mm/synthetic/assets/pomp-world-ViT-T-8.pt'
-max_epochs = 5
+max_epochs = 3
 batch_size = 256
 
 model = dict(
