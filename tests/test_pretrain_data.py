@@ -211,3 +211,37 @@ def test_build_transform_randaugment_choice(monkeypatch):
     img = _wide_image(16, 16)
     want = ImageOps.solarize(ImageOps.posterize(img, 5), 100.0)
     assert np.array_equal(np.asarray(always(img)), np.asarray(want))
+
+
+def _shared_name_wnids():
+    from pomp_mm import load_vocabulary
+    vocab = load_vocabulary('imagenet21k')
+    seen = {}
+    for i, name in enumerate(vocab.names):
+        if name in seen:
+            return vocab, name, seen[name], i
+        seen[name] = i
+    raise AssertionError('imagenet21k has no shared names?')
+
+
+def test_image_folders_of_classes_sharing_a_name_keep_their_own_labels(tmp_path):
+    """ImageNet-21K lemma collisions: each wnid folder trains its own class, not the first
+    class of its display name."""
+    from helpers import write_image_folder
+    vocab, name, first, second = _shared_name_wnids()
+    write_image_folder(str(tmp_path), [vocab.ids[first], vocab.ids[second]], 1, size=8)
+    ds = ImageList(str(tmp_path), vocabulary='imagenet21k', image_size=8)
+    labels = sorted(label for _, label in ds.items)
+    assert labels == sorted([first, second]) and vocab.names[first] == vocab.names[second]
+
+
+def test_csv_naming_a_shared_name_lists_the_candidates(tmp_path):
+    vocab, name, first, second = _shared_name_wnids()
+    csv_path = tmp_path / 'list.csv'
+    csv_path.write_text(f'a.jpg,{vocab.ids[second]}\nb.jpg,{name}\n')
+    with pytest.raises(ValueError, match=rf"list.csv:2: class '{name}' names '{name}', which "
+                       rf"\d+ classes of vocabulary 'imagenet21k' share \(ids "
+                       rf"'{vocab.ids[first]}', '{vocab.ids[second]}'"):
+        ImageList(str(csv_path), vocabulary='imagenet21k')
+    csv_path.write_text(f'a.jpg,{vocab.ids[second]}\n')
+    assert ImageList(str(csv_path), vocabulary='imagenet21k').items[0][1] == second

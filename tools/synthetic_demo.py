@@ -153,6 +153,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--epochs', type=int, default=None, help='override both configs\' epochs')
     p.add_argument('--eval-per-class', type=int, default=None,
                    help='images per class of each evaluation set (default: the protocol\'s)')
+    p.add_argument('--sets', nargs='+', default=None, metavar='SET',
+                   help='evaluate only these downstream sets (default: all of the protocol)')
     p.add_argument('--quiet', action='store_true', help='tool output to log files')
     return p.parse_args(argv)
 
@@ -185,8 +187,11 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
     data = os.path.join(work, 'data')
     os.makedirs(data, exist_ok=True)
     eval_root = os.path.join(data, 'eval')
-    sets = list(protocol.eval_sets())
-    write_eval_sets(eval_root, sets, args.eval_per_class, progress=not args.quiet)
+    sets = args.sets or list(protocol.eval_sets())
+    try:
+        write_eval_sets(eval_root, sets, args.eval_per_class, progress=not args.quiet)
+    except ValueError as err:
+        raise SystemExit(f'error: {err}')
     full = 'synthetic-pretrain' if args.classes is None else None
     pomp_data = prepare_set(os.path.join(data, f'pretrain_seed{args.seed}'), classes,
                             args.shots, 1 + args.seed, POMP_CONFIG, full, work, args.quiet)

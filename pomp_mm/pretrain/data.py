@@ -148,6 +148,36 @@ def _load_or_make_split(split_file: Optional[str], make: Callable[[], List[Item]
     return items
 
 
+def _class_resolver(vocab: Vocabulary, source: str) -> Callable[[str, str], int]:
+    """``(class spec, where) -> label``: a class id first (ids are unique), then a display name
+    that only one class has (folder spellings with ``_`` too), then an index.
+
+    ImageNet-21K has 1,444 names shared by 3,186 classes: a shared name cannot say which class
+    is meant, so it is an error listing the candidates' ids, never the first class silently.
+    """
+    by_id = {i: k for k, i in enumerate(vocab.ids)}
+    by_name: Dict[str, List[int]] = {}
+    for k, name in enumerate(vocab.names):
+        by_name.setdefault(name, []).append(k)
+
+    def resolve(spec: str, where: str) -> int:
+        if spec in by_id:
+            return by_id[spec]
+        for name in (spec, spec.replace('_', ' ')):
+            found = by_name.get(name)
+            if found and len(found) == 1:
+                return found[0]
+            if found:
+                ids = ', '.join(repr(vocab.ids[k]) for k in found[:10])
+                raise ValueError(f'{where} names {name!r}, which {len(found)} classes of '
+                                 f'vocabulary {vocab.source!r} share (ids {ids}); name it by id')
+        if spec.isdigit() and int(spec) < len(vocab):
+            return int(spec)
+        raise ValueError(f'{where} is not in the vocabulary {vocab.source!r} (read from '
+                         f'{source!r})')
+    return resolve
+
+
 class _ViewsDataset(Dataset):
     """Common part: items, a transform applied ``num_views`` times, skip-and-count on errors."""
 
@@ -307,13 +337,10 @@ class ImageList(_ViewsDataset):
                              if os.path.isdir(os.path.join(source, d)))
             vocab = parse_vocabulary(vocabulary) if vocabulary is not None else \
                 Vocabulary(tuple(c.replace('_', ' ') for c in classes), tuple(classes), source)
-            lookup = {i: n for n, i in zip(vocab.names, vocab.ids)}
+            resolve = _class_resolver(vocab, source)
             items: List[Item] = []
             for c in classes:
-                name = lookup.get(c, c.replace('_', ' '))
-                if name not in vocab.names:
-                    raise ValueError(f'folder {c!r} is not a class of the vocabulary')
-                label = vocab.names.index(name)
+                label = resolve(c, f'folder {c!r}')
                 sub = os.path.join(source, c)
                 items.extend((os.path.join(sub, f), label) for f in _list_images(sub))
         elif os.path.isfile(source):
@@ -337,8 +364,7 @@ class ImageList(_ViewsDataset):
     @staticmethod
     def _read_csv(path: str, vocab: Vocabulary) -> List[Item]:
         base = os.path.dirname(os.path.abspath(path))
-        by_name = {n: i for i, n in enumerate(vocab.names)}
-        by_id = {n: i for i, n in enumerate(vocab.ids)}
+        resolve = _class_resolver(vocab, path)
         items = []
         with open(path, newline='', encoding='utf-8') as f:
             for line_no, row in enumerate(csv.reader(f), 1):
@@ -347,11 +373,6 @@ class ImageList(_ViewsDataset):
                 if len(row) < 2:
                     raise ValueError(f'{path}:{line_no}: expected "path,class", got {row}')
                 img, cls = row[0].strip(), row[1].strip()
-                if cls in by_name or cls in by_id:
-                    label = by_name.get(cls, by_id.get(cls))
-                elif cls.isdigit() and int(cls) < len(vocab):
-                    label = int(cls)
-                else:
-                    raise ValueError(f'{path}:{line_no}: class {cls!r} is not in the vocabulary')
+                label = resolve(cls, f'{path}:{line_no}: class {cls!r}')
                 items.append((img if os.path.isabs(img) else os.path.join(base, img), label))
         return items
