@@ -363,3 +363,24 @@ def test_pretrain_refuses_max_epochs_without_its_schedule():
     cfg.merge_from_dict({'train_cfg.max_epochs': 8})
     with pytest.raises(SystemExit, match='ends at epoch 5 but train_cfg.max_epochs is 8'):
         check_schedule(cfg)
+
+
+def test_frequency_sampling_takes_class_counts_from_the_dataset(tmp_path, image_folder):
+    """No class_counts in the config: tools/pretrain.py trains with the dataset's own counts
+    (lamp has a corrupt image but 3 files; counts are of listed images)."""
+    import torch
+
+    from pomp_mm.pretrain import PompPretrainer
+    cfg = _config(tmp_path, image_folder, max_iters=2, extra_model=dict(sampling='frequency'))
+    out = _pretrain(cfg, '--work-dir', str(tmp_path / 'w'))
+    assert 'frequency sampling: class counts from the training dataset (24 images, 8 of 8 ' \
+           'classes present)' in out
+    model = PompPretrainer(clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4, num_sampled=4,
+                           sampling='frequency')
+    with pytest.raises(RuntimeError, match="sampling='frequency' has no class_counts"):
+        model.compute_loss(torch.randn(2, 32), torch.tensor([0, 1]), 1)
+    from pomp_mm.pretrain import ImageList
+    counts = ImageList(image_folder, vocabulary=CLASSES, image_size=32).class_counts
+    model.set_class_counts(counts)
+    assert model.sampler.class_counts.tolist() == [float(c) for c in counts]
+    assert not model.counts_pending

@@ -22,7 +22,8 @@ class PromptCheckpointHook(Hook):
 
     Before training it also checks that the training dataset's class list
     (``metainfo['classes']``, which its labels index) equals the model vocabulary
-    (:meth:`~pomp_mm.pretrain.PompPretrainer.check_label_space`).
+    (:meth:`~pomp_mm.pretrain.PompPretrainer.check_label_space`), and gives a
+    ``sampling='frequency'`` model without ``class_counts`` the dataset's own counts.
 
     Args:
         interval: Iterations between prompt checkpoints (<= 0: only at the end).
@@ -39,12 +40,22 @@ class PromptCheckpointHook(Hook):
         self.check_labels = check_labels
 
     def before_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        dataset = runner.train_dataloader.dataset
+        if getattr(model, 'counts_pending', False):
+            counts = getattr(dataset, 'class_counts', None)
+            if counts is None:
+                raise ValueError(f"sampling='frequency' without model.class_counts needs a "
+                                 f'dataset that counts its classes; {type(dataset).__name__} '
+                                 'does not: give class_counts in the config')
+            model.set_class_counts(counts)
+            runner.logger.info(f'frequency sampling: class counts from the training dataset '
+                               f'({sum(counts)} images, {sum(c > 0 for c in counts)} of '
+                               f'{len(counts)} classes present)')
         if not self.check_labels:
             return
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if not hasattr(model, 'check_label_space'):
             return
-        dataset = runner.train_dataloader.dataset
         metainfo = getattr(dataset, 'metainfo', None) or {}
         model.check_label_space(metainfo.get('classes'))
         # the dataset is built from the config, apart from the model: flag preprocessing that

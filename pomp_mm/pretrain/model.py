@@ -48,7 +48,9 @@ class PompPretrainer(BaseModel):
         correction: ``'ln'`` (paper), ``'log10'`` (official code) or ``'none'``. With
             ``'frequency'`` / ``'hard'`` sampling each drawn negative's margin is ``-log q_j`` of
             its own inclusion probability instead of the uniform ``log((N-1)/(K'-1))``.
-        class_counts: Images per class, for ``sampling='frequency'``.
+        class_counts: Images per class, for ``sampling='frequency'``; None takes them from the
+            training dataset when training starts (``PromptCheckpointHook``, which
+            ``tools/pretrain.py`` adds: ImageNet21K, ImageList and CachedFeatures count them).
         hard_refresh_interval: Steps between refreshes of the class-embedding bank (hard mode).
         seed: Seed of the negative sampler (each distributed rank adds its own offset).
         chunk_size: Classes per text-tower call when embedding many classes.
@@ -91,6 +93,11 @@ class PompPretrainer(BaseModel):
         self.num_sampled = k
         self.correction = correction
         self.sampling = sampling
+        # frequency counts may come from the dataset at before_train (set_class_counts); until
+        # then a placeholder that compute_loss refuses to sample with
+        self.counts_pending = sampling == 'frequency' and class_counts is None
+        if self.counts_pending:
+            class_counts = [1] * self.num_classes
         self.sampler = NegativeSampler(self.num_classes, k, mode=sampling,
                                        class_counts=class_counts, seed=seed, rank=get_rank(),
                                        hard_temperature=hard_temperature,
@@ -144,6 +151,11 @@ class PompPretrainer(BaseModel):
         raise ValueError(f'{extra}: the dataset\'s class list must equal the model vocabulary '
                          f'({self.vocabulary.source}, {len(names)} classes)')
 
+    def set_class_counts(self, class_counts: Sequence[int]) -> None:
+        """Per-class image counts for ``sampling='frequency'`` (e.g. the dataset's)."""
+        self.sampler.set_class_counts(class_counts)
+        self.counts_pending = False
+
     @property
     def prompt_learner(self):
         return self.text_encoder.prompt_learner
@@ -186,6 +198,10 @@ class PompPretrainer(BaseModel):
     def compute_loss(self, features: torch.Tensor, labels: torch.Tensor,
                      num_views: int) -> Dict[str, torch.Tensor]:
         """POMP loss for image features [B * num_views, D] of images with ``labels`` [B]."""
+        if self.counts_pending:
+            raise RuntimeError("sampling='frequency' has no class_counts: set model.class_counts "
+                               'or train through tools/pretrain.py (its PromptCheckpointHook '
+                               'takes them from the training dataset)')
         if self.sampling == 'hard':
             self._sync_bank()
             if self.sampler.needs_refresh(self._step):

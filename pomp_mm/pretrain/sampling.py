@@ -77,6 +77,12 @@ class NegativeSampler:
         self.bank: Optional[torch.Tensor] = None
         self.last_refresh_step: Optional[int] = None
 
+    def set_class_counts(self, class_counts: Sequence[int]) -> None:
+        """Replace the per-class counts of ``mode='frequency'`` (validated as at construction)."""
+        if self.mode != 'frequency':
+            raise ValueError(f"class_counts only apply to mode='frequency', not {self.mode!r}")
+        self.class_counts = self._check_counts(class_counts)
+
     def _check_counts(self, class_counts: Optional[Sequence[int]]) -> torch.Tensor:
         if class_counts is None:
             raise ValueError("mode='frequency' requires class_counts (one count per class), "
