@@ -426,3 +426,33 @@ def test_pretrainer_uniform_loss_is_eq5_with_views_in_order(tiny_cfg, correction
     assert class_ids[:2].tolist() == [5, 1] and len(class_ids) == 4
     want = _manual_loss(logits, torch.tensor([0, 0, 1, 1]), [margin] * 4)
     assert loss.item() == pytest.approx(want, abs=1e-5)
+
+
+def test_classes_sharing_a_name_are_left_out_of_each_others_softmax(tiny_cfg):
+    """Twin names (ImageNet-21K lemma collisions) give identical prompts: by default a twin of
+    the target is masked out of that image's softmax (reference: cross-entropy without that
+    column); mask_duplicate_names=False keeps the official behaviour (all columns)."""
+    import torch.nn.functional as F
+
+    from pomp_mm.pretrain import PompPretrainer
+    vocab = ['cat', 'dog', 'Cat', 'bird', 'fish', 'dog', 'cow', 'ant']
+    feats = F.normalize(torch.randn(4, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    labels = torch.tensor([0, 1, 3, 4])
+    out = {}
+    for mask in (True, False):
+        torch.manual_seed(0)
+        model = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, num_sampled=None,
+                               correction='none', mask_duplicate_names=mask)
+        res = model.compute_loss(feats, labels, 1)
+        ids = model.last_class_ids.tolist()
+        with torch.no_grad():
+            text = model.text_encoder.encode_names([vocab[i] for i in ids])
+        logits = model.text_encoder.tower.logit_scale.exp() * feats @ text.T
+        targets = torch.tensor([ids.index(i) for i in labels.tolist()])
+        if mask:  # image 0 (cat) drops 'Cat'; image 1 (dog) drops the second 'dog'
+            logits[0, ids.index(2)] = float('-inf')
+            logits[1, ids.index(5)] = float('-inf')
+        out[mask] = float(res['loss'])
+        assert out[mask] == pytest.approx(float(F.cross_entropy(logits, targets)), rel=1e-5)
+        assert float(res['masked_twins']) == (2.0 if mask else 0.0)
+    assert out[True] < out[False]

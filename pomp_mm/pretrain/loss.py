@@ -76,7 +76,8 @@ def local_contrast_logits(image_features: Tensor, text_features: Tensor,
 
 
 def pomp_loss(logits: Tensor, targets: Tensor, num_classes: int, correction: str = 'ln',
-              inclusion_probs: Optional[Tensor] = None) -> Tensor:
+              inclusion_probs: Optional[Tensor] = None,
+              ignore: Optional[Tensor] = None) -> Tensor:
     """Cross-entropy over the contrasted classes with local correction, averaged over the batch.
 
     Args:
@@ -89,6 +90,8 @@ def pomp_loss(logits: Tensor, targets: Tensor, num_classes: int, correction: str
             <pomp_mm.pretrain.NegativeSampler.sample>`); non-target column ``j`` then gets the
             margin ``-log q_j`` (``-log10 q_j`` for ``'log10'``). ``None``: the uniform margin of
             :func:`correction_margin` on every non-target column.
+        ignore: ``[B, K']`` bool, columns left out of each row's softmax (e.g. classes with the
+            same prompt text as the row's target); never a row's own target.
 
     Returns:
         Scalar loss.
@@ -111,6 +114,14 @@ def pomp_loss(logits: Tensor, targets: Tensor, num_classes: int, correction: str
         non_target = torch.ones_like(logits, dtype=torch.bool)
         non_target[torch.arange(logits.shape[0], device=logits.device), targets] = False
         logits = logits + margin * non_target.to(logits.dtype)
+    if ignore is not None:
+        if ignore.shape != logits.shape:
+            raise ValueError(f'ignore must have shape {tuple(logits.shape)}, got '
+                             f'{tuple(ignore.shape)}')
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        if ignore[rows, targets].any():
+            raise ValueError('ignore masks a target column')
+        logits = logits.masked_fill(ignore.to(logits.device), float('-inf'))
     return F.cross_entropy(logits, targets)
 
 

@@ -56,6 +56,10 @@ class PompPretrainer(BaseModel):
         chunk_size: Classes per text-tower call when embedding many classes.
         pack_lengths: Run the sampled prompts' own tokens unpadded (see
             :class:`~pomp_mm.PompTextEncoder`); False pads them to the step's longest.
+        mask_duplicate_names: Leave out of an image's softmax the sampled classes whose display
+            name equals its own class's (ImageNet-21K lemma collisions: identical prompts, so
+            the step would push the image away from its own embedding). Their count per step is
+            logged as ``masked_twins``. False reproduces the official code.
         data_preprocessor: mmengine data preprocessor config.
     """
 
@@ -75,6 +79,7 @@ class PompPretrainer(BaseModel):
                  seed: int = 0,
                  chunk_size: int = 1024,
                  pack_lengths: bool = True,
+                 mask_duplicate_names: bool = True,
                  data_preprocessor: Optional[Union[dict, torch.nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -110,7 +115,14 @@ class PompPretrainer(BaseModel):
         bank_shape = (self.num_classes, self.text_encoder.tower.output_dim)
         self.register_buffer('class_bank', torch.zeros(bank_shape if sampling == 'hard' else 0))
         self.loss_settings = {'num_sampled': k, 'sampling': sampling, 'correction': correction,
-                              'num_classes': self.num_classes}
+                              'num_classes': self.num_classes,
+                              'mask_duplicate_names': mask_duplicate_names}
+        # classes whose prompts are the same text (CLIP's tokenizer lower-cases) share a group
+        groups: Dict[str, int] = {}
+        name_group = [groups.setdefault(' '.join(n.lower().split()), len(groups))
+                      for n in vocab.names]
+        self.name_group = torch.tensor(name_group) if mask_duplicate_names and \
+            len(groups) < self.num_classes else None
 
     # ------------------------------------------------------------------ helpers
     def check_label_space(self, classes: Optional[Sequence[str]]) -> None:
@@ -217,13 +229,21 @@ class PompPretrainer(BaseModel):
         names = [self.vocabulary.names[i] for i in class_ids.tolist()]
         text = self.text_encoder.encode_names(names)
         logits = local_contrast_logits(features, text, self.text_encoder.tower.logit_scale.exp())
+        ignore, twins = None, 0
+        if self.name_group is not None:
+            col, row = self.name_group[class_ids], self.name_group[labels.cpu()]
+            ignore = (row[:, None] == col[None, :]) & (labels.cpu()[:, None] != class_ids[None, :])
+            twins = int(ignore.sum())
+            ignore = ignore.repeat_interleave(num_views, 0).to(features.device) if twins else None
         targets = targets.to(features.device).repeat_interleave(num_views)
-        loss = pomp_loss(logits, targets, self.num_classes, self.correction, probs)
+        loss = pomp_loss(logits, targets, self.num_classes, self.correction, probs, ignore)
         with torch.no_grad():
-            acc = (logits.argmax(-1) == targets).float().mean()
+            shown = logits if ignore is None else logits.masked_fill(ignore, float('-inf'))
+            acc = (shown.argmax(-1) == targets).float().mean()
         self.step_count += 1
         return {'loss': loss, 'acc_local': acc,
-                'num_contrasted': torch.tensor(float(len(class_ids)))}
+                'num_contrasted': torch.tensor(float(len(class_ids))),
+                'masked_twins': torch.tensor(float(twins))}
 
     # ------------------------------------------------------------------ mmengine API
     def forward(self, inputs: Optional[torch.Tensor] = None,
