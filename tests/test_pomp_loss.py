@@ -319,6 +319,16 @@ def test_uniform_probs_reduce_to_the_eq5_margin():
         _manual_loss(logits, targets, [m] * k), abs=1e-12)
 
 
+def _poisson_reference(weights, m):
+    """1 - exp(-lam w_j) with sum = m, lam by plain bisection (independent of the code)."""
+    lo, hi = 0.0, 1e6 / max(weights)
+    for _ in range(200):
+        lam = (lo + hi) / 2
+        total = sum(1 - math.exp(-lam * w) for w in weights)
+        lo, hi = (lam, hi) if total < m else (lo, lam)
+    return [1 - math.exp(-lam * w) for w in weights]
+
+
 def test_frequency_margins_are_minus_log_inclusion_probs():
     counts = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     n, k = 10, 4
@@ -326,11 +336,10 @@ def test_frequency_margins_are_minus_log_inclusion_probs():
     labels = torch.tensor([0, 1, 0])
     class_ids, targets, probs = sampler.sample(labels, return_probs=True)
     assert class_ids[:2].tolist() == [0, 1] and len(class_ids) == k
-    rest = sum(counts) - counts[0] - counts[1]  # first draw: among the non-positive classes
-    # 2 negatives drawn (K' - P): class j is expected 2 * counts[j] / rest times
-    want = [3 / 9, 3 / 9] + [min(1.0, 2 * counts[j] / rest) for j in class_ids[2:].tolist()]
-    assert probs.tolist() == pytest.approx(want, abs=1e-15)
-    # e.g. class 9 (count 10): q = 2 * 10 / 52
+    # 2 negatives drawn (K' - P) from the non-positive classes: Poisson inclusion
+    pi = _poisson_reference([0, 0] + counts[2:], 2)
+    want = [3 / 9, 3 / 9] + [pi[j] for j in class_ids[2:].tolist()]
+    assert probs.tolist() == pytest.approx(want, abs=1e-9)
     logits = torch.tensor([[2.0, 0.5, -1.0, 0.3], [0.3, 1.2, 0.7, -0.2], [0.0, 0.1, 0.2, 0.3]],
                           dtype=torch.float64)
     for corr, log in (('ln', math.log), ('log10', math.log10)):
@@ -355,16 +364,46 @@ def test_inclusion_probs_match_sampled_frequencies():
         ids, _, probs = sampler.sample(labels, return_probs=True)
         seen[ids[2:]] += 1
         reported.update(zip(ids[2:].tolist(), probs[2:].tolist()))
-    for j in (20, 30, 45):  # count-1 classes: q = 6 * 1 / 80 = 0.075
-        assert reported[j] == pytest.approx(6 / 80, abs=1e-12)
-        assert seen[j].item() / 4000 == pytest.approx(reported[j], rel=0.15)
+    pi = _poisson_reference([0.0, 0.0] + counts[2:], 6)
+    for j in (5, 20, 30, 45):
+        assert reported[j] == pytest.approx(pi[j], abs=1e-9)
+        assert seen[j].item() / 4000 == pytest.approx(reported[j], rel=0.1)
+
+
+def test_inclusion_probs_at_pomp_scale_on_a_peaked_distribution():
+    """K = 1,000 of N = 21,841 Zipf-like counts: the reported probabilities follow the sampled
+    frequencies in every weight band (min(1, M p_j) was 4x too small for light classes), and no
+    margin exceeds log(N - 1)."""
+    n, k = 21841, 1000
+    counts = (1e4 / torch.arange(1, n + 1, dtype=torch.float64) ** 1.2).tolist()
+    sampler = NegativeSampler(n, k, mode='frequency', class_counts=counts, seed=0)
+    labels = torch.tensor([5000, 6000])
+    seen, reported = torch.zeros(n), torch.zeros(n, dtype=torch.float64)
+    rounds = 120
+    for _ in range(rounds):
+        ids, _, probs = sampler.sample(labels, return_probs=True)
+        seen[ids[2:]] += 1
+        reported[ids[2:]] = probs[2:]
+        assert (-probs.log()).max().item() <= math.log(n - 1) + 1e-9
+    weights = torch.tensor(counts)
+    weights[labels] = 0
+    first_order = (weights / weights.sum() * (k - 2)).clamp(max=1)
+    for lo, hi in ((100, 1000), (1000, 5000), (7000, 21841)):
+        band = torch.arange(lo, hi)
+        band = band[reported[band] > 0]  # classes drawn at least once carry their report
+        empirical = seen[lo:hi].mean().item() / rounds
+        ours = torch.tensor(_poisson_reference(weights.tolist(), k - 2))[lo:hi].mean().item()
+        assert ours == pytest.approx(empirical, rel=0.08), (lo, hi)
+        assert reported[band].mean().item() >= 0.5 * ours  # drawn ones: not the old tiny q
+        assert first_order[lo:hi].mean().item() < 0.5 * empirical  # what the old formula gave
 
 
 def test_inclusion_probs_clamp_and_validation():
-    # one dominant class: M * p_j > 1 is clamped to 1 (margin 0)
+    # one dominant class: drawn for sure, probability 1 (margin 0)
     sampler = NegativeSampler(6, 3, mode='frequency', class_counts=[1, 1000, 1, 1, 1, 1], seed=0)
     class_ids, targets, probs = sampler.sample(torch.tensor([0]), return_probs=True)
-    assert 1 in class_ids.tolist() and probs[class_ids.tolist().index(1)].item() == 1.0
+    assert 1 in class_ids.tolist()
+    assert probs[class_ids.tolist().index(1)].item() == pytest.approx(1.0, abs=1e-12)
     logits = torch.zeros(1, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match=r'inclusion_probs must have shape \[3\]'):
         pomp_loss(logits, targets, 6, inclusion_probs=probs[:2])
