@@ -384,3 +384,23 @@ def test_frequency_sampling_takes_class_counts_from_the_dataset(tmp_path, image_
     model.set_class_counts(counts)
     assert model.sampler.class_counts.tolist() == [float(c) for c in counts]
     assert not model.counts_pending
+
+
+def test_each_step_draws_other_negatives(tiny_cfg):
+    """The per-step seed depends on the step: the same batch gets other negatives at the next
+    step (with a step-independent seed every step would contrast the same classes)."""
+    from pomp_mm.pretrain import PompPretrainer
+    vocab = [f'class {i}' for i in range(200)]
+    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, num_sampled=20,
+                           seed=0)
+    feats = torch.nn.functional.normalize(torch.randn(2, 32), dim=-1)
+    drawn = []
+    for _ in range(3):
+        with torch.no_grad():
+            model.compute_loss(feats, torch.tensor([3, 7]), 1)
+        drawn.append(set(model.last_class_ids[2:].tolist()))
+    assert drawn[0] != drawn[1] and drawn[1] != drawn[2]
+    again = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, num_sampled=20, seed=0)
+    with torch.no_grad():
+        again.compute_loss(feats, torch.tensor([3, 7]), 1)
+    assert set(again.last_class_ids[2:].tolist()) == drawn[0]  # and a rerun draws the same

@@ -469,3 +469,12 @@ def test_bad_disk_cache_entries_are_misses(tmp_path, caplog, content):
     table = torch.randn(2, 32)
     cache.put(key, ['cat', 'dog'], table)
     assert torch.equal(cache.get(key, ['cat', 'dog']), table)
+
+
+def test_ctx_init_in_coop_spelling_is_the_same_four_tokens(make_encoder):
+    """CoOp configs write ctx_init as 'a_photo_of_a': the same 4 context tokens as the words
+    (read literally, the underscores would make 7 BPE tokens)."""
+    words = make_encoder(ctx_init='a photo of a')
+    coop = make_encoder(ctx_init='a_photo_of_a')
+    assert coop.prompt_learner.ctx.shape[0] == 4
+    torch.testing.assert_close(coop.prompt_learner.ctx, words.prompt_learner.ctx)
