@@ -129,3 +129,43 @@ def test_a_dtype_rewritten_after_its_array_is_not_the_arrays(tmp_path):
         q.glob('numpy', 'dtype').op(b']').text('x').text('<f8').op(b'\x86a\x85R')
         q.op(b'\x89').raw('A' * 8).op(b'tb')
         torch.load(q.save(tmp_path / 'fields.pth'), weights_only=True)
+
+
+#: Everything pomp_mm adds to torch's weights-only allow-list, by the name a pickle uses.
+#: Adding an entry is a security decision: it needs a review, then a change here.
+ALLOWED = {
+    'numpy._core.multiarray.scalar', 'numpy.core.multiarray.scalar', 'numpy.dtype',
+    'numpy.dtypes.BoolDType', 'numpy.dtypes.Float16DType', 'numpy.dtypes.Float32DType',
+    'numpy.dtypes.Float64DType', 'numpy.dtypes.Int32DType', 'numpy.dtypes.Int64DType',
+    'numpy.ndarray', 'pomp_mm.compat._SafeArray',
+    'mmengine.logging.history_buffer.HistoryBuffer', 'builtins.getattr',
+    'numpy._core.multiarray._reconstruct', 'numpy.core.multiarray._reconstruct',
+}
+
+
+def test_allow_list_is_exactly_the_reviewed_one():
+    import builtins
+
+    import numpy as np
+    import torch
+
+    from pomp_mm import compat
+    entries = compat.mmengine_safe_globals()
+    names = [name for _, name in entries]
+    assert len(names) == len(set(names)) and set(names) <= ALLOWED
+    assert {'builtins.getattr', 'numpy.ndarray', 'mmengine.logging.history_buffer.HistoryBuffer',
+            'numpy.dtype'} <= set(names)
+    by_name = dict((name, obj) for obj, name in entries)
+    # the dangerous names are stand-ins, never the real objects
+    assert by_name['builtins.getattr'] is not builtins.getattr
+    assert by_name['numpy.ndarray'] is not np.ndarray
+    for name in names:
+        if name.endswith('_reconstruct'):
+            assert by_name[name] is compat._safe_reconstruct
+    registered = {name for item in torch.serialization.get_safe_globals()
+                  if isinstance(item, tuple) for name in item[1:]}
+    assert 'builtins.eval' not in registered and 'builtins.exec' not in registered
+    assert registered >= set(names)
+    plain = {item for item in torch.serialization.get_safe_globals()
+             if not isinstance(item, tuple)}
+    assert not plain & {builtins.eval, builtins.exec, builtins.getattr, builtins.setattr}
