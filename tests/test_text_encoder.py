@@ -478,3 +478,26 @@ def test_ctx_init_in_coop_spelling_is_the_same_four_tokens(make_encoder):
     coop = make_encoder(ctx_init='a_photo_of_a')
     assert coop.prompt_learner.ctx.shape[0] == 4
     torch.testing.assert_close(coop.prompt_learner.ctx, words.prompt_learner.ctx)
+
+
+def test_disk_cache_keys_on_the_prompt_and_its_class_token_position(make_encoder, tmp_path):
+    """Same CLIP, same names, same context vectors: a prompt read at another class-token
+    position is another prompt, and a new prompt never gets the old one's cached table."""
+    from pomp_mm import save_prompt
+    names = ['cat', 'dog', 'traffic light']
+    ctx = torch.randn(4, 64, generator=torch.Generator().manual_seed(1)) * 0.02
+    end = save_prompt(str(tmp_path / 'end.pth'), ctx, class_token_position='end')
+    front = save_prompt(str(tmp_path / 'front.pth'), ctx, class_token_position='front')
+    other = save_prompt(str(tmp_path / 'other.pth'), ctx + 0.05, class_token_position='end')
+    cache = str(tmp_path / 'cache')
+    tables, prints = {}, {}
+    for name, path in (('end', end), ('front', front), ('other', other)):
+        enc = make_encoder(prompt=path, cache_dir=cache, cat_bg=False)
+        with torch.no_grad():
+            tables[name] = enc.encode_text(names)
+            uncached = make_encoder(prompt=path, cat_bg=False).encode_text(names)
+        torch.testing.assert_close(tables[name], uncached)  # the cache served its own table
+        prints[name] = enc.prompt_fingerprint()
+    assert len(set(prints.values())) == 3
+    assert not torch.allclose(tables['end'], tables['front'])
+    assert not torch.allclose(tables['end'], tables['other'])
