@@ -501,3 +501,22 @@ def test_disk_cache_keys_on_the_prompt_and_its_class_token_position(make_encoder
     assert len(set(prints.values())) == 3
     assert not torch.allclose(tables['end'], tables['front'])
     assert not torch.allclose(tables['end'], tables['other'])
+
+
+def test_rows_come_back_in_input_order_with_gradients_on(make_encoder):
+    """The packed path groups prompts by length; under grad (pre-training) as without it, row i
+    is names[i]: against the no-grad result and against running every prompt whole."""
+    names = ['traffic light', 'cat', 'a rather long name of a class', 'dog', 'sea lion pup']
+    enc = make_encoder(n_ctx=4, prompt_trainable=True, cat_bg=False)
+    whole = make_encoder(n_ctx=4, prompt_trainable=True, cat_bg=False, share_prefix=False)
+    whole.prompt_learner.ctx.data.copy_(enc.prompt_learner.ctx.data)
+    with torch.enable_grad():
+        packed = enc.encode_names(names)
+        reference = whole.encode_names(names)
+    assert packed.requires_grad
+    with torch.no_grad():
+        plain = enc.encode_names(names)
+    torch.testing.assert_close(packed.detach(), plain, atol=1e-6, rtol=0)
+    torch.testing.assert_close(packed.detach(), reference.detach(), atol=1e-5, rtol=0)
+    single = torch.stack([enc.encode_names([n])[0] for n in names]).detach()
+    torch.testing.assert_close(packed.detach(), single, atol=1e-5, rtol=0)
