@@ -894,3 +894,25 @@ def test_hand_prompt_baseline_keeps_the_single_prompt(coco):
                       embed_dim=32)
     assert clf.text_encoder.templates == ['a photo of a {}.']
     assert not clf.text_encoder.cat_bg
+
+
+def test_detic_style_npy_logits_are_temperature_times_cosine(tmp_path):
+    """Official Detic tables are float16 with row norms ~8-10: the logits are temperature x the
+    cosine to the L2-normalised rows (background column 0), checked against a reference."""
+    import torch.nn.functional as F
+    rng = np.random.RandomState(0)
+    rows = rng.randn(5, 16)
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True) * rng.uniform(8, 10, (5, 1)))
+    path = tmp_path / 'detic.npy'
+    np.save(path, rows.astype(np.float16))
+    x = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
+    for temperature in (50.0, 20.0):
+        head = _classifier(out_features=6, embed_dim=16, embeddings=str(path),
+                           temperature=temperature).eval()
+        with torch.no_grad():
+            got = head(x)
+            z = F.normalize(head.proj(x), dim=1)
+        table = torch.from_numpy(rows.astype(np.float16).astype(np.float32))
+        want = temperature * z @ F.normalize(table, dim=1).T
+        torch.testing.assert_close(got[:, :5], want, atol=1e-4, rtol=1e-4)
+        assert torch.all(got[:, 5] == 0)
