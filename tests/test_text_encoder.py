@@ -34,6 +34,19 @@ def test_ctx_from_words_matches_open_clip(make_encoder, reference_clip, position
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
 
 
+def test_middle_with_an_odd_context_splits_as_coop(make_encoder, reference_clip):
+    """n_ctx 5 in the middle: the first n_ctx // 2 = 2 context tokens, the name, the other 3
+    (CoOp's split), equal to open_clip's encoding of that text."""
+    names = [n for n in NAMES if n[-1].isalpha()]
+    enc = make_encoder(ctx_init='a bright photo of a', class_token_position='middle')
+    assert enc.prompt_learner.ctx.shape[0] == 5
+    with torch.no_grad():
+        got = enc.encode_text(names)
+    clip, tok = reference_clip()
+    ref = _reference(clip, tok, [f'a bright {n} photo of a.' for n in names])
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
 def test_templates_baseline_matches_open_clip_ensemble(make_encoder, reference_clip):
     templates = ['a photo of a {}.', 'a drawing of the {}.', 'itap of a {}.']
     enc = make_encoder(templates=templates)
