@@ -100,3 +100,13 @@ def assert_same_embeddings_and_grads(enc_a, enc_b, names, atol=1e-5, grad_rtol=1
     (b * weights).sum().backward()
     ga, gb = enc_a.prompt_learner.ctx.grad, enc_b.prompt_learner.ctx.grad
     torch.testing.assert_close(ga, gb, atol=grad_rtol * gb.abs().max().item(), rtol=0)
+
+
+def load_tool(name):
+    """Import ``tools/<name>.py`` as a module (the tools are scripts, not a package)."""
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

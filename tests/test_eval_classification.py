@@ -188,12 +188,8 @@ def test_cli_accuracies_match_hand_computed(data, reference):
 
 
 def _load_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'eval_classification', os.path.join(ROOT, 'tools', 'eval_classification.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from helpers import load_tool
+    return load_tool('eval_classification')
 
 
 def test_cli_config_json_and_max_images(data, reference, tmp_path):

@@ -1,17 +1,11 @@
 """tools/synthetic_claims.py: the tables from recorded runs (no training here)."""
-import importlib.util
 import json
-import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import load_tool
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location(
-        'synthetic_claims', os.path.join(ROOT, 'tools', 'synthetic_claims.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool('synthetic_claims')
 
 
 def test_report_means_spreads_and_ratios(tmp_path):
