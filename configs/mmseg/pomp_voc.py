@@ -35,7 +35,9 @@ model = dict(
         type='PompTextEncoder',
         clip_model='ViT-B-16',
         pretrained='openai',
-        prompt='checkpoints/pomp_vit_b16_in21k.pth.tar',
+        # the official n_ctx 16 POMP prompt, under its own name (docs/model_zoo.md)
+        prompt=('checkpoints/vit_b16_ep20_randaug2_unc1000_16shots_nctx16_'
+                'cscFalse_ctpend_seed42.pth.tar'),
         dataset_name='voc',
         cat_bg=True,
         prompt_trainable=False,
