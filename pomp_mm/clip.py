@@ -94,15 +94,24 @@ def mmseg_text_state_dict(state: Dict[str, torch.Tensor],
 
 
 def _read_mmseg_text(path: str) -> Dict[str, torch.Tensor]:
-    """Text-tower entries of ``path`` if it is an mmseg-format CLIP checkpoint, else {}."""
+    """Text-tower entries of ``path`` if it is an mmseg-format CLIP checkpoint, else {}.
+
+    The file is memory-mapped, so telling the formats apart reads only its index, not the
+    weights (open_clip reads those once, for its own formats).
+    """
     if path.endswith('.safetensors'):
         return {}
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception:  # JIT archives, foreign pickles: not ours to read; open_clip decides
-        return {}
+        state = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception:  # legacy (non-zip) files cannot be mapped: read them
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception:  # JIT archives, foreign pickles: not ours to read; open_clip decides
+            return {}
     state = state.get('state_dict', state) if isinstance(state, dict) else {}
-    return mmseg_text_state_dict(state) if isinstance(state, dict) else {}
+    if not isinstance(state, dict):
+        return {}
+    return {k: v.clone() for k, v in mmseg_text_state_dict(state).items()}
 
 
 def _load_mmseg_text(model: nn.Module, text: Dict[str, torch.Tensor], path: str) -> None:
