@@ -404,3 +404,22 @@ def test_each_step_draws_other_negatives(tiny_cfg):
     with torch.no_grad():
         again.compute_loss(feats, torch.tensor([3, 7]), 1)
     assert set(again.last_class_ids[2:].tolist()) == drawn[0]  # and a rerun draws the same
+
+
+def test_ddp_does_not_broadcast_the_hard_mode_bank(tiny_cfg, tmp_path):
+    """The N x D class bank stays out of DDP's per-forward buffer broadcast (each rank computes
+    the same one); the other buffers are still synchronised."""
+    import torch.distributed as dist
+
+    from pomp_mm.pretrain import PompPretrainer
+    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=4,
+                           sampling='hard')
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0,
+                            world_size=1)
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        synced = {b.data_ptr() for b in ddp.modules_buffers}
+    finally:
+        dist.destroy_process_group()
+    assert model.class_bank.numel() and model.class_bank.data_ptr() not in synced
+    assert model.step_count.data_ptr() in synced

@@ -114,6 +114,10 @@ class PompPretrainer(BaseModel):
         self.register_buffer('bank_step', torch.full((), -1, dtype=torch.long))
         bank_shape = (self.num_classes, self.text_encoder.tower.output_dim)
         self.register_buffer('class_bank', torch.zeros(bank_shape if sampling == 'hard' else 0))
+        # DDP would broadcast the N x D bank from rank 0 at every forward; every rank computes
+        # the same bank (same prompt, same step), so leave it and its step out of that
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            self, ['class_bank', 'bank_step'])
         self.loss_settings = {'num_sampled': k, 'sampling': sampling, 'correction': correction,
                               'num_classes': self.num_classes,
                               'mask_duplicate_names': mask_duplicate_names}
