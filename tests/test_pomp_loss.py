@@ -422,9 +422,19 @@ def test_non_uniform_loss_is_finite_with_gradient(mode):
     labels = torch.tensor([3, 17, 3, 150])
     class_ids, targets, probs = sampler.sample(labels, return_probs=True)
     txt = _unit(n, d, seed=2)[class_ids].requires_grad_(True)
-    loss = PompLoss(n)(_unit(4, d, seed=3), txt, targets, 50.0, inclusion_probs=probs)
+    img = _unit(4, d, seed=3)
+    loss = PompLoss(n)(img, txt, targets, 50.0, inclusion_probs=probs)
     loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(txt.grad).all()
+    # reference: 50 * cosine, margin -log q_j on every non-target column, cross-entropy
+    ref_txt = txt.detach().clone().requires_grad_(True)
+    logits = 50.0 * img @ ref_txt.T
+    margins = -probs.log().to(logits.dtype)
+    non_target = torch.ones_like(logits, dtype=torch.bool)
+    non_target[torch.arange(4), targets] = False
+    ref = torch.nn.functional.cross_entropy(logits + margins * non_target, targets)
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    torch.testing.assert_close(txt.grad, ref_txt.grad, atol=1e-6, rtol=1e-5)
 
 
 def _pretrainer_step(tiny_cfg, num_classes, images, labels, **kwargs):

@@ -175,12 +175,22 @@ def test_hard_mode_trains(tiny_cfg):
                            sampling='hard', hard_refresh_interval=2)
     opt = torch.optim.SGD([model.prompt_learner.ctx], lr=0.1)
     for step in range(3):
+        if step == 2:
+            ctx_at_refresh = model.prompt_learner.ctx.detach().clone()
         out = model(inputs=torch.randn(2, 1, 3, 32, 32), labels=torch.tensor([0, 1]))
         opt.zero_grad()
         out['loss'].backward()
         opt.step()
-    # the bank is built at step 0 (none yet) and refreshed at step 2 (interval 2)
+    # the bank is built at step 0 (none yet) and refreshed at step 2 (interval 2): it holds
+    # every class embedded with the prompt of that step
     assert model.sampler.last_refresh_step == 2 and model.sampler.bank.shape == (8, 32)
+    trained = model.prompt_learner.ctx.detach().clone()
+    with torch.no_grad():
+        model.prompt_learner.ctx.copy_(ctx_at_refresh)
+        want = model.text_encoder.encode_names(CLASSES)
+        model.prompt_learner.ctx.copy_(trained)
+    torch.testing.assert_close(model.sampler.bank, want, atol=1e-6, rtol=0)
+    assert not torch.equal(ctx_at_refresh, trained)
     state = model.state_dict()
     assert int(state['step_count']) == 3 and int(state['bank_step']) == 2
     # a resumed model hands the saved bank back to its sampler
