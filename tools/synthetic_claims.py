@@ -119,8 +119,14 @@ class Claims:
         runs = {k.split('/')[0]: v for k, v in self.state['runs'].items()
                 if k.endswith(f'/seed{seed}')}
         done = self.state.setdefault('eval', {}).get(key, {})
+        # hand and ensemble do not depend on the seed (fixed CLIP and sets): evaluated once
+        baselines = next((e for e in self.state['eval'].values() if 'ensemble' in e), None)
+        if baselines and 'ensemble' not in done:
+            done.update({m: baselines[m] for m in ('hand', 'ensemble', 'chance')})
         todo = {n: r['prompt'] for n, r in runs.items() if n not in done}
-        if not todo and 'hand' in done:
+        if not todo:
+            self.state['eval'][key] = done
+            self.save()
             return
         from pomp_mm.synthetic import protocol
         sets = list(protocol.eval_sets())

@@ -7,7 +7,7 @@ with a full softmax over 1,000 classes (coop_synthetic-1k_cached.py) with tools/
 evaluates hand prompt, template ensemble, CoOp-1K and POMP with tools/eval_classification.py;
 prints the table and writes work_dir/results.json and results.md.
 
-    python tools/synthetic_demo.py                      # the full demo (~6 min on 2 cores)
+    python tools/synthetic_demo.py                      # the full demo (~4 min on 2 cores)
     python tools/synthetic_demo.py --classes 300 --coop-classes 50 --epochs 1 --eval-per-class 1
 """
 from __future__ import annotations
@@ -104,9 +104,12 @@ def evaluate(prompts: Dict[str, str], eval_root: str, set_names: Sequence[str], 
     run_tool(argv, os.path.join(out_dir, 'eval.log') if quiet else None)
     with open(json_path, encoding='utf-8') as f:
         raw = json.load(f)['results']
+    # the eval tool names a prompt row by its file name, or by its path where names clash
+    bases = [os.path.basename(p) for p in prompts.values()]
     labels = dict(METHODS)
-    labels.update({os.path.basename(p) if list(map(os.path.basename, prompts.values())).count(
-        os.path.basename(p)) == 1 else p: m for m, p in prompts.items()})
+    for method, path in prompts.items():
+        base = os.path.basename(path)
+        labels[base if bases.count(base) == 1 else path] = method
     return {labels.get(m, m): accs for m, accs in raw.items()}
 
 
