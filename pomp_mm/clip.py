@@ -20,7 +20,7 @@ from torch import nn
 from .shared_prefix import shared_prefix_transformer, supports_shared_prefix
 
 __all__ = ['build_clip', 'clip_model_id', 'mmseg_text_state_dict', 'resolve_clip_spec', 'TextTower',
-           'TINY_CLIP']
+           'TINY_CLIP', 'weights_fingerprint']
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +217,22 @@ def build_clip(clip_model: ClipSpec,
     return model
 
 
+def weights_fingerprint(module: nn.Module, activations: Optional[nn.Module] = None) -> str:
+    """Hash of a frozen module's weights: shapes, dtypes and up to 65,536 evenly spaced values
+    per tensor (any re-training or re-initialisation changes those; milliseconds instead of
+    reading every weight), plus the activation types of ``activations`` (default: ``module``),
+    which are no weights but change the outputs (GELU vs QuickGELU)."""
+    h = hashlib.sha256()
+    h.update(','.join(sorted({type(m).__name__ for m in (activations or module).modules()}))
+             .encode())
+    for name, t in sorted(module.state_dict().items()):
+        flat = t.detach().reshape(-1)
+        step = max(1, flat.numel() // 65536)
+        h.update(f'{name}{tuple(t.shape)}{t.dtype}'.encode())
+        h.update(flat[::step].to('cpu', torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 class TextTower(nn.Module):
     """The causal text transformer of an open_clip model, run on token embeddings.
 
@@ -350,14 +366,5 @@ class TextTower(nn.Module):
         re-initialisation changes those, and it costs milliseconds instead of reading 250 MB.
         """
         if self._fingerprint is None:
-            h = hashlib.sha256()
-            # the activation is not a weight: GELU vs QuickGELU give other embeddings
-            h.update(','.join(sorted({type(m).__name__ for m in self.transformer.modules()}))
-                     .encode())
-            for name, t in sorted(self.state_dict().items()):
-                flat = t.detach().reshape(-1)
-                step = max(1, flat.numel() // 65536)
-                h.update(f'{name}{tuple(t.shape)}{t.dtype}'.encode())
-                h.update(flat[::step].to('cpu', torch.float32).contiguous().numpy().tobytes())
-            self._fingerprint = h.hexdigest()[:16]
+            self._fingerprint = weights_fingerprint(self, self.transformer)
         return self._fingerprint

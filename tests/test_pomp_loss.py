@@ -501,7 +501,7 @@ def test_classes_sharing_a_name_are_left_out_of_each_others_softmax(tiny_cfg):
         if mask:  # image 0 (cat) drops 'Cat'; image 1 (dog) drops the second 'dog'
             logits[0, ids.index(2)] = float('-inf')
             logits[1, ids.index(5)] = float('-inf')
-        out[mask] = float(res['loss'])
+        out[mask] = float(res['loss'].detach())
         assert out[mask] == pytest.approx(float(F.cross_entropy(logits, targets)), rel=1e-5)
         assert float(res['masked_twins']) == (2.0 if mask else 0.0)
     assert out[True] < out[False]

@@ -433,3 +433,73 @@ def test_ddp_does_not_broadcast_the_hard_mode_bank(tiny_cfg, tmp_path):
         dist.destroy_process_group()
     assert model.class_bank.numel() and model.class_bank.data_ptr() not in synced
     assert model.step_count.data_ptr() in synced
+
+
+STALL_HOOK = '''
+import os, time
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class StallHook(Hook):
+    """Stop moving after iteration STALL_AFTER (only where that variable is set)."""
+    priority = 'LOWEST'  # after the checkpoint hook has saved this iteration
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == int(os.environ.get('STALL_AFTER', '0')):
+            open(os.path.join(runner.work_dir, 'stalled'), 'w').close()
+            time.sleep(600)
+'''
+
+
+def test_resume_checkpoints_hold_the_prompt_not_clip_and_survive_sigkill(tmp_path,
+                                                                          image_folder):
+    """Resume checkpoints keep what training changes (prompt, optimizer, schedulers, step) and
+    the CLIP fingerprint, not the frozen towers; a run killed with SIGKILL resumes to the
+    uninterrupted run's prompt, bit for bit; another CLIP is refused."""
+    import signal
+    import time
+
+    from pomp_mm.pretrain import PompPretrainer
+    (tmp_path / 'stall_hook.py').write_text(STALL_HOOK)
+    cfg = _config(tmp_path, image_folder, max_iters=6)
+    text = open(cfg).read().replace(
+        "custom_imports = dict(imports=['pomp_mm', 'pomp_mm.pretrain']",
+        "custom_imports = dict(imports=['pomp_mm', 'pomp_mm.pretrain', 'stall_hook']")
+    open(cfg, 'w').write(text.replace("custom_hooks = [", "custom_hooks = [dict(type='StallHook'), "))
+    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
+    env = dict(os.environ, PYTHONPATH=f'{tmp_path}:{ROOT}', STALL_AFTER='0')
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'pretrain.py'), cfg,
+                          '--work-dir', str(straight)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    env['STALL_AFTER'] = '4'
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tools', 'pretrain.py'), cfg,
+                             '--work-dir', str(killed)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / 'stalled').exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (killed / 'iter_4.pth').exists() and not (killed / 'iter_6.pth').exists()
+    env['STALL_AFTER'] = '0'
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'pretrain.py'), cfg,
+                          '--work-dir', str(killed), '--resume'], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    a = load_prompt(str(straight / 'prompt_latest.pth'))
+    b = load_prompt(str(killed / 'prompt_latest.pth'))
+    assert torch.equal(a.ctx, b.ctx) and b.meta['iteration'] == 6
+
+    ckpt = torch.load(straight / 'iter_6.pth', map_location='cpu', weights_only=True)
+    state = ckpt['state_dict']
+    assert sorted(state) == ['bank_step', 'class_bank', 'clip_fingerprint', 'step_count',
+                             'text_encoder.prompt_learner.ctx']
+    assert {'optimizer', 'param_schedulers', 'message_hub'} <= set(ckpt)
+    assert os.path.getsize(straight / 'iter_6.pth') < 64 * 1024  # the tiny CLIP alone: ~2 MB
+    torch.manual_seed(123)  # other random CLIP weights than the run's
+    other = PompPretrainer(clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4, num_sampled=4)
+    with pytest.raises(ValueError, match='trained with other CLIP weights'):
+        other.load_state_dict(state)

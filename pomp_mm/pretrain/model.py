@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
-from ..clip import ClipSpec, build_clip
+from ..clip import ClipSpec, build_clip, weights_fingerprint
 from ..text_encoder import PompTextEncoder
 from ..vocabulary import VocabularyLike, parse_vocabulary
 from .loss import local_contrast_logits, pomp_loss
@@ -110,6 +110,7 @@ class PompPretrainer(BaseModel):
         self.seed, self.rank = seed, get_rank()
         # Resume state as fixed-shape buffers (mmengine broadcasts and reloads state dicts
         # tensor by tensor): the step, and for hard mode the class bank and its step.
+        self.register_load_state_dict_post_hook(self._towers_not_missing)
         self.register_buffer('step_count', torch.zeros((), dtype=torch.long))
         self.register_buffer('bank_step', torch.full((), -1, dtype=torch.long))
         bank_shape = (self.num_classes, self.text_encoder.tower.output_dim)
@@ -127,6 +128,52 @@ class PompPretrainer(BaseModel):
                       for n in vocab.names]
         self.name_group = torch.tensor(name_group) if mask_duplicate_names and \
             len(groups) < self.num_classes else None
+
+    # ------------------------------------------------------------------ checkpoints
+    #: Frozen CLIP towers: rebuilt from the config, never saved (a ViT-B/16 is ~600 MB per
+    #: checkpoint for a prompt of a few KB).
+    FROZEN_PREFIXES = ('visual.', 'text_encoder.tower.')
+    FINGERPRINT_KEY = 'clip_fingerprint'
+
+    def clip_fingerprint(self) -> str:
+        """Hash of the frozen image and text towers' weights (computed once)."""
+        if getattr(self, '_clip_fingerprint', None) is None:
+            self._clip_fingerprint = weights_fingerprint(self.visual) + \
+                self.text_encoder.tower.fingerprint()
+        return self._clip_fingerprint
+
+    def state_dict(self, *args: Any, destination=None, prefix: str = '',
+                   keep_vars: bool = False) -> Dict[str, Any]:
+        """What training changes and resuming needs (prompt, step, hard-mode bank) and the
+        CLIP weights' fingerprint; not the frozen towers."""
+        state = super().state_dict(*args, destination=destination, prefix=prefix,
+                                   keep_vars=keep_vars)
+        for key in [k for k in state if k.startswith(tuple(prefix + p
+                                                           for p in self.FROZEN_PREFIXES))]:
+            del state[key]
+        state[prefix + self.FINGERPRINT_KEY] = torch.frombuffer(
+            bytearray(self.clip_fingerprint().encode()), dtype=torch.uint8)
+        return state
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        saved = state_dict.pop(prefix + self.FINGERPRINT_KEY, None)
+        if saved is not None:
+            saved = bytes(saved.to(torch.uint8).tolist()).decode(errors='replace')
+            if saved != self.clip_fingerprint():
+                raise ValueError(
+                    f'this checkpoint was trained with other CLIP weights (fingerprint '
+                    f'{saved}) than this run builds ({self.clip_fingerprint()}): resume with '
+                    'the clip_model / pretrained it was made with')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
+
+    @staticmethod
+    def _towers_not_missing(module, incompatible_keys) -> None:
+        """Load post-hook: the frozen towers come from the config, not the checkpoint."""
+        frozen = tuple('.' + p for p in PompPretrainer.FROZEN_PREFIXES)
+        incompatible_keys.missing_keys[:] = [
+            k for k in incompatible_keys.missing_keys if not any(f in '.' + k for f in frozen)]
 
     # ------------------------------------------------------------------ helpers
     def check_label_space(self, classes: Optional[Sequence[str]]) -> None:
