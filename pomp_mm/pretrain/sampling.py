@@ -266,32 +266,6 @@ class NegativeSampler:
             return False
         return int(step) - self.last_refresh_step >= self.refresh_interval
 
-    def state_dict(self, include_bank: bool = True) -> Dict[str, Any]:
-        """Generator state, last refresh step and (by default) the bank, for exact resumption.
-
-        Args:
-            include_bank: Store the bank too (``N x D`` float32; ~45 MB for 21k x 512). Without it
-                a resumed ``'hard'`` sampler must be given a new bank and will diverge.
-        """
-        return {
-            'num_classes': self.num_classes,
-            'mode': self.mode,
-            'generator_state': self.generator.get_state(),
-            'last_refresh_step': self.last_refresh_step,
-            'bank': self.bank.cpu() if include_bank and self.bank is not None else None,
-        }
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restores what :meth:`state_dict` saved."""
-        if state.get('num_classes') != self.num_classes or state.get('mode') != self.mode:
-            raise ValueError(f"sampler state is for num_classes={state.get('num_classes')}, "
-                             f"mode={state.get('mode')!r}; this sampler has "
-                             f'num_classes={self.num_classes}, mode={self.mode!r}')
-        self.generator.set_state(state['generator_state'])
-        self.last_refresh_step = state.get('last_refresh_step')
-        if state.get('bank') is not None:
-            self.bank = state['bank'].float()
-
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(num_classes={self.num_classes}, k={self.k}, '
                 f'mode={self.mode!r}, seed={self.seed}, rank={self.rank})')
