@@ -4,7 +4,7 @@ Each training step contrasts the batch images against ``K'`` classes instead of 
 unique classes of the batch (always included) plus negatives drawn without replacement from the
 remaining classes, up to ``K'' = min(K, N)`` in total.
 """
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
