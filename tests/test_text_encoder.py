@@ -79,7 +79,15 @@ def test_gradients_reach_ctx_only(make_encoder):
     (emb[:, 0].sum() + emb[1].pow(2).sum()).backward()
     grads = {n: p.grad for n, p in enc.named_parameters() if p.grad is not None}
     assert list(grads) == ['prompt_learner.ctx']
-    assert grads['prompt_learner.ctx'].abs().sum() > 0
+    # the same gradient as running every prompt whole (an independent path)
+    whole = make_encoder(n_ctx=4, prompt_trainable=True, cat_bg=True, share_prefix=False).train()
+    whole.prompt_learner.ctx.data.copy_(enc.prompt_learner.ctx.data)
+    ref = whole.encode_text(NAMES)
+    (ref[:, 0].sum() + ref[1].pow(2).sum()).backward()
+    want = whole.prompt_learner.ctx.grad
+    assert want.abs().max() > 0
+    torch.testing.assert_close(grads['prompt_learner.ctx'], want,
+                               atol=1e-4 * want.abs().max().item(), rtol=0)
     trainable = sorted(n for n, p in enc.named_parameters() if p.requires_grad)
     assert trainable == ['bg_embed', 'prompt_learner.ctx']
 
@@ -212,11 +220,25 @@ def test_cached_tables_ignore_the_callers_autocast(make_encoder, tmp_path):
                                    rtol=0)
 
 
-def test_dataset_name_builtin(make_encoder):
+def test_dataset_name_builtin(make_encoder, reference_clip):
+    """A built-in dataset's names through the default templates, plus the background row
+    (cat_bg by default, as mmseg's encoder), scaled as CLIPTextEncoder's output."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    from pomp_mm import get_templates
     enc = make_encoder(vocabulary=None, dataset_name='imagenet1k', chunk_size=512)
     assert enc.num_classes == 1000
     with torch.no_grad():
-        assert enc().shape == (1000 + 1, 32)  # cat_bg by default, as mmseg's encoder
+        table = enc()
+    assert table.shape == (1000 + 1, 32)
+    clip, tok = reference_clip()
+    scale = clip.logit_scale.exp()
+    for i in (0, 417, 999):  # the template-ensemble mean of open_clip's own encoding
+        texts = [t.format(IMAGENET_CLASSNAMES[i]) for t in get_templates('vild')]
+        ref = torch.nn.functional.normalize(_reference(clip, tok, texts).mean(0), dim=0)
+        torch.testing.assert_close(table[i], scale * ref, atol=1e-4, rtol=0)
+    bg = torch.nn.functional.normalize(enc.bg_embed.detach().float(), dim=-1)[0]
+    torch.testing.assert_close(table[-1], scale * bg, atol=1e-5, rtol=0)
 
 
 def test_disk_cache_second_call_is_a_file_read(make_encoder, tmp_path, monkeypatch):
