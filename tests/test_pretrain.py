@@ -286,7 +286,7 @@ def test_amp_picks_bf16_where_supported(monkeypatch, bf16, dtype, scale):
 
     import mmengine.logging
     from mmengine.config import Config
-    from pomp_mm.runner import apply_train_args
+    from pomp_mm._runner import apply_train_args
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: bf16)
     logged = []
@@ -467,7 +467,8 @@ def test_resume_checkpoints_hold_the_prompt_not_clip_and_survive_sigkill(tmp_pat
     text = open(cfg).read().replace(
         "custom_imports = dict(imports=['pomp_mm', 'pomp_mm.pretrain']",
         "custom_imports = dict(imports=['pomp_mm', 'pomp_mm.pretrain', 'stall_hook']")
-    open(cfg, 'w').write(text.replace("custom_hooks = [", "custom_hooks = [dict(type='StallHook'), "))
+    open(cfg, 'w').write(text.replace("custom_hooks = [",
+                                      "custom_hooks = [dict(type='StallHook'), "))
     straight, killed = tmp_path / 'straight', tmp_path / 'killed'
     env = dict(os.environ, PYTHONPATH=f'{tmp_path}:{ROOT}', STALL_AFTER='0')
     res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'pretrain.py'), cfg,

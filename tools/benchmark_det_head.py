@@ -27,7 +27,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pomp_mm.benchmarking import paired_times  # noqa: E402
+from pomp_mm._benchmarking import paired_times  # noqa: E402
 
 CONFIG = os.path.join(ROOT, 'configs', 'mmdet', 'pomp_faster-rcnn_r50_fpn_ov-coco.py')
 
@@ -39,7 +39,7 @@ def build_pair(num_classes: int, npy: str, tiny: bool, score_thr: float, device:
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from pomp_mm.mmdet.tiny import tiny_detector
+    from pomp_mm.mmdet.testing import tiny_detector
     init_default_scope('mmdet')
     cfg = Config.fromfile(CONFIG)
     cfg.merge_from_dict(dict(model=dict(backbone=dict(init_cfg=None),

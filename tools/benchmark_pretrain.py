@@ -55,7 +55,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pomp_mm.benchmarking import peak_memory_mb, reset_peak_memory, run_case  # noqa: E402
+from pomp_mm._benchmarking import peak_memory_mb, reset_peak_memory, run_case  # noqa: E402
 
 LARGE_VOCAB = 'imagenet21k'
 SMALL_VOCABS = ('random', 'first', 'imagenet1k')
@@ -386,7 +386,8 @@ def main(argv=None) -> None:
         small_r = results[kf] if kf in ks else results[('small', kf)]
         large_r = results[('large', kf)]
         large_desc = (f'all {large_r["classes"]:,} {args.vocabulary} names'
-                      if not args.large_classes else f'{large_r["classes"]:,} random {args.vocabulary} names (seed 0)')
+                      if not args.large_classes else
+                      f'{large_r["classes"]:,} random {args.vocabulary} names (seed 0)')
         print(f'\n(2) POMP K={kf:,}: N={n:,} vs N={large_r["classes"]:,} ({large_desc})\n')
         print('| N | classes embedded / step | token positions / step | longest prompt | '
               'step time (s) | time ratio | peak mem (MB) | mem ratio | kB per position |')

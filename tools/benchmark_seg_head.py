@@ -21,7 +21,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pomp_mm.benchmarking import paired_times  # noqa: E402
+from pomp_mm._benchmarking import paired_times  # noqa: E402
 
 VOC = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
        'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa',
@@ -31,7 +31,8 @@ VOC = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'c
 
 def build(text_encoder: dict, device: str):
     """The tiny pomp_voc model with ``text_encoder``; same seed, so same non-text weights."""
-    from pomp_mm.mmseg.san import TINY_SAN  # also registers the SAN adapters
+    import pomp_mm.mmseg  # noqa: F401  registers the SAN adapters
+    from pomp_mm.mmseg.testing import TINY_SAN
     from mmengine.config import Config, ConfigDict
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS

@@ -28,7 +28,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pomp_mm.benchmarking import peak_memory_mb, reset_peak_memory, run_case  # noqa: E402
+from pomp_mm._benchmarking import peak_memory_mb, reset_peak_memory, run_case  # noqa: E402
 
 
 def _timed(fn, device: str, repeats: int):

@@ -190,7 +190,8 @@ class Claims:
         lines = [f'Synthetic world, seeds {", ".join(map(str, seeds))}: top-1 %, mean ± sd '
                  'over seeds. mean: cross-dataset sets (shapes, colour-shape, pattern-shape, '
                  'heldout-compositions); domain: sketch + noisy; source: domain-photo.', '',
-                 '**1. Prompts**', '', '| method | mean | domain | source |', '|---|---:|---:|---:|']
+                 '**1. Prompts**', '', '| method | mean | domain | source |',
+                 '|---|---:|---:|---:|']
         for m in ('chance', 'hand', 'ensemble', 'coop-1k', 'pomp'):
             lines.append(f'| {m} | {_mean_sd(self._metric(m, "mean"))} | '
                          f'{_mean_sd(self._metric(m, "domain_mean"))} | '

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from pomp_mm.runner import add_train_args, apply_train_args, build_runner, load_config  # noqa
+from pomp_mm._runner import add_train_args, apply_train_args, build_runner, load_config  # noqa
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
 __all__ = ['COLOURS', 'SHAPES', 'PATTERNS', 'BACKGROUNDS', 'ATTRIBUTES', 'WorldClass',
-           'all_classes', 'class_at', 'class_index', 'parse_class', 'world_vocabulary', 'check_attribute',
+           'all_classes', 'class_at', 'class_index', 'parse_class', 'world_vocabulary',
+           'check_attribute',
            'NUM_CLASSES', 'VOCABULARY_NAME']
 
 #: Object colours (RGB). Distinct at 64 px, though neighbours (navy/blue, tan/beige-ish sand)

@@ -1,4 +1,4 @@
-"""Measurement helpers shared by the benchmark scripts in ``tools/``.
+"""Private: the measurement helpers shared by the benchmark scripts in ``tools/``.
 
 Each benchmark case runs in a fresh process (:func:`run_case`) so its peak memory is its own:
 CUDA max allocated on a GPU; on CPU the peak resident set (VmHWM), reset right before the

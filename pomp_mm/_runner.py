@@ -1,4 +1,4 @@
-"""Shared plumbing of the command-line tools that drive mmengine's Runner
+"""Private: the shared plumbing of the command-line tools that drive mmengine's Runner
 (``tools/train.py``, ``tools/test.py``, ``tools/pretrain.py``)."""
 from __future__ import annotations
 
