@@ -66,6 +66,7 @@ class Claims:
         self.work = os.path.abspath(args.work_dir)
         self.path = os.path.join(self.work, 'claims.json')
         self.state: Dict = {'runs': {}}
+        self._sets: Dict[tuple, Dict] = {}  # prepared sets, shared by the runs that train on them
         if os.path.isfile(self.path):
             with open(self.path, encoding='utf-8') as f:
                 self.state = json.load(f)
@@ -77,6 +78,13 @@ class Claims:
         os.replace(self.path + '.tmp', self.path)
 
     def data(self, seed: int, kind: str, classes: int) -> Dict[str, str]:
+        """The rendered, feature-cached set of (seed, kind, classes), prepared once."""
+        key = (seed, kind, classes)
+        if key not in self._sets:
+            self._sets[key] = self._prepare(seed, kind, classes)
+        return self._sets[key]
+
+    def _prepare(self, seed: int, kind: str, classes: int) -> Dict[str, str]:
         from pomp_mm.synthetic import protocol
         if kind == 'coop':
             cls = protocol.coop_classes()[:self.args.coop_classes]
