@@ -8,7 +8,7 @@ import os.path as osp
 from typing import Any
 
 __all__ = ['add_runner_args', 'add_train_args', 'load_config', 'apply_train_args',
-           'build_runner']
+           'build_runner', 'close_distributed']
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:
@@ -100,3 +100,16 @@ def build_runner(cfg: Any):
         return Runner.from_cfg(cfg)  # sets the default scope from cfg.default_scope itself
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     return RUNNERS.build(cfg)
+
+
+def close_distributed() -> None:
+    """Wait for every rank, then destroy the process group (after a successful run only).
+
+    Left to interpreter shutdown, a gloo group's threads can be torn down while still joinable
+    and abort the process ("terminate called without an active exception", SIGABRT), failing a
+    run whose work was already saved.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

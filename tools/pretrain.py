@@ -17,7 +17,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from pomp_mm._runner import add_train_args, apply_train_args, build_runner, load_config  # noqa
+from pomp_mm._runner import (  # noqa: E402
+    add_train_args, apply_train_args, build_runner, close_distributed, load_config)
 
 
 def ensure_prompt_hook(cfg) -> None:
@@ -57,6 +58,7 @@ def main(argv=None) -> None:
     ensure_prompt_hook(cfg)
     check_schedule(cfg)
     build_runner(cfg).train()
+    close_distributed()
 
 
 if __name__ == '__main__':

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from pomp_mm._runner import add_runner_args, build_runner, load_config  # noqa: E402
+from pomp_mm._runner import add_runner_args, build_runner, close_distributed, load_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -66,6 +66,7 @@ def main(argv=None) -> None:
             json.dump({k: float(v) if hasattr(v, '__float__') else str(v)
                        for k, v in (metrics or {}).items()}, f, indent=2)
         print(f'metrics written to {args.out}')
+    close_distributed()
 
 
 if __name__ == '__main__':

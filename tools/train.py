@@ -16,7 +16,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from pomp_mm._runner import add_train_args, apply_train_args, build_runner, load_config  # noqa
+from pomp_mm._runner import (  # noqa: E402
+    add_train_args, apply_train_args, build_runner, close_distributed, load_config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,6 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     build_runner(apply_train_args(load_config(args), args)).train()
+    close_distributed()
 
 
 if __name__ == '__main__':
