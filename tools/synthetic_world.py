@@ -20,11 +20,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def _train_clip(args) -> None:
     from pomp_mm.synthetic import world_clip as wc
     record = wc.train_world_clip(args.out, steps=args.steps, batch_size=args.batch_size,
-                                 seed=args.seed, threads=args.threads)
+                                 seed=args.seed, threads=args.threads, captions=args.captions)
     command = ('python tools/synthetic_world.py train-clip' +
                ('' if args.out == wc.WEIGHTS_PATH else f' --out {args.out}') +
                f' --steps {args.steps} --batch-size {args.batch_size} --seed {args.seed} '
-               f'--threads {args.threads}')
+               f'--threads {args.threads} --captions {args.captions}')
     card_path = wc.CARD_PATH if args.out == wc.WEIGHTS_PATH else \
         os.path.splitext(args.out)[0] + '.card.json'
     card = wc.write_card(args.out, record, command, card_path)
@@ -105,6 +105,10 @@ def main(argv=None) -> int:
     t.add_argument('--seed', type=int, default=0)
     t.add_argument('--threads', type=int, default=2, help='torch threads (part of the recipe: '
                    'another count changes the float sums, hence the weights)')
+    t.add_argument('--captions', default='v2', choices=('v1', 'v2'),
+                   help='caption grammar: v2 (photos, sketches, noisy images, captions that '
+                   'describe their look; the committed CLIP) or v1 (photos, image-independent '
+                   'templates; the first CLIP)')
     sub.add_parser('check-clip', help='check the committed CLIP against its card')
     r = sub.add_parser('render-pretrain', help='few-shot pre-training set (ImageList CSV)')
     r.add_argument('--out', required=True)

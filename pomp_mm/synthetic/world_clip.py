@@ -19,7 +19,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from .captions import caption
+from .captions import GRAMMARS, caption, draw_domain
 from .protocol import pretrain_classes
 from .render import check_seed, object_rng, render_object
 
@@ -96,24 +96,29 @@ def images_to_tensor(images) -> torch.Tensor:
     return (x - _MEAN) / _STD
 
 
-def _batch(step: int, batch_size: int, seed: int, classes, tokenizer):
+def _batch(step: int, batch_size: int, seed: int, classes, tokenizer, captions: str = 'v2'):
     images, texts = [], []
     for j in range(batch_size):
         index = step * batch_size + j
         rng = object_rng(seed, index, _CAPTION_STREAM)
         cls = classes[int(rng.integers(len(classes)))]
-        images.append(render_object(cls, seed, index))
-        texts.append(caption(cls, rng))
+        domain = draw_domain(rng, captions)
+        images.append(render_object(cls, seed, index, domain=domain))
+        texts.append(caption(cls, rng, domain, captions))
     return images_to_tensor(images), tokenizer(texts)
 
 
 def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, seed: int = 0,
                      lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 100,
-                     threads: int = 2, progress: bool = True) -> Dict[str, Any]:
+                     threads: int = 2, captions: str = 'v2',
+                     progress: bool = True) -> Dict[str, Any]:
     """Train the world CLIP from scratch with open_clip's contrastive loss and save it (fp16).
 
-    Every image-caption pair of step ``s`` is a function of ``(seed, s, batch_size)``, so a
-    rerun with the same arguments and thread count gives the same weights.
+    Every image-caption pair of step ``s`` is a function of ``(seed, s, batch_size,
+    captions)``, so a rerun with the same arguments and thread count gives the same weights.
+    ``captions`` is the grammar (:mod:`~pomp_mm.synthetic.captions`): ``v1`` photos with
+    image-independent templates, ``v2`` photos, sketches and noisy images with templates that
+    describe them.
 
     Returns:
         Training record (settings, final loss, seconds).
@@ -121,6 +126,8 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
     import open_clip
     from tqdm import tqdm
     check_seed(seed)
+    if captions not in GRAMMARS:
+        raise ValueError(f'unknown caption grammar {captions!r}; choose from {GRAMMARS}')
     if steps < 1 or batch_size < 2:
         raise ValueError(f'need steps >= 1 and batch_size >= 2, got {steps}, {batch_size}')
     register_world_model()
@@ -143,7 +150,7 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
             0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
         for group in opt.param_groups:
             group['lr'] = lr * scale
-        images, texts = _batch(step, batch_size, seed, classes, tokenizer)
+        images, texts = _batch(step, batch_size, seed, classes, tokenizer, captions)
         out = model(images, texts)
         image_features, text_features, logit_scale = out[:3]
         loss = loss_fn(image_features, text_features, logit_scale)
@@ -159,12 +166,13 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
     atomic_torch_save(state, out_path)
     return {'steps': steps, 'batch_size': batch_size, 'seed': seed, 'lr': lr,
             'weight_decay': weight_decay, 'warmup': warmup, 'threads': threads,
+            'captions': captions,
             'final_loss': float(np.mean(losses[-20:])), 'seconds': time.perf_counter() - start,
             'torch': torch.__version__, 'open_clip': open_clip.__version__}
 
 
 #: Evaluation sets whose hand-prompt accuracy the card records (and the tests check).
-CARD_SETS = ('shapes', 'heldout-compositions', 'domain-photo')
+CARD_SETS = ('shapes', 'heldout-compositions', 'domain-photo', 'domain-sketch')
 
 
 @torch.no_grad()
