@@ -17,26 +17,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .shared_prefix import shared_prefix_transformer, supports_shared_prefix
+from .shared_prefix import length_groups, shared_prefix_transformer, supports_shared_prefix
 
-__all__ = ['build_clip', 'clip_model_id', 'mmseg_text_state_dict', 'resolve_clip_spec', 'TextTower',
-           'TINY_CLIP', 'weights_fingerprint']
+__all__ = ['build_clip', 'clip_model_id', 'mmseg_text_state_dict', 'resolve_clip_spec',
+           'TextTower', 'weights_fingerprint']
 
 logger = logging.getLogger(__name__)
 
 ClipSpec = Union[str, Dict[str, Any]]
 
-#: A tiny open_clip config (random weights) for demos and tests: 64-wide, 2-layer towers.
-TINY_CLIP: Dict[str, Any] = dict(
-    embed_dim=32,
-    vision_cfg=dict(image_size=32, layers=2, width=64, head_width=32, patch_size=8),
-    text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
-
-
 def resolve_clip_spec(spec: str) -> ClipSpec:
-    """Command-line model spec: ``'tiny'`` (:data:`TINY_CLIP`), a ``.json`` open_clip model
+    """Command-line model spec: ``'tiny'`` (:data:`pomp_mm.testing.TINY_CLIP`), a ``.json`` open_clip model
     config file, or an open_clip model name (returned unchanged)."""
     if spec == 'tiny':
+        from .testing import TINY_CLIP
         return copy.deepcopy(TINY_CLIP)
     if spec.endswith('.json'):
         if not os.path.isfile(spec):
@@ -339,6 +333,33 @@ class TextTower(nn.Module):
         rows = [h[torch.arange(h.shape[0], device=h.device), e.to(h.device) - p]
                 for h, e in zip(hidden, eots)]
         return self._project(self.ln_final(torch.cat(rows)))
+
+    def forward_prefixed(self, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor,
+                         pack: bool = True) -> torch.Tensor:
+        """:meth:`forward` of ``cat([prefix] * C, suffix)``, running the prefix once.
+
+        Args:
+            prefix: Token embeddings [P, width] that every sequence starts with.
+            suffix: The rest of each sequence [C, S, width], ``P + S <= context_length``.
+            eot: EOT position of each sequence in the whole sequence [C], each ``>= P``.
+            pack: Run each group of sequences with the same EOT only up to it, packed without
+                padding (see :mod:`~pomp_mm.shared_prefix`); False runs all of ``suffix``.
+
+        Returns:
+            Unnormalised text features [C, output_dim], in input order.
+        """
+        if not pack:
+            return self.forward_shared_prefix(prefix, [suffix], [eot])
+        p = prefix.shape[0]
+        eot = eot.cpu()
+        order = None if bool((eot[1:] >= eot[:-1]).all()) else torch.argsort(eot, stable=True)
+        if order is not None:
+            eot, suffix = eot[order], suffix[order.to(suffix.device)]
+        runs = length_groups(eot)
+        feats = self.forward_shared_prefix(
+            prefix, [suffix[a:b, :last + 1 - p] for a, b, last in runs],
+            [eot[a:b] for a, b, _ in runs])
+        return feats if order is None else feats[torch.argsort(order).to(feats.device)]
 
     def _pool(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         """Features at the EOT positions [B], projected to the joint space."""

@@ -10,13 +10,13 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from .fileio import atomic_torch_save
 
-__all__ = ['EmbeddingCache', 'default_cache_dir']
+__all__ = ['EmbeddingCache', 'TableMemo', 'default_cache_dir']
 
 logger = logging.getLogger(__name__)
 
@@ -74,3 +74,54 @@ class EmbeddingCache:
         atomic_torch_save({'names': list(names), 'embeddings': embeddings.detach().cpu().float(),
                             'meta': dict(meta or {})}, path)
         return path
+
+
+class TableMemo:
+    """The last class-embedding table in memory, valid while its vocabulary object and the
+    prompt context it was computed with are unchanged."""
+
+    def __init__(self):
+        self._entry: Optional[Tuple[Any, Any, Any, torch.Tensor]] = None
+
+    def clear(self) -> None:
+        self._entry = None
+
+    @staticmethod
+    def _key(vocabulary: Any, learner: Optional[torch.nn.Module], device: torch.device):
+        # Vocabulary objects are immutable and replaced on change, so their id (kept alive by
+        # the memo itself) identifies the class list without hashing every name per call.
+        return id(vocabulary), id(learner), device
+
+    @staticmethod
+    def _ctx_state(learner: Optional[torch.nn.Module]):
+        if learner is None:
+            return None
+        ctx = learner.ctx
+        return ctx._version, ctx.detach().clone() if ctx.requires_grad else None
+
+    def get(self, vocabulary: Any, learner: Optional[torch.nn.Module],
+            device: torch.device) -> Optional[torch.Tensor]:
+        """The remembered table, or None when it is missing or stale."""
+        if self._entry is None or self._entry[0] != self._key(vocabulary, learner, device):
+            return None
+        state = self._entry[2]
+        if learner is None or state is None:
+            return self._entry[3] if learner is None and state is None else None
+        # A trainable context is compared by value (fused optimizers change it without bumping
+        # its version); a frozen one changes only through load_state_dict, which clears the
+        # memo, or in-place writes, which bump the version (no device sync per call).
+        version, value = state
+        ctx = learner.ctx
+        if ctx.requires_grad:
+            current = value is not None and torch.equal(value, ctx)
+        else:
+            current = version == ctx._version
+        return self._entry[3] if current else None
+
+    def put(self, vocabulary: Any, learner: Optional[torch.nn.Module], device: torch.device,
+            table: torch.Tensor) -> torch.Tensor:
+        """Remember ``table`` (detached) for this vocabulary and context; returns it."""
+        table = table.detach()
+        self._entry = (self._key(vocabulary, learner, device), vocabulary,
+                       self._ctx_state(learner), table)
+        return table

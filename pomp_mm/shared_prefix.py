@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['supports_shared_prefix', 'shared_prefix_transformer']
+__all__ = ['supports_shared_prefix', 'shared_prefix_transformer', 'length_groups']
 
 
 def supports_shared_prefix(transformer: nn.Module) -> bool:
@@ -40,6 +40,14 @@ def supports_shared_prefix(transformer: nn.Module) -> bool:
                 or attn.in_proj_weight is None or attn.bias_k is not None):
             return False
     return True
+
+
+def length_groups(eot: torch.Tensor) -> List[Tuple[int, int, int]]:
+    """``(start, stop, eot)`` runs of equal EOT position in ``eot`` (sorted ascending): each
+    run's sequences end at the same position, so they pack without padding."""
+    values, counts = torch.unique_consecutive(eot, return_counts=True)
+    stops = counts.cumsum(0).tolist()
+    return [(stop - n, stop, v) for v, n, stop in zip(values.tolist(), counts.tolist(), stops)]
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:

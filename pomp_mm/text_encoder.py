@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -17,53 +17,15 @@ from mmengine.registry import MODELS
 from torch import nn
 
 from .clip import ClipSpec, TextTower, build_clip, clip_model_id
-from .embedding_cache import EmbeddingCache
+from .embedding_cache import EmbeddingCache, TableMemo
 from .prompt_checkpoint import PromptCheckpoint, load_prompt
 from .prompt_learner import PromptBatch, PromptLearner
+from .templates import TemplateSpec, get_templates
 from .vocabulary import Vocabulary, VocabularyLike, load_vocabulary, parse_vocabulary
 
 __all__ = ['PompTextEncoder', 'get_templates']
 
 logger = logging.getLogger(__name__)
-
-TemplateSpec = Union[str, Sequence[str]]
-
-
-def get_templates(spec: TemplateSpec) -> List[str]:
-    """Prompt templates (``'{}'`` marks the class name) by name or as given.
-
-    Names: ``'single'`` ("a photo of a {}."), ``'simple_imagenet'`` (open_clip's 7),
-    ``'openai_imagenet'`` (CLIP's 80 ImageNet templates, from open_clip) and ``'vild'``
-    (mmseg's 14 ViLD templates, what SAN uses).
-    """
-    if not isinstance(spec, str):
-        templates = list(spec)
-    elif spec == 'single':
-        templates = ['a photo of a {}.']
-    elif spec in ('simple_imagenet', 'openai_imagenet'):
-        from open_clip import zero_shot_metadata as zsm
-        fns = (zsm.SIMPLE_IMAGENET_TEMPLATES
-               if spec == 'simple_imagenet' else zsm.OPENAI_IMAGENET_TEMPLATES)
-        templates = [fn('{}') for fn in fns]
-    elif spec == 'vild':
-        # mmseg's SAN baseline prompts; imported only when asked (the core needs no mmseg)
-        try:
-            from mmseg.utils import get_predefined_templates
-        except ImportError as err:
-            raise ImportError("templates='vild' are mmseg's ViLD templates: install "
-                              "mmsegmentation, or use 'single', 'openai_imagenet' or a list "
-                              f'({err})') from err
-        templates = list(get_predefined_templates('vild'))
-    elif '{}' in spec:
-        templates = [spec]
-    else:
-        raise ValueError(f"unknown templates {spec!r}; use 'single', 'simple_imagenet', "
-                         "'openai_imagenet', 'vild' or a list of strings with '{}'")
-    bad = [t for t in templates if '{}' not in t]
-    if not templates or bad:
-        raise ValueError(f'each template needs a {{}} for the class name; got {bad or templates}')
-    return templates
-
 
 def _get_tokenizer(clip_model: ClipSpec, context_length: int):
     import open_clip
@@ -78,14 +40,6 @@ def _get_tokenizer(clip_model: ClipSpec, context_length: int):
         raise TypeError(f'{clip_model!r} uses a {type(tokenizer).__name__}; POMP prompts need '
                         "CLIP's BPE tokenizer (open_clip SimpleTokenizer)")
     return tokenizer
-
-
-def _length_groups(eot: torch.Tensor) -> List[Tuple[int, int, int]]:
-    """``(start, stop, eot)`` runs of equal EOT position in ``eot`` (sorted ascending): each
-    run's prompts end at the same position, so they need no padding."""
-    values, counts = torch.unique_consecutive(eot, return_counts=True)
-    stops = counts.cumsum(0).tolist()
-    return [(stop - n, stop, v) for v, n, stop in zip(values.tolist(), counts.tolist(), stops)]
 
 
 def _with_position(ckpt: PromptCheckpoint, position: Optional[str]) -> PromptCheckpoint:
@@ -184,7 +138,7 @@ class PompTextEncoder(BaseModule):
         self.pack_lengths = pack_lengths
         self.cache_feature = cache_feature
         self.disk_cache = EmbeddingCache(cache_dir) if cache_dir else None
-        self._memory: Dict[Any, torch.Tensor] = {}
+        self._memo = TableMemo()
 
         self.prompt_source: Optional[str] = prompt
         self.prompt_meta: Dict[str, Any] = {}
@@ -252,7 +206,7 @@ class PompTextEncoder(BaseModule):
         self.prompt_learner = learner.to(device)
         self.prompt_source = ckpt.path
         self.prompt_meta = dict(ckpt.meta)
-        self._memory.clear()
+        self._memo.clear()
 
     def set_prompt_trainable(self, trainable: bool) -> None:
         self.prompt_trainable = trainable
@@ -299,13 +253,8 @@ class PompTextEncoder(BaseModule):
             embeds = self.tower.embed_tokens(sub.tokens.to(device))
             split = learner.split_shared_prefix(embeds) if share else None
             if split is not None:
-                prefix, suffix = split
-                p = prefix.shape[0]
-                runs = (_length_groups(sub.eot) if self.truncate and self.pack_lengths
-                        else [(0, len(idx), sub.tokens.shape[1] - 1)])
-                feats = self.tower.forward_shared_prefix(
-                    prefix, [suffix[a:b, :last + 1 - p] for a, b, last in runs],
-                    [sub.eot[a:b] for a, b, _ in runs])
+                feats = self.tower.forward_prefixed(*split, sub.eot,
+                                                    pack=self.truncate and self.pack_lengths)
             else:
                 x = learner(embeds, sub, None if class_index is None else class_index[idx])
                 feats = self.tower(x, sub.eot.to(device))
@@ -388,34 +337,12 @@ class PompTextEncoder(BaseModule):
         if (learner is not None and learner.ctx.requires_grad and torch.is_grad_enabled()) \
                 or not self.cache_feature:
             return self.encode_text(self.vocabulary)
-        # Vocabulary objects are immutable and replaced on change, so their id (kept alive by
-        # the memo itself) identifies the class list without hashing every name per call.
-        key = (id(self.vocabulary), id(learner), self.tower.token_embedding.weight.device)
-        hit = self._memory.get(key)
-        if hit is None or not self._memo_current(hit[1]):
-            self._memory.clear()
-            hit = (self.vocabulary, self._ctx_state(), self.encode_text(self.vocabulary).detach())
-            self._memory[key] = hit
-        return hit[2]
-
-    def _ctx_state(self) -> Optional[Tuple[int, Optional[torch.Tensor]]]:
-        """What :meth:`class_embeddings` remembers of the context its table was made with."""
-        ctx = None if self.prompt_learner is None else self.prompt_learner.ctx
-        if ctx is None:
-            return None
-        return ctx._version, ctx.detach().clone() if ctx.requires_grad else None
-
-    def _memo_current(self, state: Optional[Tuple[int, Optional[torch.Tensor]]]) -> bool:
-        # A trainable context is compared by value (fused optimizers change it without bumping
-        # its version); a frozen one changes only through load_state_dict, which drops the
-        # memo, or in-place writes, which bump the version (no device sync per forward).
-        ctx = None if self.prompt_learner is None else self.prompt_learner.ctx
-        if ctx is None or state is None:
-            return ctx is None and state is None
-        version, value = state
-        if ctx.requires_grad:
-            return value is not None and torch.equal(value, ctx)
-        return version == ctx._version
+        device = self.tower.token_embedding.weight.device
+        hit = self._memo.get(self.vocabulary, learner, device)
+        if hit is None:
+            hit = self._memo.put(self.vocabulary, learner, device,
+                                 self.encode_text(self.vocabulary))
+        return hit
 
     def forward(self) -> torch.Tensor:
         """Class embeddings of the vocabulary for mmseg's ``MultimodalEncoderDecoder``.
@@ -431,7 +358,7 @@ class PompTextEncoder(BaseModule):
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         # New tower weights or prompt: forget tables and the weights hash computed from the old.
-        self._memory.clear()
+        self._memo.clear()
         self.tower._fingerprint = None
         super()._load_from_state_dict(*args, **kwargs)
 

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from pomp_mm.clip import TINY_CLIP
+from pomp_mm.testing import TINY_CLIP
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pomp_mm import load_embeddings, save_embeddings
-from pomp_mm.clip import TINY_CLIP
+from pomp_mm.testing import TINY_CLIP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

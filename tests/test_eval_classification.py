@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pomp_mm.clip import TINY_CLIP
+from pomp_mm.testing import TINY_CLIP
 from pomp_mm.evaluation import (DatasetNotFound, accuracy, build_dataset, embed_images, evaluate,
                                 image_folder_dataset, read_coop_split, resolve_dataset_names)
 from pomp_mm.vocabulary import load_vocabulary

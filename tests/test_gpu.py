@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers import assert_same_embeddings_and_grads
-from pomp_mm.clip import TINY_CLIP
+from pomp_mm.testing import TINY_CLIP
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 

@@ -21,8 +21,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
 import pomp_mm  # noqa: E402
-from pomp_mm.clip import TINY_CLIP  # noqa: E402
-from pomp_mm.mmdet.testing import tiny_detector  # noqa: E402
+from pomp_mm.testing import TINY_CLIP, tiny_detector  # noqa: E402
 
 from helpers import write_coco_json, write_detection_images, write_lvis_json  # noqa: E402
 

@@ -22,8 +22,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 
 import pomp_mm  # noqa: E402
-from pomp_mm.clip import TINY_CLIP  # noqa: E402
-from pomp_mm.mmseg.testing import TINY_SAN  # noqa: E402
+from pomp_mm.testing import TINY_CLIP, TINY_SAN  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(ROOT, 'configs', 'mmseg', 'pomp_voc.py')

@@ -9,7 +9,7 @@ import torch
 
 from pomp_mm import load_prompt
 from helpers import write_image_folder
-from pomp_mm.clip import TINY_CLIP
+from pomp_mm.testing import TINY_CLIP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ['cat', 'dog', 'car', 'tree', 'boat', 'lamp', 'cup', 'shoe']

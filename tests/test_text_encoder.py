@@ -404,7 +404,7 @@ def test_unknown_blocks_fall_back_to_whole_prompts(make_encoder):
     blocks[0] = Wrapped(blocks[0])
     assert not supports_shared_prefix(enc.tower.transformer)
     enc.tower._shares_prefix = None
-    enc._memory.clear()
+    enc._memo.clear()
     with torch.no_grad():
         torch.testing.assert_close(enc.encode_text(NAMES), before, atol=1e-5, rtol=0)
 
@@ -555,3 +555,43 @@ def test_rows_come_back_in_input_order_with_gradients_on(make_encoder):
     torch.testing.assert_close(packed.detach(), reference.detach(), atol=1e-5, rtol=0)
     single = torch.stack([enc.encode_names([n])[0] for n in names]).detach()
     torch.testing.assert_close(packed.detach(), single, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('pack', [True, False])
+def test_tower_forward_prefixed_equals_whole_sequences_in_input_order(make_encoder, pack):
+    """The tower's shared-prefix path, given sequences of mixed length in no particular order,
+    returns what the whole-sequence forward gives, row for row."""
+    tower = make_encoder(n_ctx=3).tower
+    gen = torch.Generator().manual_seed(0)
+    p, s, width = 4, 6, tower.width
+    prefix = torch.randn(p, width, generator=gen) * 0.1
+    suffix = torch.randn(5, s, width, generator=gen) * 0.1
+    eot = torch.tensor([7, 4, 9, 4, 6])  # unsorted, two of equal length
+    with torch.no_grad():
+        got = tower.forward_prefixed(prefix, suffix, eot, pack=pack)
+        want = tower(torch.cat([prefix.expand(5, -1, -1), suffix], dim=1), eot)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_table_memo_is_stale_after_any_change_of_its_inputs(make_encoder):
+    from pomp_mm.embedding_cache import TableMemo
+    from pomp_mm.vocabulary import parse_vocabulary
+    learner = make_encoder(n_ctx=2, prompt_trainable=True).prompt_learner
+    vocab, other = parse_vocabulary(['a', 'b']), parse_vocabulary(['a', 'b'])
+    memo, table, cpu = TableMemo(), torch.ones(2, 3), torch.device('cpu')
+    memo.put(vocab, learner, cpu, table)
+    assert memo.get(vocab, learner, cpu) is not None
+    assert memo.get(other, learner, cpu) is None  # another vocabulary object
+    assert memo.get(vocab, None, cpu) is None
+    learner.ctx.data.add_(1.0)  # a trainable context changed without a version bump
+    assert memo.get(vocab, learner, cpu) is None
+    learner.ctx.requires_grad_(False)
+    memo.put(vocab, learner, cpu, table)
+    assert memo.get(vocab, learner, cpu) is not None
+    with torch.no_grad():
+        learner.ctx.mul_(2.0)  # a frozen one: in-place writes bump its version
+    assert memo.get(vocab, learner, cpu) is None
+    memo.put(vocab, None, cpu, table)  # templates: valid while the vocabulary is the same
+    assert torch.equal(memo.get(vocab, None, cpu), table)
+    memo.clear()
+    assert memo.get(vocab, None, cpu) is None

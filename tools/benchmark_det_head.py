@@ -39,7 +39,7 @@ def build_pair(num_classes: int, npy: str, tiny: bool, score_thr: float, device:
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from pomp_mm.mmdet.testing import tiny_detector
+    from pomp_mm.testing import tiny_detector
     init_default_scope('mmdet')
     cfg = Config.fromfile(CONFIG)
     cfg.merge_from_dict(dict(model=dict(backbone=dict(init_cfg=None),

@@ -32,12 +32,12 @@ VOC = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'c
 def build(text_encoder: dict, device: str):
     """The tiny pomp_voc model with ``text_encoder``; same seed, so same non-text weights."""
     import pomp_mm.mmseg  # noqa: F401  registers the SAN adapters
-    from pomp_mm.mmseg.testing import TINY_SAN
+    from pomp_mm.testing import TINY_SAN
     from mmengine.config import Config, ConfigDict
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    from pomp_mm.clip import TINY_CLIP
+    from pomp_mm.testing import TINY_CLIP
     init_default_scope('mmseg')
     cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'mmseg', 'pomp_voc.py'))
     cfg.merge_from_dict(dict(model=TINY_SAN))
