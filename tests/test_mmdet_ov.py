@@ -232,8 +232,11 @@ def test_npy_and_text_encoder_give_the_same_logits(coco, tmp_path):
         assert a.shape == (7, width)
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
         assert torch.all(a[:, -1] == 0)  # Detic's constant background logit
-    # cosine logits: bounded by the temperature
-    assert a.abs().max() <= 50.0 + 1e-4
+    # temperature x cosine of the projected features and the class rows (a numpy reference)
+    z = x.numpy() @ by_npy.proj.weight.detach().numpy().T + by_npy.proj.bias.detach().numpy()
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    rows = test_emb / np.linalg.norm(test_emb, axis=1, keepdims=True)
+    np.testing.assert_allclose(a[:, :-1].detach().numpy(), 50.0 * z @ rows.T, atol=1e-4, rtol=0)
     np.save(tmp_path / 'half.npy', test_emb.astype(np.float16))
     by_npy.set_vocabulary(embeddings=str(tmp_path / 'half.npy'))
     torch.testing.assert_close(by_npy(x), a, rtol=0, atol=0.05)
@@ -739,7 +742,8 @@ def test_bake_keeps_detections_identical(coco, coco_training, tmp_path):
 def test_checkpoint_names_the_test_vocabulary(coco, coco_training, tmp_path):
     """The Runner saves the train dataset's metainfo (48 base classes) but the model predicts
     the 65 test classes: the hook writes those, so DetInferencer names and draws them."""
-    from mmdet.apis import DetInferencer
+    import mmcv
+    from mmdet.apis import DetInferencer, inference_detector, init_detector
 
     from pomp_mm.mmdet import DetVocabularyCheckHook
     ckpt = torch.load(coco_training.ckpt, map_location='cpu', weights_only=True)
@@ -755,9 +759,15 @@ def test_checkpoint_names_the_test_vocabulary(coco, coco_training, tmp_path):
     assert list(inferencer.model.dataset_meta['classes']) == coco.all_classes
     image = os.path.join(coco.root, 'images', coco.images[4])
     result = inferencer(image, pred_score_thr=0.0, out_dir=str(tmp_path), return_vis=True)
-    labels = result['predictions'][0]['labels']
-    assert len(labels) > 0
-    assert result['visualization'][0].shape == (64, 64, 3)
+    pred = result['predictions'][0]
+    ref = inference_detector(init_detector(coco.config, coco_training.ckpt, device='cpu'),
+                             image).pred_instances
+    assert len(ref) > 0 and pred['labels'] == ref.labels.tolist()
+    np.testing.assert_allclose(pred['scores'], ref.scores.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(pred['bboxes'], ref.bboxes.numpy(), atol=1e-3, rtol=0)
+    raw = mmcv.imread(image, channel_order='rgb')
+    vis = result['visualization'][0]
+    assert vis.shape == raw.shape and (vis != raw).any()  # the boxes are drawn on the image
     assert os.listdir(tmp_path / 'vis')
 
 

@@ -7,9 +7,7 @@
 # Data: data/coco_stuff164k as made by mmseg's tools/dataset_converters/coco_stuff164k.py.
 # Weights: SAN's mmseg-format CLIP checkpoint for the image side (inherited `pretrained`),
 # open_clip's ViT-B-16 'openai' for the text side, and the POMP prompt below.
-_base_ = ['mmseg::san/san-vit-b16_coco-stuff164k-640x640.py']
-
-custom_imports = dict(imports=['pomp_mm', 'pomp_mm.mmseg'], allow_failed_imports=False)
+_base_ = ['mmseg::san/san-vit-b16_coco-stuff164k-640x640.py', './_base_/pomp_text_encoder.py']
 
 unseen_classes = ['cow', 'giraffe', 'suitcase', 'frisbee', 'skateboard', 'carrot', 'scissors',
                   'cardboard', 'clouds', 'grass', 'playingfield', 'river', 'road', 'tree',
@@ -19,19 +17,10 @@ num_classes = 171
 model = dict(
     type='OpenVocabEncoderDecoder',
     unseen_classes=unseen_classes,
-    text_encoder=dict(
-        _delete_=True,
-        type='PompTextEncoder',
-        clip_model='ViT-B-16',
-        pretrained='openai',
-        # the official n_ctx 16 POMP prompt, under its own name (docs/model_zoo.md)
-        prompt=('checkpoints/vit_b16_ep20_randaug2_unc1000_16shots_nctx16_'
-                'cscFalse_ctpend_seed42.pth.tar'),
-        dataset_name='coco-stuff',
-        cat_bg=True,
-        # True fine-tunes the prompt on the seen classes (its lr: paramwise_cfg below)
-        prompt_trainable=False,
-        cache_feature=True),
+    # the fragment's PompTextEncoder (CLIP ViT-B-16 'openai', the official n_ctx 16 prompt)
+    # replaces SAN's CLIPTextEncoder; prompt_trainable=True fine-tunes the prompt on the
+    # seen classes (its lr: paramwise_cfg below)
+    text_encoder=dict(_base_.pomp_san_text_encoder, cache_feature=True),
     decode_head=dict(
         type='PompSideAdapterCLIPHead',
         num_classes=num_classes,

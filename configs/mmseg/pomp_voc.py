@@ -9,9 +9,7 @@
 # the text side is open_clip's ViT-B-16 'openai' CLIP (same model, so the embedding spaces
 # agree) with the POMP prompt. Data: data/VOCdevkit/VOC2012 with SegmentationClassAug and
 # ImageSets/Segmentation/aug.txt as made by mmseg's tools/dataset_converters/voc_aug.py.
-_base_ = ['mmseg::san/san-vit-b16_coco-stuff164k-640x640.py']
-
-custom_imports = dict(imports=['pomp_mm', 'pomp_mm.mmseg'], allow_failed_imports=False)
+_base_ = ['mmseg::san/san-vit-b16_coco-stuff164k-640x640.py', './_base_/pomp_text_encoder.py']
 
 # VOC's 20 object classes in label order ('background' left out: it becomes 255, ignored,
 # and SAN's text encoder learns its own background row, cat_bg=True).
@@ -30,18 +28,9 @@ model = dict(
     type='OpenVocabEncoderDecoder',
     data_preprocessor=data_preprocessor,
     unseen_classes=unseen_classes,
-    text_encoder=dict(
-        _delete_=True,
-        type='PompTextEncoder',
-        clip_model='ViT-B-16',
-        pretrained='openai',
-        # the official n_ctx 16 POMP prompt, under its own name (docs/model_zoo.md)
-        prompt=('checkpoints/vit_b16_ep20_randaug2_unc1000_16shots_nctx16_'
-                'cscFalse_ctpend_seed42.pth.tar'),
-        dataset_name='voc',
-        cat_bg=True,
-        prompt_trainable=False,
-        cache_feature=True),
+    # the fragment's PompTextEncoder (CLIP ViT-B-16 'openai', the official n_ctx 16 prompt)
+    # replaces SAN's CLIPTextEncoder
+    text_encoder=dict(_base_.pomp_san_text_encoder, dataset_name='voc', cache_feature=True),
     decode_head=dict(
         type='PompSideAdapterCLIPHead',
         num_classes=num_classes,
