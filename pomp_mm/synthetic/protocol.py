@@ -18,13 +18,16 @@ from .world import (BACKGROUNDS, COLOURS, NUM_CLASSES, PATTERNS, SHAPES, WorldCl
 
 __all__ = ['PROTOCOL_SEED', 'EVAL_IMAGE_SEED', 'NUM_HELDOUT', 'EvalSet', 'heldout_classes',
            'pretrain_classes', 'coop_classes', 'eval_sets', 'CROSS_DATASET_SETS',
-           'CROSS_DOMAIN_SETS', 'SOURCE_SET', 'subset_classes']
+           'CROSS_DOMAIN_SETS', 'SOURCE_SET', 'subset_classes', 'SceneClass', 'scene_classes',
+           'scene_unseen_ids', 'NUM_SCENE_CLASSES', 'NUM_SCENE_UNSEEN']
 
 PROTOCOL_SEED = 2023
 #: Seed of every evaluation image (pre-training and CLIP training use other seeds).
 EVAL_IMAGE_SEED = 777
 NUM_HELDOUT = 100
 NUM_COOP = 1000
+NUM_SCENE_CLASSES = 20
+NUM_SCENE_UNSEEN = 5
 
 
 def _rng(stream: int) -> np.random.Generator:
@@ -142,3 +145,30 @@ def eval_sets() -> Dict[str, EvalSet]:
 CROSS_DATASET_SETS = ('shapes', 'colour-shape', 'pattern-shape', 'heldout-compositions')
 CROSS_DOMAIN_SETS = ('domain-sketch', 'domain-noisy')
 SOURCE_SET = 'domain-photo'
+
+
+@dataclass(frozen=True)
+class SceneClass:
+    """An object class of the segmentation / detection scenes: a colour and a shape."""
+
+    colour: str
+    shape: str
+
+    @property
+    def name(self) -> str:
+        return f'{self.colour} {self.shape}'
+
+
+@lru_cache(maxsize=None)
+def scene_classes() -> Tuple[SceneClass, ...]:
+    """The 20 scene classes (the VOC analogue): every shape once, each with its own colour."""
+    colours = _rng(6).permutation(len(COLOURS))
+    names = tuple(COLOURS)
+    return tuple(SceneClass(names[int(c)], shape) for shape, c in zip(SHAPES, colours))
+
+
+@lru_cache(maxsize=None)
+def scene_unseen_ids() -> Tuple[int, ...]:
+    """Ids of the 5 scene classes left out of segmentation / detection training."""
+    return tuple(sorted(_rng(7).choice(NUM_SCENE_CLASSES, NUM_SCENE_UNSEEN,
+                                       replace=False).tolist()))
