@@ -14,7 +14,7 @@
 # (encoder_resolution 0.5, the size it was trained at), the side adapter at 128 px.
 _base_ = ['./pomp_voc.py']
 
-data_root = 'data/synthetic_scenes'
+data_root = 'work_dirs/synthetic_ov/scenes'
 world_clip = 'pomp_mm/synthetic/assets/pomp-world-ViT-T-8.pt'
 pretrained = 'work_dirs/synthetic_ov/pomp-world-ViT-T-8_san.pth'
 prompt = 'work_dirs/synthetic_ov/pomp/prompt_latest.pth'
@@ -86,6 +86,10 @@ val_dataloader = dict(
     dataset=dict(_scenes, ann_file='splits/val.txt', pipeline=test_pipeline,
                  data_prefix=dict(img_path='images/val', seg_map_path='labels/val')))
 test_dataloader = val_dataloader
+# restated: pomp_voc.py's evaluator holds VOC's unseen classes
+val_evaluator = dict(type='OpenVocabIoUMetric', iou_metrics=['mIoU'],
+                     unseen_classes=unseen_classes)
+test_evaluator = val_evaluator
 
 # ------------------------------------------------------------------------------- schedule
 # CPU: plain fp32 AdamW (SAN's AmpOptimWrapper needs CUDA), SAN's lr and clipping

@@ -4,7 +4,8 @@ Importing this package registers :class:`OpenVocabIoUMetric` in mmseg's ``METRIC
 It also registers the open-vocabulary SAN parts, one module per kind as mmseg has them:
 ``OpenVocabEncoderDecoder`` (:mod:`.segmentors`), ``PompSideAdapterCLIPHead`` (:mod:`.heads`),
 ``IgnoreUnseenClasses`` (:mod:`.transforms`) and ``VocabularyCheckHook`` (:mod:`.hooks`), in
-mmseg's ``MODELS``, ``TRANSFORMS`` and ``HOOKS`` registries. Test fixtures: :mod:`.testing`.
+mmseg's ``MODELS``, ``TRANSFORMS`` and ``HOOKS`` registries. Test fixtures: :mod:`pomp_mm.testing`;
+weights in SAN's layout: :mod:`.convert`.
 """
 from .metric import OpenVocabIoUMetric
 from .heads import PompSideAdapterCLIPHead
