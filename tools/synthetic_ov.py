@@ -99,7 +99,7 @@ def _mean_sd(values: List[float]) -> Dict[str, float]:
 
 def run(work: str, seeds: List[int], quick: bool, quiet: bool) -> Dict:
     paths = prepare(work, quick, quiet)
-    iters = 300 if quick else 1500
+    iters = 200 if quick else 800
     per_seed = {m: [_seg_run(m, s, work, paths, iters, quiet) for s in seeds]
                 for m in SEG_CONFIGS}
     seg = {m: {k: round(_mean_sd([r[k] for r in runs])['mean'], 2) for k in SEG_KEYS}
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     p.add_argument('command', choices=('prepare', 'run'))
     p.add_argument('--work-dir', default=WORK)
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    p.add_argument('--quick', action='store_true', help='one seed, 400 scenes, 300 iterations')
+    p.add_argument('--quick', action='store_true', help='one seed, 400 scenes, 200 iterations')
     p.add_argument('--quiet', action='store_true', help='tool output to log files')
     args = p.parse_args(argv)
     seeds = args.seeds[:1] if args.quick else args.seeds

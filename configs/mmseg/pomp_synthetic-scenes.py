@@ -6,12 +6,13 @@
 #
 #   python tools/synthetic_ov.py prepare          # scenes, SAN-format CLIP, a POMP prompt
 #   python tools/train.py configs/mmseg/pomp_synthetic-scenes.py
-#   python tools/test.py configs/mmseg/pomp_synthetic-scenes.py work_dirs/pomp_synthetic-scenes/iter_1500.pth
+#   python tools/test.py configs/mmseg/pomp_synthetic-scenes.py work_dirs/pomp_synthetic-scenes/iter_800.pth
 #
 # Weights: the world CLIP's first 3 ViT blocks in the image encoder, the 4th in the head's
 # recognition layers (`pretrained`: its SAN-format copy, made by pomp_mm.mmseg.convert); its
-# text tower with the prompt in PompTextEncoder. The CLIP sees the 128 px scenes at 64 px
-# (encoder_resolution 0.5, the size it was trained at), the side adapter at 128 px.
+# text tower with the prompt in PompTextEncoder. Both see the scenes at 128 px
+# (encoder_resolution 1): the CLIP was trained at 64 px on objects 30-50 px across, and scene
+# objects are 20-50 px across at 128 px (its position embedding is interpolated, 8x8 -> 16x16).
 _base_ = ['./pomp_voc.py']
 
 data_root = 'work_dirs/synthetic_ov/scenes'
@@ -37,7 +38,7 @@ model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=pretrained,
     unseen_classes=unseen_classes,
-    encoder_resolution=0.5,
+    encoder_resolution=1.0,
     image_encoder=dict(img_size=(64, 64), patch_size=8, embed_dims=128, num_layers=3,
                        num_heads=4, out_indices=(0, 1, 2), act_cfg=dict(type='GELU')),
     text_encoder=dict(_delete_=True, type='PompTextEncoder', clip_model='pomp-world-ViT-T-8',
@@ -101,7 +102,7 @@ optim_wrapper = dict(
                                     'cls_token': dict(decay_mult=0.),
                                     'norm': dict(decay_mult=0.)}),
     clip_grad=dict(max_norm=0.01, norm_type=2))
-max_iters = 1500
+max_iters = 800
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=max_iters, by_epoch=False)
