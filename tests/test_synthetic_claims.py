@@ -1,7 +1,10 @@
 """tools/synthetic_claims.py: the tables from recorded runs (no training here)."""
 import json
 
+import pytest
+
 from helpers import load_tool
+from pomp_mm.synthetic.world_clip import read_card
 
 
 def _load():
@@ -21,10 +24,26 @@ def test_report_means_spreads_and_ratios(tmp_path):
         runs[f'full-2000/seed{seed}'] = {'iter_seconds': 2.0, 'peak_rss_mb': 1000.0}
         runs[f'sampled-2000/seed{seed}'] = {'iter_seconds': 0.5, 'peak_rss_mb': 400.0}
     with open(tmp_path / 'claims.json', 'w') as f:
-        json.dump({'runs': runs, 'eval': evals}, f)
+        json.dump({'runs': runs, 'eval': evals, 'clip_sha256': read_card()['sha256']}, f)
     table = claims.Claims(args).report()
     assert '| pomp | 51.0 ± 1.4 | 12.0 ± 0.0 | 35.0 ± 0.0 |' in table
     assert '| hand | 40.0 ± 0.0 |' in table
     assert '| K=100, ln | 44.0 ± 0.0 | 11.0 ± 0.0 | 0.500 | 400 | 0.25 | 0.40 |' in table
     assert '| full softmax | 45.0 ± 0.0 | 11.0 ± 0.0 | 2.000 | 1000 | 1.00 | 1.00 |' in table
     assert (tmp_path / 'claims.md').read_text().strip() == table.strip()
+
+
+@pytest.mark.parametrize('recorded', ['0' * 64, None])
+def test_runs_of_another_clip_are_not_resumed(tmp_path, recorded):
+    """Runs recorded with other world CLIP weights (or before the sha was recorded) would mix
+    two CLIPs in one table: refused, naming both hashes."""
+    claims = _load()
+    state = {'runs': {'pomp/seed0': {'iter_seconds': 1.0}}}
+    if recorded:
+        state['clip_sha256'] = recorded
+    with open(tmp_path / 'claims.json', 'w') as f:
+        json.dump(state, f)
+    args = claims.parse_args(['--work-dir', str(tmp_path)])
+    with pytest.raises(SystemExit, match=f"another world CLIP \\(sha256 {recorded or 'not recorded'}"
+                       f", now {read_card()['sha256']}\\)"):
+        claims.Claims(args)

@@ -14,7 +14,7 @@ import argparse
 import os
 import os.path as osp
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -71,6 +71,11 @@ def add_legend(image: np.ndarray, labels: np.ndarray, names: Sequence[str],
 
 def main(argv=None) -> str:
     """Run the demo; returns the output path."""
+    return segment(argv)[0]
+
+
+def segment(argv=None) -> Tuple[str, np.ndarray, List[str]]:
+    """Run the demo; returns the output path, the predicted label map and the class names."""
     args = parse_args(argv)
     import pomp_mm  # noqa: F401  registers PompTextEncoder; safe checkpoint loading
     import mmcv
@@ -105,7 +110,7 @@ def main(argv=None) -> str:
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     mmcv.imwrite(drawn[..., ::-1], args.out)  # RGB -> BGR for OpenCV
     print(f'wrote {args.out} ({len(np.unique(labels))} classes shown)')
-    return args.out
+    return args.out, labels, names
 
 
 if __name__ == '__main__':

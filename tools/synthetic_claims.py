@@ -70,6 +70,15 @@ class Claims:
         if os.path.isfile(self.path):
             with open(self.path, encoding='utf-8') as f:
                 self.state = json.load(f)
+        from pomp_mm.synthetic.world_clip import read_card
+        sha = read_card()['sha256']
+        had = self.state.get('clip_sha256')
+        if self.state['runs'] and had != sha:
+            # resuming would mix runs of two CLIPs in one table
+            raise SystemExit(f'{self.path} holds runs of another world CLIP (sha256 '
+                             f'{had or "not recorded"}, now {sha}): use another --work-dir, or '
+                             'move that folder away to start over')
+        self.state['clip_sha256'] = sha
 
     def save(self) -> None:
         os.makedirs(self.work, exist_ok=True)
