@@ -44,6 +44,7 @@ def test_runs_of_another_clip_are_not_resumed(tmp_path, recorded):
     with open(tmp_path / 'claims.json', 'w') as f:
         json.dump(state, f)
     args = claims.parse_args(['--work-dir', str(tmp_path)])
-    with pytest.raises(SystemExit, match=f"another world CLIP \\(sha256 {recorded or 'not recorded'}"
-                       f", now {read_card()['sha256']}\\)"):
+    want = f"another world CLIP \\(sha256 {recorded or 'not recorded'}, now " \
+        f"{read_card()['sha256']}\\)"
+    with pytest.raises(SystemExit, match=want):
         claims.Claims(args)

@@ -191,3 +191,72 @@ def test_seg_demo_finds_an_unseen_class_in_a_rendered_scene(hand_run, tmp_path):
     pixels = labels[scene.labels == j + 1]
     share = float((pixels == vocab.index(target)).mean())
     assert share >= 0.5, (target, share)
+
+
+# ------------------------------------------------------------------------------- detection
+DET_CONFIG = os.path.join(ROOT, 'configs', 'mmdet',
+                          'pomp_faster-rcnn_world-vit_synthetic-scenes.py')
+
+
+def test_clip_backbone_gives_open_clips_tokens():
+    """OpenClipViT at the CLIP's own 64 px: the last block's patch tokens as a map, equal to
+    open_clip's; at 128 px a 16x16 map from the interpolated position embedding."""
+    import pomp_mm.mmdet  # noqa: F401
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    backbone = MODELS.build(dict(type='OpenClipViT', clip_model=wc.MODEL_NAME,
+                                 pretrained=wc.WEIGHTS_PATH, out_indices=(1, -1)))
+    assert backbone.out_indices == (1, 3) and not any(
+        p.requires_grad for p in backbone.parameters())
+    clip = wc.load_world_clip()
+    hidden = {}
+    for i in (1, 3):
+        clip.visual.transformer.resblocks[i].register_forward_hook(
+            lambda m, inp, out, i=i: hidden.setdefault(i, out))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        clip.encode_image(x)
+        maps = backbone(x)
+    for got, i in zip(maps, (1, 3)):
+        assert got.shape == (2, 128, 8, 8)
+        torch.testing.assert_close(got.flatten(2).transpose(1, 2), hidden[i][:, 1:],
+                                   atol=1e-4, rtol=0)
+    backbone.train()
+    assert not backbone.visual.training
+    with torch.no_grad():
+        assert backbone(torch.randn(1, 3, 128, 128))[-1].shape == (1, 128, 16, 16)
+    with pytest.raises(ValueError, match=r'out_indices \(4,\) out of range for 4 blocks'):
+        MODELS.build(dict(type='OpenClipViT', clip_model=wc.MODEL_NAME, out_indices=(4,)))
+
+
+def test_det_config_trains_and_tests_through_the_tools(scenes, tmp_path):
+    """The POMP detection config with a world prompt: one short epoch through tools/train.py,
+    then tools/test.py writes base and novel AP50."""
+    import json
+
+    import pomp_mm
+    from mmengine.config import Config
+    cfg = Config.fromfile(DET_CONFIG)
+    names = [c.name for c in protocol.scene_classes()]
+    assert list(cfg.all_classes) == names
+    assert list(cfg.novel_classes) == [names[i] for i in protocol.scene_unseen_ids()]
+    assert list(cfg.base_classes) == [n for n in names if n not in cfg.novel_classes]
+    prompt = pomp_mm.save_prompt(str(tmp_path / 'prompt.pth'), torch.randn(4, 64) * 0.02,
+                                 clip_model=wc.MODEL_NAME)
+    root = scenes + os.sep
+    ann = os.path.join(scenes, 'annotations', 'instances_val.json')
+    opts = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+            'default_hooks.checkpoint.interval=1', 'param_scheduler.1.end=1',
+            'train_dataloader.dataset.indices=16', f'train_dataloader.dataset.data_root={root}',
+            f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}', f'val_evaluator.ann_file={ann}',
+            f'test_evaluator.ann_file={ann}',
+            f'model.roi_head.bbox_head.classifier.text_encoder.prompt={prompt}']
+    _tool('train.py', DET_CONFIG, '--work-dir', str(tmp_path / 'w'), '--cfg-options', *opts)
+    out = str(tmp_path / 'test.json')
+    _tool('test.py', DET_CONFIG, str(tmp_path / 'w' / 'epoch_1.pth'), '--work-dir',
+          str(tmp_path / 't'), '--out', out, '--cfg-options', *opts)
+    with open(out) as f:
+        metrics = json.load(f)
+    assert {'coco/base_ap50', 'coco/novel_ap50'} <= set(metrics)

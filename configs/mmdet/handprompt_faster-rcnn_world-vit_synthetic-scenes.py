@@ -1,0 +1,7 @@
+# Baseline for pomp_faster-rcnn_world-vit_synthetic-scenes.py: the same detector and data, but
+# class embeddings from hand templates (mmseg's ViLD templates, as the segmentation baseline)
+# instead of the POMP prompt.
+_base_ = ['./pomp_faster-rcnn_world-vit_synthetic-scenes.py']
+
+model = dict(roi_head=dict(bbox_head=dict(classifier=dict(
+    text_encoder=dict(prompt=None, templates='vild')))))

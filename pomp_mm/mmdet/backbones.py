@@ -1,0 +1,83 @@
+"""``OpenClipViT`` (mmdet ``MODELS``): a frozen open_clip ViT image tower as a detector backbone.
+
+Region features pooled from a frozen CLIP keep CLIP's semantics, so a detector head trained on
+base classes can score classes it never saw through their text embeddings (the F-VLM design).
+The tower runs at the detector's input size: its position embedding is interpolated from the
+grid it was trained at.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from mmdet.registry import MODELS
+from mmengine.model import BaseModule
+
+__all__ = ['OpenClipViT']
+
+
+@MODELS.register_module()
+class OpenClipViT(BaseModule):
+    """Patch-token maps of a frozen open_clip ViT.
+
+    Args:
+        clip_model: An open_clip model name or config dict (as :class:`PompTextEncoder`).
+        pretrained: An open_clip tag or a local CLIP weights file.
+        out_indices: Blocks whose output tokens are returned, as [B, width, H/p, W/p] maps.
+        init_cfg: mmengine initialisation config (the weights come from ``pretrained``).
+    """
+
+    def __init__(self, clip_model: Union[str, Dict[str, Any]], pretrained: Optional[str] = None,
+                 out_indices: Sequence[int] = (-1,), init_cfg=None):
+        super().__init__(init_cfg)
+        from ..clip import build_clip
+        visual = build_clip(clip_model, pretrained).visual
+        blocks = getattr(getattr(visual, 'transformer', None), 'resblocks', None)
+        if blocks is None or not hasattr(visual, 'conv1'):
+            raise TypeError(f'{clip_model!r} has no open_clip ViT image tower (conv1 + '
+                            'transformer.resblocks); OpenClipViT needs one')
+        n = len(blocks)
+        self.out_indices = tuple(i % n for i in out_indices)
+        if any(not -n <= i < n for i in out_indices):
+            raise ValueError(f'out_indices {tuple(out_indices)} out of range for {n} blocks')
+        self.visual = visual.eval()
+        for p in self.visual.parameters():
+            p.requires_grad_(False)
+        self.patch_size = visual.conv1.kernel_size[0]
+        self.width = visual.conv1.out_channels
+
+    def init_weights(self) -> None:
+        """Nothing to draw: the weights were loaded from ``pretrained``."""
+        self._is_init = True
+
+    def train(self, mode: bool = True) -> 'OpenClipViT':
+        super().train(mode)
+        self.visual.eval()  # frozen
+        return self
+
+    def _positions(self, h: int, w: int) -> torch.Tensor:
+        pos = self.visual.positional_embedding
+        cls, grid = pos[:1], pos[1:]
+        side = int(round(grid.shape[0] ** 0.5))
+        if (h, w) != (side, side):
+            grid = F.interpolate(grid.reshape(1, side, side, -1).permute(0, 3, 1, 2),
+                                 size=(h, w), mode='bicubic', align_corners=False)
+            grid = grid.permute(0, 2, 3, 1).reshape(h * w, -1)
+        return torch.cat([cls, grid])
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        v = self.visual
+        with torch.no_grad():
+            x = v.conv1(x.to(v.conv1.weight.dtype))  # [B, W, h, w]
+            b, c, h, w = x.shape
+            x = x.flatten(2).transpose(1, 2)
+            cls = v.class_embedding.to(x.dtype).expand(b, 1, -1)
+            x = torch.cat([cls, x], dim=1) + self._positions(h, w).to(x.dtype)
+            x = v.ln_pre(x)
+            outs = []
+            for i, block in enumerate(v.transformer.resblocks):
+                x = block(x)
+                if i in self.out_indices:
+                    outs.append(x[:, 1:].transpose(1, 2).reshape(b, c, h, w).float())
+        return tuple(outs)
