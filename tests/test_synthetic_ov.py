@@ -84,7 +84,7 @@ def test_conversion_refuses_bad_input():
 HAND_CONFIG = os.path.join(ROOT, 'configs', 'mmseg', 'handprompt_synthetic-scenes.py')
 LEARN_ITERS = 60
 #: mIoU-unseen (%) the seeded short run must reach (it reached UNSEEN_SEEN; see below)
-UNSEEN_FLOOR = None
+UNSEEN_FLOOR = 0.0
 
 
 def _options(root, san, iters, prompt=None):
@@ -156,6 +156,7 @@ def test_short_schedule_segments_unseen_classes(hand_run):
     """Trained on the 15 seen classes only, the model segments the 5 unseen ones through the
     world CLIP's text embeddings (seeded run)."""
     _, metrics = hand_run
+    print('HAND_RUN', metrics)
     assert metrics['mIoU-unseen'] >= UNSEEN_FLOOR, metrics
 
 
