@@ -82,9 +82,11 @@ def test_conversion_refuses_bad_input():
 
 # ------------------------------------------------------------------- training through the tools
 HAND_CONFIG = os.path.join(ROOT, 'configs', 'mmseg', 'handprompt_synthetic-scenes.py')
-LEARN_ITERS = 60
-#: mIoU-unseen (%) the seeded short run must reach (it reached UNSEEN_SEEN; see below)
-UNSEEN_FLOOR = 0.0
+#: the --quick schedule of tools/synthetic_ov.py: 400 scenes, 200 iterations
+LEARN_ITERS = 200
+#: mIoU-unseen (%) the seeded short run must reach. A model that never predicts an unseen class
+#: scores 0, uniformly random labels 2.6 (measured on the protocol's validation scenes).
+UNSEEN_FLOOR = 10.0
 
 
 def _options(root, san, iters, prompt=None):
@@ -111,8 +113,8 @@ def _tool(name, *args):
 def scenes(tmp_path_factory, san_weights):
     from pomp_mm.synthetic.scenes import write_scene_set
     root = str(tmp_path_factory.mktemp('scenes'))
-    write_scene_set(root, 'train', 240, 101, progress=False)
-    write_scene_set(root, 'val', 40, 102, progress=False)
+    write_scene_set(root, 'train', 400, 101, progress=False)
+    write_scene_set(root, 'val', 100, 102, progress=False)
     return root
 
 
@@ -154,9 +156,8 @@ def test_pomp_config_trains_and_tests_through_the_tools(scenes, san_weights, tmp
 
 def test_short_schedule_segments_unseen_classes(hand_run):
     """Trained on the 15 seen classes only, the model segments the 5 unseen ones through the
-    world CLIP's text embeddings (seeded run)."""
+    world CLIP's text embeddings (seeded run: 15.5 % mIoU-unseen, 23.6 % seen)."""
     _, metrics = hand_run
-    print('HAND_RUN', metrics)
     assert metrics['mIoU-unseen'] >= UNSEEN_FLOOR, metrics
 
 
