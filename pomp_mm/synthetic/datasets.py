@@ -6,8 +6,8 @@
 * Evaluation sets: one sub-folder of images per class (``tools/eval_classification.py
   --folder``), or rendered into memory for tests.
 
-Scene sets for segmentation (mmseg folders) and detection (COCO json) build on
-:func:`~pomp_mm.synthetic.render.render_scene` with the same conventions.
+Scene sets for segmentation (mmseg folders) and detection (COCO json):
+:mod:`pomp_mm.synthetic.scenes`.
 """
 from __future__ import annotations
 
