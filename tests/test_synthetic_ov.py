@@ -262,3 +262,14 @@ def test_det_config_trains_and_tests_through_the_tools(scenes, tmp_path):
     with open(out) as f:
         metrics = json.load(f)
     assert {'coco/base_ap50', 'coco/novel_ap50'} <= set(metrics)
+
+
+def test_report_refuses_a_folder_of_another_clip(tmp_path):
+    """SAN weights, prompt and finished runs belong to one world CLIP: a work dir stamped
+    with another CLIP's sha256 is refused before anything is reused."""
+    from helpers import load_tool
+    tool = load_tool('synthetic_ov')
+    (tmp_path / 'clip.sha256').write_text('0' * 64 + '\n')
+    with pytest.raises(SystemExit, match=f"another world CLIP \\(sha256 {'0' * 64}, now "
+                       f"{wc.read_card()['sha256']}\\)"):
+        tool.prepare(str(tmp_path), quick=True, quiet=True)

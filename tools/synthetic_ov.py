@@ -58,6 +58,15 @@ def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
     from pomp_mm.synthetic import world_clip as wc
     from pomp_mm.synthetic.scenes import write_scene_set
     paths = _paths(work)
+    # the SAN weights, the prompt and every finished run belong to one world CLIP
+    sha, stamp = wc.read_card()['sha256'], os.path.join(work, 'clip.sha256')
+    if os.path.isfile(stamp) and open(stamp).read().strip() != sha:
+        raise SystemExit(f'{work} was made with another world CLIP (sha256 '
+                         f'{open(stamp).read().strip()}, now {sha}): use another --work-dir, '
+                         'or move that folder away to start over')
+    os.makedirs(work, exist_ok=True)
+    with open(stamp, 'w', encoding='utf-8') as f:
+        f.write(sha + '\n')
     for split, (count, seed) in SCENE_SPLITS.items():
         count = QUICK_SCENES[split] if quick else count
         marker = os.path.join(paths['scenes'], 'splits', f'{split}.txt')
@@ -75,7 +84,7 @@ def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
 
 def _seg_run(method: str, seed: int, work: str, paths: Dict[str, str], iters: int,
              quiet: bool) -> Dict[str, float]:
-    run_dir = os.path.join(work, 'seg', f'{method}_seed{seed}')
+    run_dir = os.path.join(work, 'seg', f'{method}_seed{seed}_iter{iters}')
     metrics_path = os.path.join(run_dir, 'test.json')
     if os.path.isfile(metrics_path):  # resumable: a finished run is kept
         with open(metrics_path, encoding='utf-8') as f:
@@ -102,7 +111,7 @@ def _seg_run(method: str, seed: int, work: str, paths: Dict[str, str], iters: in
 
 def _det_run(method: str, seed: int, work: str, paths: Dict[str, str], epochs: int,
              quiet: bool) -> Dict[str, float]:
-    run_dir = os.path.join(work, 'det', f'{method}_seed{seed}')
+    run_dir = os.path.join(work, 'det', f'{method}_seed{seed}_epoch{epochs}')
     metrics_path = os.path.join(run_dir, 'test.json')
     if os.path.isfile(metrics_path):
         with open(metrics_path, encoding='utf-8') as f:
