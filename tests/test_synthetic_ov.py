@@ -273,3 +273,36 @@ def test_report_refuses_a_folder_of_another_clip(tmp_path):
     with pytest.raises(SystemExit, match=f"another world CLIP \\(sha256 {'0' * 64}, now "
                        f"{wc.read_card()['sha256']}\\)"):
         tool.prepare(str(tmp_path), quick=True, quiet=True)
+
+
+def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys):
+    """Finished runs (their test.json) are read back, not retrained; a part not run keeps its
+    last summary in results.json; the table shows means and spreads per part."""
+    import json
+
+    from helpers import load_tool
+    tool = load_tool('synthetic_ov')
+    (tmp_path / 'pomp').mkdir()
+    (tmp_path / 'pomp' / 'prompt_latest.pth').write_bytes(b'')  # present: not pre-trained
+    seg = {'hand': [(20.0, 10.0), (22.0, 14.0)], 'pomp': [(21.0, 12.0), (21.0, 12.0)]}
+    for method, rows in seg.items():
+        for seed, (s, u) in enumerate(rows):
+            run = tmp_path / 'seg' / f'{method}_seed{seed}_iter200'
+            run.mkdir(parents=True)
+            (run / 'test.json').write_text(json.dumps(
+                {'mIoU-seen': s, 'mIoU-unseen': u, 'hIoU': 2 * s * u / (s + u)}))
+        run = tmp_path / 'det' / f'{method}_seed0_epoch1'
+        run.mkdir(parents=True)
+        (run / 'test.json').write_text(json.dumps({'coco/base_ap50': 0.5,
+                                                   'coco/novel_ap50': 0.125}))
+    tool.run(str(tmp_path), [0, 1], quick=True, quiet=True, parts=['seg'])
+    out = tool.run(str(tmp_path), [0], quick=True, quiet=True, parts=['det'])
+    assert out['seg']['hand'] == {'mIoU-seen': 21.0, 'mIoU-unseen': 12.0, 'hIoU': 15.22}
+    assert out['seg_sd']['hand']['mIoU-unseen'] == pytest.approx(2.83, abs=0.01)
+    assert out['det']['pomp'] == {'base_ap50': 50.0, 'novel_ap50': 12.5}
+    assert out['seg_seeds'] == [0, 1] and out['det_seeds'] == [0]
+    with open(tmp_path / 'results.json') as f:
+        assert json.load(f) == out
+    table = capsys.readouterr().out
+    assert '| hand | 21.0 ± 1.4 | 12.0 ± 2.8 | 15.2 ± 2.7 |' in table
+    assert '| pomp | 50.0 ± 0.0 | 12.5 ± 0.0 |' in table

@@ -162,19 +162,25 @@ def run(work: str, seeds: List[int], quick: bool, quiet: bool,
         parts: Sequence[str] = ('seg', 'det')) -> Dict:
     paths = prepare(work, quick, quiet)
     iters, epochs = (200, 1) if quick else (800, 4)
-    results: Dict = {'seeds': seeds, 'quick': quick, 'seg': None, 'det': None}
+    # a part not run this time keeps its last summary
+    out_path = os.path.join(work, 'results.json')
+    results: Dict = {'seg': None, 'det': None}
+    if os.path.isfile(out_path):
+        with open(out_path, encoding='utf-8') as f:
+            results.update(json.load(f))
     if 'seg' in parts:
         per_seed = {m: [_seg_run(m, s, work, paths, iters, quiet) for s in seeds]
                     for m in SEG_CONFIGS}
         results['seg'], results['seg_sd'] = _summary(per_seed, SEG_KEYS)
-        results['seg_iters'] = iters
+        results.update(seg_iters=iters, seg_seeds=seeds, seg_quick=quick)
     if 'det' in parts:
         per_seed = {m: [_det_run(m, s, work, paths, epochs, quiet) for s in seeds]
                     for m in DET_CONFIGS}
         results['det'], results['det_sd'] = _summary(per_seed, DET_KEYS.values())
-        results['det_epochs'] = epochs
-    with open(os.path.join(work, 'results.json'), 'w', encoding='utf-8') as f:
+        results.update(det_epochs=epochs, det_seeds=seeds, det_quick=quick)
+    with open(out_path + '.tmp', 'w', encoding='utf-8') as f:
         json.dump(results, f, indent=1)
+    os.replace(out_path + '.tmp', out_path)
     print(format_table(results))
     return results
 
@@ -188,14 +194,16 @@ def _rows(means: Dict, sds: Dict, keys) -> List[str]:
 
 
 def format_table(results: Dict) -> str:
-    seeds = ', '.join(map(str, results['seeds']))
-    lines = [f'Synthetic scenes, seeds {seeds} (mean ± sd); 15 seen / 5 unseen classes', '']
-    if results['seg'] is not None:
-        lines += [f'Segmentation (SAN on the world CLIP, {results["seg_iters"]} iterations):', '']
+    lines = ['Synthetic scenes, mean ± sd over seeds; 15 seen / 5 unseen classes', '']
+    if results.get('seg') is not None:
+        seeds = ', '.join(map(str, results['seg_seeds']))
+        lines += [f'Segmentation (SAN on the world CLIP, {results["seg_iters"]} iterations, '
+                  f'seeds {seeds}):', '']
         lines += _rows(results['seg'], results['seg_sd'], SEG_KEYS) + ['']
-    if results['det'] is not None:
+    if results.get('det') is not None:
+        seeds = ', '.join(map(str, results['det_seeds']))
         lines += [f'Detection (Faster R-CNN, frozen world-CLIP backbone, PompBBoxHead, '
-                  f'{results["det_epochs"]} epochs):', '']
+                  f'{results["det_epochs"]} epochs, seeds {seeds}):', '']
         lines += _rows(results['det'], results['det_sd'], list(DET_KEYS.values()))
     return '\n'.join(lines)
 
