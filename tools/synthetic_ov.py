@@ -82,6 +82,21 @@ def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
     return paths
 
 
+def _train_and_test(config: str, run_dir: str, checkpoint: str, options: List[str],
+                    quiet: bool) -> Dict[str, float]:
+    """tools/train.py then tools/test.py on ``config``; the test metrics (also in
+    run_dir/test.json)."""
+    metrics_path = os.path.join(run_dir, 'test.json')
+    os.makedirs(run_dir, exist_ok=True)
+    run_tool(['train.py', config, '--work-dir', run_dir, '--cfg-options'] + options,
+             os.path.join(run_dir, 'train_tool.log') if quiet else None)
+    run_tool(['test.py', config, os.path.join(run_dir, checkpoint), '--work-dir',
+              os.path.join(run_dir, 'test'), '--out', metrics_path, '--cfg-options'] + options,
+             os.path.join(run_dir, 'test_tool.log') if quiet else None)
+    with open(metrics_path, encoding='utf-8') as f:
+        return json.load(f)
+
+
 def _seg_run(method: str, seed: int, work: str, paths: Dict[str, str], iters: int,
              quiet: bool) -> Dict[str, float]:
     run_dir = os.path.join(work, 'seg', f'{method}_seed{seed}_iter{iters}')
@@ -98,15 +113,7 @@ def _seg_run(method: str, seed: int, work: str, paths: Dict[str, str], iters: in
                f'test_dataloader.dataset.data_root={paths["scenes"]}']
     if method == 'pomp':
         options.append(f'model.text_encoder.prompt={paths["prompt"]}')
-    os.makedirs(run_dir, exist_ok=True)
-    run_tool(['train.py', SEG_CONFIGS[method], '--work-dir', run_dir, '--cfg-options']
-             + options, os.path.join(run_dir, 'train_tool.log') if quiet else None)
-    ckpt = os.path.join(run_dir, f'iter_{iters}.pth')
-    run_tool(['test.py', SEG_CONFIGS[method], ckpt, '--work-dir', os.path.join(run_dir, 'test'),
-              '--out', metrics_path, '--cfg-options'] + options,
-             os.path.join(run_dir, 'test_tool.log') if quiet else None)
-    with open(metrics_path, encoding='utf-8') as f:
-        return json.load(f)
+    return _train_and_test(SEG_CONFIGS[method], run_dir, f'iter_{iters}.pth', options, quiet)
 
 
 def _det_run(method: str, seed: int, work: str, paths: Dict[str, str], epochs: int,
@@ -129,15 +136,8 @@ def _det_run(method: str, seed: int, work: str, paths: Dict[str, str], epochs: i
     if method == 'pomp':
         options.append(f'model.roi_head.bbox_head.classifier.text_encoder.prompt='
                        f'{paths["prompt"]}')
-    os.makedirs(run_dir, exist_ok=True)
-    run_tool(['train.py', DET_CONFIGS[method], '--work-dir', run_dir, '--cfg-options']
-             + options, os.path.join(run_dir, 'train_tool.log') if quiet else None)
-    ckpt = os.path.join(run_dir, f'epoch_{epochs}.pth')
-    run_tool(['test.py', DET_CONFIGS[method], ckpt, '--work-dir', os.path.join(run_dir, 'test'),
-              '--out', metrics_path, '--cfg-options'] + options,
-             os.path.join(run_dir, 'test_tool.log') if quiet else None)
-    with open(metrics_path, encoding='utf-8') as f:
-        return _det_metrics(json.load(f))
+    return _det_metrics(_train_and_test(DET_CONFIGS[method], run_dir, f'epoch_{epochs}.pth',
+                                        options, quiet))
 
 
 def _det_metrics(raw: Dict[str, float]) -> Dict[str, float]:
