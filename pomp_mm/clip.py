@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 ClipSpec = Union[str, Dict[str, Any]]
 
 def resolve_clip_spec(spec: str) -> ClipSpec:
-    """Command-line model spec: ``'tiny'`` (:data:`pomp_mm.testing.TINY_CLIP`), a ``.json`` open_clip model
-    config file, or an open_clip model name (returned unchanged)."""
+    """Command-line model spec: ``'tiny'`` (:data:`pomp_mm.testing.TINY_CLIP`), a ``.json``
+    open_clip model config file, or an open_clip model name (returned unchanged)."""
     if spec == 'tiny':
         from .testing import TINY_CLIP
         return copy.deepcopy(TINY_CLIP)

@@ -42,6 +42,11 @@ SCENE_SPLITS = {'train': (2000, 101), 'val': (200, 102)}
 QUICK_SCENES = {'train': 400, 'val': 100}
 
 
+def _read(path: str) -> str:
+    with open(path, encoding='utf-8') as f:
+        return f.read()
+
+
 def _paths(work: str) -> Dict[str, str]:
     return {'scenes': os.path.join(work, 'scenes'),
             'san': os.path.join(work, 'pomp-world-ViT-T-8_san.pth'),
@@ -60,9 +65,10 @@ def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
     paths = _paths(work)
     # the SAN weights, the prompt and every finished run belong to one world CLIP
     sha, stamp = wc.read_card()['sha256'], os.path.join(work, 'clip.sha256')
-    if os.path.isfile(stamp) and open(stamp).read().strip() != sha:
+    had = _read(stamp).strip() if os.path.isfile(stamp) else sha
+    if had != sha:
         raise SystemExit(f'{work} was made with another world CLIP (sha256 '
-                         f'{open(stamp).read().strip()}, now {sha}): use another --work-dir, '
+                         f'{had}, now {sha}): use another --work-dir, '
                          'or move that folder away to start over')
     os.makedirs(work, exist_ok=True)
     with open(stamp, 'w', encoding='utf-8') as f:
@@ -70,7 +76,7 @@ def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
     for split, (count, seed) in SCENE_SPLITS.items():
         count = QUICK_SCENES[split] if quick else count
         marker = os.path.join(paths['scenes'], 'splits', f'{split}.txt')
-        if not os.path.isfile(marker) or len(open(marker).read().split()) != count:
+        if not os.path.isfile(marker) or len(_read(marker).split()) != count:
             write_scene_set(paths['scenes'], split, count, seed, progress=not quiet)
     if not os.path.isfile(paths['san']):
         state = torch.load(wc.world_clip_weights(), map_location='cpu', weights_only=True)

@@ -17,7 +17,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from pomp_mm._runner import add_runner_args, build_runner, close_distributed, load_config  # noqa: E402
+from pomp_mm._runner import (  # noqa: E402
+    add_runner_args, build_runner, close_distributed, load_config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

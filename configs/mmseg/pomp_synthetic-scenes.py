@@ -6,7 +6,8 @@
 #
 #   python tools/synthetic_ov.py prepare          # scenes, SAN-format CLIP, a POMP prompt
 #   python tools/train.py configs/mmseg/pomp_synthetic-scenes.py
-#   python tools/test.py configs/mmseg/pomp_synthetic-scenes.py work_dirs/pomp_synthetic-scenes/iter_800.pth
+#   python tools/test.py configs/mmseg/pomp_synthetic-scenes.py \
+#       work_dirs/pomp_synthetic-scenes/iter_800.pth
 #
 # Weights: the world CLIP's first 3 ViT blocks in the image encoder, the 4th in the head's
 # recognition layers (`pretrained`: its SAN-format copy, made by pomp_mm.mmseg.convert); its

@@ -1,8 +1,8 @@
 """MMDetection adapter for pomp_mm (imports mmdet).
 
-Importing this package registers, in mmdet's registries: :class:`ZeroShotClassifier` and
-:class:`PompBBoxHead` (``MODELS``), :class:`OpenClipViT` (a frozen CLIP backbone, ``MODELS``), :class:`FederatedSigmoidLoss` (``MODELS``),
-:class:`OpenVocabCocoDataset` and :class:`OpenVocabLVISV1Dataset` (``DATASETS``),
+Importing this package registers, in mmdet's registries: :class:`ZeroShotClassifier`,
+:class:`PompBBoxHead`, :class:`OpenClipViT` (a frozen CLIP backbone) and
+:class:`FederatedSigmoidLoss` (``MODELS``), :class:`OpenVocabCocoDataset` and :class:`OpenVocabLVISV1Dataset` (``DATASETS``),
 :class:`DetVocabularyCheckHook` (``HOOKS``). It also lets
 mmdet's ``LVISMetric`` run under numpy >= 1.24 (see :mod:`pomp_mm.mmdet.lvis_compat`).
 """
@@ -17,7 +17,7 @@ from .lvis_compat import patch_lvis_eval
 patch_lvis_eval()
 
 __all__ = [
-    'DetVocabularyCheckHook', 'FederatedSigmoidLoss', 'OpenClipViT', 'check_mask_heads', 'OpenVocabCocoDataset',
-    'OpenVocabLVISV1Dataset', 'PompBBoxHead', 'ZeroShotClassifier', 'lvis_class_frequencies',
+    'DetVocabularyCheckHook', 'FederatedSigmoidLoss', 'OpenClipViT', 'check_mask_heads',
+    'OpenVocabCocoDataset', 'OpenVocabLVISV1Dataset', 'PompBBoxHead', 'ZeroShotClassifier', 'lvis_class_frequencies',
     'patch_lvis_eval', 'set_detector_vocabulary'
 ]
