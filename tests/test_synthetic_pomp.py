@@ -177,3 +177,28 @@ def test_demo_pipeline_end_to_end_through_the_tools(tmp_path, clip):
         ckpt = load_prompt(str(work / run / 'prompt_latest.pth'))
         assert ckpt.n_ctx == 4
     assert 'hand' in (work / 'results.md').read_text()
+
+
+def test_headroom_probe_starts_at_the_hand_prompt_and_scores_unseen_images(clip):
+    """tools/synthetic_headroom.py: step 0 is the hand prompt on the set's evaluation images;
+    the fitting images are other renderings of the same classes."""
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import synthetic_headroom as hr
+    from pomp_mm import PompTextEncoder
+    names, (fit, fit_labels), (score, score_labels) = hr.set_images(clip, 'shapes', shots=2)
+    eval_set = protocol.eval_sets()['shapes']
+    assert names == list(eval_set.classnames)
+    assert len(fit) == 2 * len(names) and len(score) == eval_set.per_class * len(names)
+    ref, ref_labels = render_eval_set(eval_set)
+    torch.testing.assert_close(score, _features(clip, ref))
+    assert score_labels.tolist() == ref_labels
+    assert not any(torch.allclose(f, s) for f in fit for s in score)
+    hand = PompTextEncoder(clip_model=wc.MODEL_NAME, clip_module=clip, vocabulary=['x'],
+                           templates='single', cat_bg=False)
+    scores = hr.fit_context(names, (fit, fit_labels), (score, score_labels), seed=0, steps=3,
+                            record=[3])
+    assert scores[0] == pytest.approx(hr.accuracy(hand, names, score, score_labels))
+    assert scores[0] == pytest.approx(wc.read_card()['hand_prompt_top1']['shapes'], abs=1.0)
+    assert set(scores) == {0, 3}
+    with pytest.raises(ValueError, match="unknown set 'nope'"):
+        hr.set_images(clip, 'nope', shots=1)
