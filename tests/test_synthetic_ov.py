@@ -232,6 +232,40 @@ def test_clip_backbone_gives_open_clips_tokens():
         MODELS.build(dict(type='OpenClipViT', clip_model=wc.MODEL_NAME, out_indices=(4,)))
 
 
+def test_clip_roi_extractor_embeds_a_box_as_clip_embeds_the_crop():
+    """A RoI on the patch grid is the CLIP's embedding of that crop (exactly: conv1 is
+    patchwise); channels stacked after the patch map are ignored; frozen."""
+    import pomp_mm.mmdet  # noqa: F401
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    spec = dict(clip_model=wc.MODEL_NAME, pretrained=wc.WEIGHTS_PATH)
+    backbone = MODELS.build(dict(type='OpenClipViT', out_indices=(-1,), patch_embed_out=True,
+                                 concat_outputs=True, **spec))
+    extractor = MODELS.build(dict(type='ClipRoIExtractor', **spec))
+    clip = wc.load_world_clip()
+    x = torch.randn(2, 3, 128, 128)
+    rois = torch.tensor([[0, 0, 0, 64, 64], [1, 64, 32, 128, 96], [0, 8, 8, 40, 24]],
+                        dtype=torch.float)
+    with torch.no_grad():
+        feats = backbone(x)
+        got = extractor(feats, rois)
+        crops = torch.stack([x[0, :, :64, :64], x[1, :, 32:96, 64:]])
+        want = clip.encode_image(crops)
+    assert len(feats) == 1 and feats[0].shape == (2, 256, 16, 16)
+    assert got.shape == (3, 64, 1, 1)
+    torch.testing.assert_close(got[:2, :, 0, 0], want, atol=1e-5, rtol=0)
+    extractor.train()
+    assert not extractor.visual.training
+    assert not any(p.requires_grad for p in extractor.parameters())
+    with pytest.raises(ValueError, match='patch embedding map first \\(128 channels.*got 64'):
+        extractor((torch.randn(1, 64, 16, 16),), rois[:1])
+    with pytest.raises(ValueError, match=r'output_size \(7, 7\) must be the CLIP token grid'):
+        MODELS.build(dict(type='ClipRoIExtractor', roi_layer=dict(output_size=7), **spec))
+    with pytest.raises(ValueError, match='OpenClipViT has nothing to return'):
+        MODELS.build(dict(type='OpenClipViT', out_indices=(), **spec))
+
+
 def test_det_config_trains_and_tests_through_the_tools(scenes, tmp_path):
     """The POMP detection config with a world prompt: one short epoch through tools/train.py,
     then tools/test.py writes base and novel AP50."""
@@ -284,17 +318,22 @@ def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys)
     tool = load_tool('synthetic_ov')
     (tmp_path / 'pomp').mkdir()
     (tmp_path / 'pomp' / 'prompt_latest.pth').write_bytes(b'')  # present: not pre-trained
+    paths = tool._paths(str(tmp_path))
+
+    def finished(run, config, options, metrics):
+        run.mkdir(parents=True)
+        (run / 'config.sha256').write_text(tool.config_digest(config, options) + '\n')
+        (run / 'test.json').write_text(json.dumps(metrics))
+
     seg = {'hand': [(20.0, 10.0), (22.0, 14.0)], 'pomp': [(21.0, 12.0), (21.0, 12.0)]}
     for method, rows in seg.items():
         for seed, (s, u) in enumerate(rows):
-            run = tmp_path / 'seg' / f'{method}_seed{seed}_iter200'
-            run.mkdir(parents=True)
-            (run / 'test.json').write_text(json.dumps(
-                {'mIoU-seen': s, 'mIoU-unseen': u, 'hIoU': 2 * s * u / (s + u)}))
-        run = tmp_path / 'det' / f'{method}_seed0_epoch1'
-        run.mkdir(parents=True)
-        (run / 'test.json').write_text(json.dumps({'coco/base_ap50': 0.5,
-                                                   'coco/novel_ap50': 0.125}))
+            finished(tmp_path / 'seg' / f'{method}_seed{seed}_iter200', tool.SEG_CONFIGS[method],
+                     tool.seg_options(method, seed, paths, 200),
+                     {'mIoU-seen': s, 'mIoU-unseen': u, 'hIoU': 2 * s * u / (s + u)})
+        finished(tmp_path / 'det' / f'{method}_seed0_epoch1', tool.DET_CONFIGS[method],
+                 tool.det_options(method, 0, paths, 1),
+                 {'coco/base_ap50': 0.5, 'coco/novel_ap50': 0.125})
     tool.run(str(tmp_path), [0, 1], quick=True, quiet=True, parts=['seg'])
     out = tool.run(str(tmp_path), [0], quick=True, quiet=True, parts=['det'])
     assert out['seg']['hand'] == {'mIoU-seen': 21.0, 'mIoU-unseen': 12.0, 'hIoU': 15.22}
@@ -306,3 +345,24 @@ def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys)
     table = capsys.readouterr().out
     assert '| hand | 21.0 ± 1.4 | 12.0 ± 2.8 | 15.2 ± 2.7 |' in table
     assert '| pomp | 50.0 ± 0.0 | 12.5 ± 0.0 |' in table
+
+
+def test_report_refuses_a_run_of_another_config(tmp_path):
+    """A finished run folder whose config or options changed since is refused, not reused."""
+    from helpers import load_tool
+    tool = load_tool('synthetic_ov')
+    paths = tool._paths(str(tmp_path))
+    run = tmp_path / 'det' / 'hand_seed0_epoch1'
+    run.mkdir(parents=True)
+    (run / 'test.json').write_text('{}')
+    options = tool.det_options('hand', 0, paths, 1)
+    with pytest.raises(SystemExit, match=f'{run} holds a run of another config or options '
+                       r'\(sha256 none recorded, now [0-9a-f]{64}\)'):
+        tool._train_and_test(tool.DET_CONFIGS['hand'], str(run), 'epoch_1.pth', options, True)
+    digest = tool.config_digest(tool.DET_CONFIGS['hand'], options)
+    assert digest != tool.config_digest(tool.DET_CONFIGS['pomp'], options)
+    assert digest != tool.config_digest(tool.DET_CONFIGS['hand'],
+                                        tool.det_options('hand', 1, paths, 1))
+    (run / 'config.sha256').write_text(digest + '\n')
+    assert tool._train_and_test(tool.DET_CONFIGS['hand'], str(run), 'epoch_1.pth', options,
+                                True) == {}

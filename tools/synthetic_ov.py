@@ -5,6 +5,7 @@ own tools.
     python tools/synthetic_ov.py run             # train + test, POMP vs hand, seeds 0 1 2
     python tools/synthetic_ov.py run --quick     # one seed, a short schedule
     python tools/synthetic_ov.py run --parts seg # segmentation only
+    python tools/synthetic_ov.py probe           # zero-shot region embeddings of train boxes
 
 ``prepare`` renders the scene sets (pomp_mm.synthetic.scenes) to work_dirs/synthetic_ov/scenes,
 converts the committed world CLIP to SAN's layout (pomp_mm.mmseg.convert) and pre-trains a POMP
@@ -12,7 +13,7 @@ prompt in the world (as make demo does). ``run`` trains the POMP and hand-templa
 (configs/mmseg/*_synthetic-scenes.py, configs/mmdet/*_faster-rcnn_world-vit_synthetic-scenes.py)
 with tools/train.py on the 15 seen / base classes, tests them on all 20 with tools/test.py,
 prints the table and writes work_dirs/synthetic_ov/results.json. Finished runs are kept
-(resumable).
+(resumable); a run folder made from another config or other options is refused, not reused.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import json
 import os
 import statistics
 import sys
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -88,12 +89,41 @@ def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
     return paths
 
 
+def config_digest(config: str, options: Sequence[str]) -> str:
+    """sha256 of ``config`` as loaded (its bases included) and the run's options."""
+    import hashlib
+
+    from mmengine.config import Config
+    text = Config.fromfile(config).pretty_text + '\n' + '\n'.join(options)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _finished(run_dir: str, digest: str) -> Optional[Dict[str, float]]:
+    """A finished run's test metrics, if ``run_dir`` holds one made from the same config."""
+    metrics_path = os.path.join(run_dir, 'test.json')
+    if not os.path.isfile(metrics_path):
+        return None
+    stamp = os.path.join(run_dir, 'config.sha256')
+    had = _read(stamp).strip() if os.path.isfile(stamp) else 'none recorded'
+    if had != digest:
+        raise SystemExit(f'{run_dir} holds a run of another config or options (sha256 {had}, '
+                         f'now {digest}): move that folder away to rerun it')
+    with open(metrics_path, encoding='utf-8') as f:
+        return json.load(f)
+
+
 def _train_and_test(config: str, run_dir: str, checkpoint: str, options: List[str],
                     quiet: bool) -> Dict[str, float]:
     """tools/train.py then tools/test.py on ``config``; the test metrics (also in
-    run_dir/test.json)."""
+    run_dir/test.json). A finished run of the same config and options is reused."""
+    digest = config_digest(config, options)
+    done = _finished(run_dir, digest)
+    if done is not None:
+        return done
     metrics_path = os.path.join(run_dir, 'test.json')
     os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, 'config.sha256'), 'w', encoding='utf-8') as f:
+        f.write(digest + '\n')
     run_tool(['train.py', config, '--work-dir', run_dir, '--cfg-options'] + options,
              os.path.join(run_dir, 'train_tool.log') if quiet else None)
     run_tool(['test.py', config, os.path.join(run_dir, checkpoint), '--work-dir',
@@ -103,13 +133,8 @@ def _train_and_test(config: str, run_dir: str, checkpoint: str, options: List[st
         return json.load(f)
 
 
-def _seg_run(method: str, seed: int, work: str, paths: Dict[str, str], iters: int,
-             quiet: bool) -> Dict[str, float]:
-    run_dir = os.path.join(work, 'seg', f'{method}_seed{seed}_iter{iters}')
-    metrics_path = os.path.join(run_dir, 'test.json')
-    if os.path.isfile(metrics_path):  # resumable: a finished run is kept
-        with open(metrics_path, encoding='utf-8') as f:
-            return json.load(f)
+def seg_options(method: str, seed: int, paths: Dict[str, str], iters: int) -> List[str]:
+    """``--cfg-options`` of one segmentation run."""
     options = [f'randomness.seed={seed}', f'model.pretrained={paths["san"]}',
                f'max_iters={iters}', f'train_cfg.max_iters={iters}',
                f'train_cfg.val_interval={iters}', f'param_scheduler.0.end={iters}',
@@ -119,16 +144,11 @@ def _seg_run(method: str, seed: int, work: str, paths: Dict[str, str], iters: in
                f'test_dataloader.dataset.data_root={paths["scenes"]}']
     if method == 'pomp':
         options.append(f'model.text_encoder.prompt={paths["prompt"]}')
-    return _train_and_test(SEG_CONFIGS[method], run_dir, f'iter_{iters}.pth', options, quiet)
+    return options
 
 
-def _det_run(method: str, seed: int, work: str, paths: Dict[str, str], epochs: int,
-             quiet: bool) -> Dict[str, float]:
-    run_dir = os.path.join(work, 'det', f'{method}_seed{seed}_epoch{epochs}')
-    metrics_path = os.path.join(run_dir, 'test.json')
-    if os.path.isfile(metrics_path):
-        with open(metrics_path, encoding='utf-8') as f:
-            return _det_metrics(json.load(f))
+def det_options(method: str, seed: int, paths: Dict[str, str], epochs: int) -> List[str]:
+    """``--cfg-options`` of one detection run."""
     scenes = paths['scenes'] + os.sep
     ann = os.path.join(paths['scenes'], 'annotations', 'instances_val.json')
     options = [f'randomness.seed={seed}', f'train_cfg.max_epochs={epochs}',
@@ -142,8 +162,21 @@ def _det_run(method: str, seed: int, work: str, paths: Dict[str, str], epochs: i
     if method == 'pomp':
         options.append(f'model.roi_head.bbox_head.classifier.text_encoder.prompt='
                        f'{paths["prompt"]}')
+    return options
+
+
+def _seg_run(method: str, seed: int, work: str, paths: Dict[str, str], iters: int,
+             quiet: bool) -> Dict[str, float]:
+    run_dir = os.path.join(work, 'seg', f'{method}_seed{seed}_iter{iters}')
+    return _train_and_test(SEG_CONFIGS[method], run_dir, f'iter_{iters}.pth',
+                           seg_options(method, seed, paths, iters), quiet)
+
+
+def _det_run(method: str, seed: int, work: str, paths: Dict[str, str], epochs: int,
+             quiet: bool) -> Dict[str, float]:
+    run_dir = os.path.join(work, 'det', f'{method}_seed{seed}_epoch{epochs}')
     return _det_metrics(_train_and_test(DET_CONFIGS[method], run_dir, f'epoch_{epochs}.pth',
-                                        options, quiet))
+                                        det_options(method, seed, paths, epochs), quiet))
 
 
 def _det_metrics(raw: Dict[str, float]) -> Dict[str, float]:
@@ -191,6 +224,69 @@ def run(work: str, seeds: List[int], quick: bool, quiet: bool,
     return results
 
 
+def probe_regions(work: str, split: str = 'train', limit: int = 300) -> Dict[str, float]:
+    """Zero-shot 20-way top-1 (%) of ground-truth boxes, no training: the region embedding
+    from averaged last-block patch tokens (through the CLIP's ln_post and projection) vs
+    :class:`ClipRoIExtractor`'s, against the hand prompt's text embeddings."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    from PIL import Image
+
+    import pomp_mm.mmdet  # noqa: F401
+    from pomp_mm import PompTextEncoder
+    from pomp_mm.synthetic import world_clip as wc
+    init_default_scope('mmdet')
+    scenes = _paths(work)['scenes']
+    with open(os.path.join(scenes, 'annotations', f'instances_{split}.json'),
+              encoding='utf-8') as f:
+        coco = json.load(f)
+    names = [c['name'] for c in sorted(coco['categories'], key=lambda c: c['id'])]
+    label = {c['id']: names.index(c['name']) for c in coco['categories']}
+    boxes: Dict[int, list] = {}
+    for a in coco['annotations']:
+        x, y, w, h = a['bbox']
+        boxes.setdefault(a['image_id'], []).append(([x, y, x + w, y + h], label[a['category_id']]))
+    clip = wc.load_world_clip()
+    spec = dict(clip_model=wc.MODEL_NAME, pretrained=wc.WEIGHTS_PATH)
+    tokens = MODELS.build(dict(type='OpenClipViT', patch_embed_out=True, **spec))
+    regions = MODELS.build(dict(type='ClipRoIExtractor', **spec))
+    with torch.no_grad():
+        text = PompTextEncoder(clip_model=wc.MODEL_NAME, clip_module=clip, vocabulary=['x'],
+                               templates='single', cat_bg=False).encode_text(names)
+    mean = torch.tensor([122.7709, 116.7460, 104.0937]).view(3, 1, 1)
+    std = torch.tensor([68.5005, 66.6322, 70.3232]).view(3, 1, 1)
+    hits, total = {'patch tokens, averaged': 0, 'ClipRoIExtractor': 0}, 0
+    v = clip.visual
+    for image in coco['images'][:limit]:
+        if image['id'] not in boxes:
+            continue
+        path = os.path.join(scenes, 'images', split, image['file_name'])
+        with Image.open(path) as im:
+            pixels = torch.from_numpy(np.array(im.convert('RGB'))).permute(2, 0, 1).float()
+        xyxy = torch.tensor([b for b, _ in boxes[image['id']]], dtype=torch.float)
+        labels = torch.tensor([k for _, k in boxes[image['id']]])
+        with torch.no_grad():
+            patches, last = tokens(((pixels - mean) / std)[None])
+            rois = torch.cat([xyxy.new_zeros(len(xyxy), 1), xyxy], dim=1)
+            pooled = []
+            for x1, y1, x2, y2 in (xyxy / tokens.patch_size).tolist():
+                cells = last[0, :, int(y1):max(int(y1) + 1, int(np.ceil(y2))),
+                             int(x1):max(int(x1) + 1, int(np.ceil(x2)))]
+                pooled.append(v.ln_post(cells.flatten(1).mean(1)) @ v.proj)
+            for key, emb in (('patch tokens, averaged', torch.stack(pooled)),
+                             ('ClipRoIExtractor', regions((patches,), rois)[:, :, 0, 0])):
+                pred = (F.normalize(emb, dim=-1) @ text.T).argmax(-1)
+                hits[key] += int((pred == labels).sum())
+        total += len(labels)
+    if not total:
+        raise SystemExit(f'no boxes in the first {limit} {split} scenes under {scenes}')
+    return {key: round(100 * n / total, 1) for key, n in hits.items()} | {
+        'boxes': total, 'chance': round(100 / len(names), 1)}
+
+
 def _rows(means: Dict, sds: Dict, keys) -> List[str]:
     lines = ['| prompt | ' + ' | '.join(keys) + ' |', '|---|' + '---:|' * len(keys)]
     for method, row in means.items():
@@ -216,7 +312,7 @@ def format_table(results: Dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument('command', choices=('prepare', 'run'))
+    p.add_argument('command', choices=('prepare', 'run', 'probe'))
     p.add_argument('--work-dir', default=WORK)
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--quick', action='store_true',
@@ -228,6 +324,8 @@ def main(argv=None) -> int:
     work = os.path.abspath(args.work_dir)
     if args.command == 'prepare':
         print(json.dumps(prepare(work, args.quick, args.quiet), indent=1))
+    elif args.command == 'probe':
+        print(json.dumps(probe_regions(work), indent=1))
     else:
         run(work, seeds, args.quick, args.quiet, args.parts)
     return 0

@@ -1,7 +1,8 @@
 """MMDetection adapter for pomp_mm (imports mmdet).
 
 Importing this package registers, in mmdet's registries: :class:`ZeroShotClassifier`,
-:class:`PompBBoxHead`, :class:`OpenClipViT` (a frozen CLIP backbone) and
+:class:`PompBBoxHead`, :class:`OpenClipViT` (a frozen CLIP backbone),
+:class:`ClipRoIExtractor` (RoIs as CLIP image embeddings) and
 :class:`FederatedSigmoidLoss` (``MODELS``), :class:`OpenVocabCocoDataset` and :class:`OpenVocabLVISV1Dataset` (``DATASETS``),
 :class:`DetVocabularyCheckHook` (``HOOKS``). It also lets
 mmdet's ``LVISMetric`` run under numpy >= 1.24 (see :mod:`pomp_mm.mmdet.lvis_compat`).
@@ -13,11 +14,12 @@ from .datasets import OpenVocabCocoDataset, OpenVocabLVISV1Dataset
 from .hooks import DetVocabularyCheckHook
 from .loss import FederatedSigmoidLoss, lvis_class_frequencies
 from .lvis_compat import patch_lvis_eval
+from .roi_extractors import ClipRoIExtractor
 
 patch_lvis_eval()
 
 __all__ = [
-    'DetVocabularyCheckHook', 'FederatedSigmoidLoss', 'OpenClipViT', 'check_mask_heads',
+    'ClipRoIExtractor', 'DetVocabularyCheckHook', 'FederatedSigmoidLoss', 'OpenClipViT', 'check_mask_heads',
     'OpenVocabCocoDataset', 'OpenVocabLVISV1Dataset', 'PompBBoxHead', 'ZeroShotClassifier', 'lvis_class_frequencies',
     'patch_lvis_eval', 'set_detector_vocabulary'
 ]

@@ -3,7 +3,9 @@
 Region features pooled from a frozen CLIP keep CLIP's semantics, so a detector head trained on
 base classes can score classes it never saw through their text embeddings (the F-VLM design).
 The tower runs at the detector's input size: its position embedding is interpolated from the
-grid it was trained at.
+grid it was trained at. With ``patch_embed_out`` it also (or only) returns the patch embedding
+map, which :class:`~pomp_mm.mmdet.roi_extractors.ClipRoIExtractor` turns into CLIP region
+embeddings.
 """
 from __future__ import annotations
 
@@ -25,11 +27,16 @@ class OpenClipViT(BaseModule):
         clip_model: An open_clip model name or config dict (as :class:`PompTextEncoder`).
         pretrained: An open_clip tag or a local CLIP weights file.
         out_indices: Blocks whose output tokens are returned, as [B, width, H/p, W/p] maps.
+        patch_embed_out: Return the patch embedding map (``conv1``'s output, before the class
+            token and position embedding) first; with ``out_indices=()`` no block runs.
+        concat_outputs: Return one map, the outputs stacked along channels (e.g. an RPN that
+            reads all of them and a :class:`ClipRoIExtractor` that reads the first ``width``).
         init_cfg: mmengine initialisation config (the weights come from ``pretrained``).
     """
 
     def __init__(self, clip_model: Union[str, Dict[str, Any]], pretrained: Optional[str] = None,
-                 out_indices: Sequence[int] = (-1,), init_cfg=None):
+                 out_indices: Sequence[int] = (-1,), patch_embed_out: bool = False,
+                 concat_outputs: bool = False, init_cfg=None):
         super().__init__(init_cfg)
         from ..clip import build_clip
         visual = build_clip(clip_model, pretrained).visual
@@ -38,6 +45,11 @@ class OpenClipViT(BaseModule):
             raise TypeError(f'{clip_model!r} has no open_clip ViT image tower (conv1 + '
                             'transformer.resblocks); OpenClipViT needs one')
         n = len(blocks)
+        if not out_indices and not patch_embed_out:
+            raise ValueError('OpenClipViT has nothing to return: give out_indices or set '
+                             'patch_embed_out=True')
+        self.patch_embed_out = patch_embed_out
+        self.concat_outputs = concat_outputs
         self.out_indices = tuple(i % n for i in out_indices)
         if any(not -n <= i < n for i in out_indices):
             raise ValueError(f'out_indices {tuple(out_indices)} out of range for {n} blocks')
@@ -71,13 +83,18 @@ class OpenClipViT(BaseModule):
         with torch.no_grad():
             x = v.conv1(x.to(v.conv1.weight.dtype))  # [B, W, h, w]
             b, c, h, w = x.shape
+            outs = [x.float()] if self.patch_embed_out else []
+            if not self.out_indices:
+                return self._pack(outs)
             x = x.flatten(2).transpose(1, 2)
             cls = v.class_embedding.to(x.dtype).expand(b, 1, -1)
             x = torch.cat([cls, x], dim=1) + self._positions(h, w).to(x.dtype)
             x = v.ln_pre(x)
-            outs = []
             for i, block in enumerate(v.transformer.resblocks):
                 x = block(x)
                 if i in self.out_indices:
                     outs.append(x[:, 1:].transpose(1, 2).reshape(b, c, h, w).float())
-        return tuple(outs)
+        return self._pack(outs)
+
+    def _pack(self, outs) -> Tuple[torch.Tensor, ...]:
+        return (torch.cat(outs, dim=1),) if self.concat_outputs else tuple(outs)

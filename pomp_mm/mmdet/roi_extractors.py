@@ -1,0 +1,98 @@
+"""``ClipRoIExtractor`` (mmdet ``MODELS``): each RoI as a CLIP image embedding.
+
+A ViT CLIP pools an image through its class token, so its patch tokens averaged over a box do
+not land near the box's text embedding. This extractor resamples the box from the patch
+embedding map onto the CLIP's own token grid and runs the frozen tower on it, as if the box
+were a whole image (crop and classify, without re-encoding pixels): the region embedding lives
+in CLIP's joint space, so classes without boxes in training can still be scored by their text.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Union
+
+import torch
+from mmdet.models.roi_heads.roi_extractors import BaseRoIExtractor
+from mmdet.registry import MODELS
+
+__all__ = ['ClipRoIExtractor']
+
+
+@MODELS.register_module()
+class ClipRoIExtractor(BaseRoIExtractor):
+    """RoIs -> [N, embed_dim, 1, 1] embeddings of a frozen open_clip ViT.
+
+    Reads the patch embedding map of :class:`~pomp_mm.mmdet.backbones.OpenClipViT`
+    (``patch_embed_out=True``) at stride ``patch_size``: the first ``width`` channels of the
+    first feature map (more channels, e.g. stacked block outputs for the RPN, are ignored).
+
+    Args:
+        clip_model: An open_clip model name or config dict (as :class:`PompTextEncoder`).
+        pretrained: An open_clip tag or a local CLIP weights file.
+        roi_layer: An ``mmcv.ops`` RoI layer config; its ``output_size`` defaults to the CLIP's
+            token grid (the size it was trained at).
+        chunk_size: RoIs per forward pass of the tower (bounds memory at test time).
+        init_cfg: mmengine initialisation config (the weights come from ``pretrained``).
+    """
+
+    def __init__(self, clip_model: Union[str, Dict[str, Any]], pretrained: Optional[str] = None,
+                 roi_layer: Optional[Dict[str, Any]] = None, chunk_size: int = 512,
+                 init_cfg=None):
+        from ..clip import build_clip
+        visual = build_clip(clip_model, pretrained).visual
+        if not hasattr(visual, 'conv1') or getattr(visual, 'attn_pool', None) is not None:
+            raise TypeError(f'{clip_model!r} has no class-token open_clip ViT image tower; '
+                            'ClipRoIExtractor needs one')
+        if chunk_size < 1:
+            raise ValueError(f'chunk_size must be positive, got {chunk_size}')
+        grid = visual.grid_size
+        layer = dict(type='RoIAlign', output_size=tuple(grid), sampling_ratio=0, aligned=True)
+        layer.update(roi_layer or {})
+        size = layer['output_size']
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if size != tuple(grid):
+            raise ValueError(f'roi_layer output_size {size} must be the CLIP token grid '
+                             f'{tuple(grid)}: the tower has a position embedding for that grid')
+        stride = visual.conv1.kernel_size[0]
+        super().__init__(roi_layer=layer, out_channels=visual.output_dim,
+                         featmap_strides=[stride], init_cfg=init_cfg)
+        self.visual = visual.eval()
+        for p in self.visual.parameters():
+            p.requires_grad_(False)
+        self.chunk_size = chunk_size
+
+    def init_weights(self) -> None:
+        """Nothing to draw: the weights were loaded from ``pretrained``."""
+        self._is_init = True
+
+    def train(self, mode: bool = True) -> 'ClipRoIExtractor':
+        super().train(mode)
+        self.visual.eval()  # frozen
+        return self
+
+    def _embed(self, patches: torch.Tensor) -> torch.Tensor:
+        """[n, width, gh, gw] patch embeddings -> [n, embed_dim], open_clip's path after conv1."""
+        v = self.visual
+        x = patches.flatten(2).transpose(1, 2).to(v.class_embedding.dtype)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        x = v.transformer(v.ln_pre(x))
+        pooled, _ = v._pool(x)
+        return pooled @ v.proj if v.proj is not None else pooled
+
+    def forward(self, feats: Sequence[torch.Tensor], rois: torch.Tensor,
+                roi_scale_factor: Optional[float] = None) -> torch.Tensor:
+        """Embed ``rois`` ([N, 5]: batch index, x1, y1, x2, y2 in input pixels)."""
+        if roi_scale_factor is not None:
+            rois = self.roi_rescale(rois, roi_scale_factor)
+        width = self.visual.conv1.out_channels
+        if feats[0].shape[1] < width:
+            raise ValueError(f'ClipRoIExtractor expects the patch embedding map first '
+                             f'({width} channels; OpenClipViT with patch_embed_out=True), got '
+                             f'{feats[0].shape[1]} channels')
+        patches = feats[0][:, :width].contiguous()  # mmcv RoIAlign reads raw memory
+        out = patches.new_zeros(rois.shape[0], self.out_channels)
+        with torch.no_grad():
+            for i in range(0, rois.shape[0], self.chunk_size):
+                part = rois[i:i + self.chunk_size]
+                out[i:i + len(part)] = self._embed(self.roi_layers[0](patches, part)).float()
+        return out[:, :, None, None]
