@@ -200,7 +200,7 @@ def _mean_sd(values: List[float]) -> Dict[str, float]:
 def run(work: str, seeds: List[int], quick: bool, quiet: bool,
         parts: Sequence[str] = ('seg', 'det')) -> Dict:
     paths = prepare(work, quick, quiet)
-    iters, epochs = (200, 1) if quick else (800, 4)
+    iters, epochs = (200, 1) if quick else (800, 3)
     # a part not run this time keeps its last summary
     out_path = os.path.join(work, 'results.json')
     results: Dict = {'seg': None, 'det': None}
