@@ -16,6 +16,7 @@ import argparse
 import os
 import os.path as osp
 import sys
+from typing import Any, List, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -39,6 +40,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> str:
     """Run the demo; returns the output path."""
+    return detect(argv)[0]
+
+
+def detect(argv=None) -> Tuple[str, Any, List[str]]:
+    """Run the demo; returns the output path, the detections (mmengine ``InstanceData``: boxes,
+    scores, labels indexing the names) and the class names."""
     args = parse_args(argv)
     import mmcv
     import torch
@@ -72,7 +79,7 @@ def main(argv=None) -> str:
     found = sorted({names[i] for i in kept.labels.tolist()})
     print(f'wrote {args.out}: {len(kept)} detections above {args.score_thr}'
           + (f' ({", ".join(found)})' if found else ''))
-    return args.out
+    return args.out, result.pred_instances, names
 
 
 if __name__ == '__main__':

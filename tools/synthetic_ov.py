@@ -200,7 +200,7 @@ def _mean_sd(values: List[float]) -> Dict[str, float]:
 def run(work: str, seeds: List[int], quick: bool, quiet: bool,
         parts: Sequence[str] = ('seg', 'det')) -> Dict:
     paths = prepare(work, quick, quiet)
-    iters, epochs = (200, 1) if quick else (800, 3)
+    iters, epochs = (200, 5) if quick else (800, 3)
     # a part not run this time keeps its last summary
     out_path = os.path.join(work, 'results.json')
     results: Dict = {'seg': None, 'det': None}
@@ -316,7 +316,8 @@ def main(argv=None) -> int:
     p.add_argument('--work-dir', default=WORK)
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--quick', action='store_true',
-                   help='one seed, 400 scenes, 200 segmentation iterations, 1 detection epoch')
+                   help='one seed, 400 scenes, 200 segmentation iterations, 5 detection '
+                   'epochs (250 iterations)')
     p.add_argument('--parts', nargs='+', choices=('seg', 'det'), default=['seg', 'det'])
     p.add_argument('--quiet', action='store_true', help='tool output to log files')
     args = p.parse_args(argv)
