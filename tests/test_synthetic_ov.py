@@ -373,7 +373,7 @@ def test_report_refuses_a_folder_of_another_clip(tmp_path):
         tool.prepare(str(tmp_path), quick=True, quiet=True)
 
 
-def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys):
+def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys, monkeypatch):
     """Finished runs (their test.json) are read back, not retrained; a part not run keeps its
     last summary in results.json; the table shows means and spreads per part."""
     import json
@@ -383,6 +383,11 @@ def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys)
     (tmp_path / 'pomp').mkdir()
     (tmp_path / 'pomp' / 'prompt_latest.pth').write_bytes(b'')  # present: not pre-trained
     paths = tool._paths(str(tmp_path))
+    iters, epochs = tool.SCHEDULES[True]
+
+    def no_training(argv, log=None):
+        raise AssertionError(f'a finished run was retrained: {argv}')
+    monkeypatch.setattr(tool, 'run_tool', no_training)
 
     def finished(run, config, options, metrics):
         run.mkdir(parents=True)
@@ -392,11 +397,11 @@ def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys)
     seg = {'hand': [(20.0, 10.0), (22.0, 14.0)], 'pomp': [(21.0, 12.0), (21.0, 12.0)]}
     for method, rows in seg.items():
         for seed, (s, u) in enumerate(rows):
-            finished(tmp_path / 'seg' / f'{method}_seed{seed}_iter200', tool.SEG_CONFIGS[method],
-                     tool.seg_options(method, seed, paths, 200),
+            finished(tmp_path / 'seg' / f'{method}_seed{seed}_iter{iters}',
+                     tool.SEG_CONFIGS[method], tool.seg_options(method, seed, paths, iters),
                      {'mIoU-seen': s, 'mIoU-unseen': u, 'hIoU': 2 * s * u / (s + u)})
-        finished(tmp_path / 'det' / f'{method}_seed0_epoch1', tool.DET_CONFIGS[method],
-                 tool.det_options(method, 0, paths, 1),
+        finished(tmp_path / 'det' / f'{method}_seed0_epoch{epochs}', tool.DET_CONFIGS[method],
+                 tool.det_options(method, 0, paths, epochs),
                  {'coco/base_ap50': 0.5, 'coco/novel_ap50': 0.125})
     tool.run(str(tmp_path), [0, 1], quick=True, quiet=True, parts=['seg'])
     out = tool.run(str(tmp_path), [0], quick=True, quiet=True, parts=['det'])

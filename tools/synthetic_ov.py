@@ -41,6 +41,8 @@ DET_KEYS = {'coco/base_ap50': 'base_ap50', 'coco/novel_ap50': 'novel_ap50'}
 #: Scene sets of the protocol (seeds differ from every classification set's)
 SCENE_SPLITS = {'train': (2000, 101), 'val': (200, 102)}
 QUICK_SCENES = {'train': 400, 'val': 100}
+#: (segmentation iterations, detection epochs) of a full and a --quick run
+SCHEDULES = {False: (800, 3), True: (200, 5)}
 
 
 def _read(path: str) -> str:
@@ -200,7 +202,7 @@ def _mean_sd(values: List[float]) -> Dict[str, float]:
 def run(work: str, seeds: List[int], quick: bool, quiet: bool,
         parts: Sequence[str] = ('seg', 'det')) -> Dict:
     paths = prepare(work, quick, quiet)
-    iters, epochs = (200, 5) if quick else (800, 3)
+    iters, epochs = SCHEDULES[quick]
     # a part not run this time keeps its last summary
     out_path = os.path.join(work, 'results.json')
     results: Dict = {'seg': None, 'det': None}
