@@ -102,8 +102,9 @@ def _options(root, san, iters, prompt=None):
 def _tool(name, *args):
     import subprocess
     import sys
+    # generous: the detection fixture trains ~5 min alone, 3x that beside other CPU work
     res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', name)] + list(args),
-                         capture_output=True, text=True, cwd=ROOT, timeout=900,
+                         capture_output=True, text=True, cwd=ROOT, timeout=2400,
                          env=dict(os.environ, OMP_NUM_THREADS='2'))
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res
