@@ -269,6 +269,16 @@ def test_clip_roi_extractor_embeds_a_box_as_clip_embeds_the_crop():
         MODELS.build(dict(type='OpenClipViT', out_indices=(), **spec))
 
 
+def test_probe_finds_patch_tokens_blind_and_clip_box_embeddings_not(scenes):
+    """tools/synthetic_ov.py probe: ground-truth boxes of the first 50 train scenes, no
+    training (all 300 protocol scenes: averaged tokens 5.0 %, ClipRoIExtractor 71.1 %)."""
+    from helpers import load_tool
+    got = load_tool('synthetic_ov').probe_regions(scenes, limit=50)
+    assert got['chance'] == 5.0 and got['boxes'] > 50
+    assert got['patch tokens, averaged'] <= 15.0, got
+    assert got['ClipRoIExtractor'] >= 50.0, got
+
+
 def test_det_config_trains_and_tests_through_the_tools(scenes, tmp_path):
     """The POMP detection config with a world prompt: one short epoch through tools/train.py,
     then tools/test.py writes base and novel AP50."""

@@ -226,7 +226,7 @@ def run(work: str, seeds: List[int], quick: bool, quiet: bool,
     return results
 
 
-def probe_regions(work: str, split: str = 'train', limit: int = 300) -> Dict[str, float]:
+def probe_regions(scenes: str, split: str = 'train', limit: int = 300) -> Dict[str, float]:
     """Zero-shot 20-way top-1 (%) of ground-truth boxes, no training: the region embedding
     from averaged last-block patch tokens (through the CLIP's ln_post and projection) vs
     :class:`ClipRoIExtractor`'s, against the hand prompt's text embeddings."""
@@ -241,7 +241,6 @@ def probe_regions(work: str, split: str = 'train', limit: int = 300) -> Dict[str
     from pomp_mm import PompTextEncoder
     from pomp_mm.synthetic import world_clip as wc
     init_default_scope('mmdet')
-    scenes = _paths(work)['scenes']
     with open(os.path.join(scenes, 'annotations', f'instances_{split}.json'),
               encoding='utf-8') as f:
         coco = json.load(f)
@@ -258,8 +257,6 @@ def probe_regions(work: str, split: str = 'train', limit: int = 300) -> Dict[str
     with torch.no_grad():
         text = PompTextEncoder(clip_model=wc.MODEL_NAME, clip_module=clip, vocabulary=['x'],
                                templates='single', cat_bg=False).encode_text(names)
-    mean = torch.tensor([122.7709, 116.7460, 104.0937]).view(3, 1, 1)
-    std = torch.tensor([68.5005, 66.6322, 70.3232]).view(3, 1, 1)
     hits, total = {'patch tokens, averaged': 0, 'ClipRoIExtractor': 0}, 0
     v = clip.visual
     for image in coco['images'][:limit]:
@@ -267,11 +264,11 @@ def probe_regions(work: str, split: str = 'train', limit: int = 300) -> Dict[str
             continue
         path = os.path.join(scenes, 'images', split, image['file_name'])
         with Image.open(path) as im:
-            pixels = torch.from_numpy(np.array(im.convert('RGB'))).permute(2, 0, 1).float()
+            pixels = wc.images_to_tensor([im.convert('RGB')])  # CLIP-normalised [1, 3, H, W]
         xyxy = torch.tensor([b for b, _ in boxes[image['id']]], dtype=torch.float)
         labels = torch.tensor([k for _, k in boxes[image['id']]])
         with torch.no_grad():
-            patches, last = tokens(((pixels - mean) / std)[None])
+            patches, last = tokens(pixels)
             rois = torch.cat([xyxy.new_zeros(len(xyxy), 1), xyxy], dim=1)
             pooled = []
             for x1, y1, x2, y2 in (xyxy / tokens.patch_size).tolist():
@@ -328,7 +325,7 @@ def main(argv=None) -> int:
     if args.command == 'prepare':
         print(json.dumps(prepare(work, args.quick, args.quiet), indent=1))
     elif args.command == 'probe':
-        print(json.dumps(probe_regions(work), indent=1))
+        print(json.dumps(probe_regions(_paths(work)['scenes']), indent=1))
     else:
         run(work, seeds, args.quick, args.quiet, args.parts)
     return 0
