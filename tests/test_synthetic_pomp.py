@@ -202,3 +202,46 @@ def test_headroom_probe_starts_at_the_hand_prompt_and_scores_unseen_images(clip)
     assert set(scores) == {0, 3}
     with pytest.raises(ValueError, match="unknown set 'nope'"):
         hr.set_images(clip, 'nope', shots=1)
+
+
+def test_domain_pretraining_tool_trains_a_prompt_per_domain_and_scores_sketches(tmp_path, clip):
+    """tools/synthetic_domain_pomp.py through the real tools: one prompt pre-trained on photo
+    renderings and one on sketch renderings; the hand row is the CLIP's own accuracy on sketches
+    of the held-out compositions; a rerun reuses the runs and another recipe is refused."""
+    work = tmp_path / 'domain'
+    cmd = [sys.executable, os.path.join(ROOT, 'tools', 'synthetic_domain_pomp.py'),
+           '--work-dir', str(work), '--seeds', '0', '--classes', '100', '--epochs', '1',
+           '--eval-per-class', '1', '--quiet', '--sets', 'heldout-sketch', 'domain-sketch']
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=2400)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    state = json.loads((work / 'domain_pomp.json').read_text())
+    run = state['runs']['0']
+    assert set(run) == {'hand', 'pomp-photo', 'pomp-sketch'}
+    assert all(set(row) >= {'heldout-sketch', 'domain-sketch'} for row in run.values())
+    assert state['chance'] == {'heldout-sketch': 1.0, 'domain-sketch': 0.5}
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import synthetic_domain_pomp as dp
+    sketch_set = dp.eval_set('heldout-sketch')
+    held = protocol.eval_sets()['heldout-compositions']
+    assert sketch_set.classnames == held.classnames and sketch_set.domain == 'sketch'
+    images, labels = render_eval_set(sketch_set, per_class=1)
+    from pomp_mm import PompTextEncoder, load_prompt
+    hand = PompTextEncoder(clip_model=wc.MODEL_NAME, clip_module=clip, vocabulary=['x'],
+                           templates='single', cat_bg=False)
+    with torch.no_grad():
+        want = _accuracy(_features(clip, images), labels,
+                         hand.encode_text(list(sketch_set.classnames)))
+    assert run['hand']['heldout-sketch'] == pytest.approx(want, abs=1e-4)
+    prompts = {d: work / 'runs' / f'pomp-{d}' / 'seed0' / 'prompt_latest.pth'
+               for d in ('photo', 'sketch')}
+    ctx = {d: load_prompt(str(p)).ctx for d, p in prompts.items()}
+    assert not torch.allclose(ctx['photo'], ctx['sketch'])
+    assert json.loads((work / 'data' / 'sketch_seed0' / 'render.json').read_text())[
+        'domain'] == 'sketch'
+    stamp = {d: p.stat().st_mtime_ns for d, p in prompts.items()}
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and 'pre-training on' not in res.stdout
+    assert {d: p.stat().st_mtime_ns for d, p in prompts.items()} == stamp
+    res = subprocess.run(cmd[:-1], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode != 0 and 'holds runs of' in res.stderr

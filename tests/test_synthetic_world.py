@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pomp_mm.synthetic import protocol, world
-from pomp_mm.synthetic.datasets import (eval_image, render_eval_set, write_eval_set,
-                                        write_pretrain_set)
+from pomp_mm.synthetic.datasets import (eval_image, pretrain_image_index, render_eval_set,
+                                        write_eval_set, write_pretrain_set)
 from pomp_mm.synthetic.render import (DOMAINS, SceneObject, _secondary, render_object,
                                       render_scene)
 from pomp_mm.synthetic.world import COLOURS, WorldClass, all_classes, class_at, parse_class
@@ -111,6 +111,24 @@ def test_pretrain_writer_round_trips_through_imagelist(tmp_path):
     before = open(csv_path).read()
     write_pretrain_set(str(tmp_path), classes, shots=2, seed=1, progress=False)
     assert open(csv_path).read() == before
+
+
+def test_pretrain_writer_renders_the_domain_and_refuses_mixing_settings(tmp_path):
+    classes = [class_at(3), class_at(77)]
+    write_pretrain_set(str(tmp_path), classes, shots=1, seed=1, progress=False, domain='sketch')
+    index = pretrain_image_index(classes[1], 0)
+    from PIL import Image
+    saved = Image.open(tmp_path / 'images' / f'{index:08d}.png')
+    assert _sha(saved) == _sha(render_object(classes[1], 1, index, domain='sketch'))
+    assert _sha(saved) != _sha(render_object(classes[1], 1, index))
+    # reused images must have been rendered the same way
+    with pytest.raises(ValueError, match="'domain': 'sketch'}, not .*'domain': 'photo'"):
+        write_pretrain_set(str(tmp_path), classes, shots=1, seed=1, progress=False)
+    with pytest.raises(ValueError, match="'seed': 1.*not.*'seed': 2"):
+        write_pretrain_set(str(tmp_path), classes, shots=1, seed=2, progress=False,
+                           domain='sketch')
+    with pytest.raises(ValueError, match="unknown domain 'cartoon'"):
+        write_pretrain_set(str(tmp_path / 'x'), classes, shots=1, seed=1, domain='cartoon')
 
 
 def test_eval_writer_round_trips_through_eval_reader(tmp_path):

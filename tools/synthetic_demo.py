@@ -59,11 +59,13 @@ def _vocab_file(path: str, classes) -> str:
 
 
 def prepare_set(out_dir: str, classes, shots: int, seed: int, config: str,
-                full_vocab: Optional[str], log_dir: str, quiet: bool) -> Dict[str, str]:
+                full_vocab: Optional[str], log_dir: str, quiet: bool,
+                domain: str = 'photo') -> Dict[str, str]:
     """Render a pre-training set and cache its features (tools/cache_features.py); returns the
     feature cache folder and the vocabulary (a class-id file when ``classes`` is a subset)."""
     from pomp_mm.synthetic.datasets import write_pretrain_set
-    csv_path = write_pretrain_set(out_dir, classes, shots, seed, progress=not quiet)
+    csv_path = write_pretrain_set(out_dir, classes, shots, seed, progress=not quiet,
+                                  domain=domain)
     vocab = full_vocab or _vocab_file(os.path.join(out_dir, 'classes.txt'), classes)
     features = os.path.join(out_dir, 'features')
     options = [f'train_dataloader.dataset.source={csv_path}',

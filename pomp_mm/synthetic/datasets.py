@@ -19,7 +19,7 @@ import os
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from .protocol import EVAL_IMAGE_SEED, EvalSet, eval_sets
-from .render import check_seed, check_size, object_rng, render_object
+from .render import check_domain, check_seed, check_size, object_rng, render_object
 from .world import NUM_CLASSES, WorldClass
 
 __all__ = ['MAX_SHOTS', 'write_pretrain_set', 'eval_image', 'render_eval_set',
@@ -42,9 +42,25 @@ def _tqdm(total: int, desc: str, progress: bool):
     return tqdm(total=total, desc=desc, unit='img', disable=not progress)
 
 
+def _stamp_render(out_dir: str, settings: dict) -> None:
+    """Record how ``out_dir``'s images are rendered; refuse to add images made otherwise (the
+    images already there are reused, so mixing settings would go unnoticed)."""
+    path = os.path.join(out_dir, 'render.json')
+    if os.path.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            had = json.load(f)
+        if had != settings:
+            raise ValueError(f'{out_dir} holds images rendered with {had}, not {settings}: use '
+                             'another folder')
+        return
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(settings, f)
+
+
 def write_pretrain_set(out_dir: str, classes: Sequence[WorldClass], shots: int, seed: int,
-                       size: int = 64, progress: bool = True) -> str:
-    """Render ``shots`` images of every class of ``classes`` and write their ImageList CSV.
+                       size: int = 64, progress: bool = True, domain: str = 'photo') -> str:
+    """Render ``shots`` images of every class of ``classes`` in ``domain`` and write their
+    ImageList CSV.
 
     Images already on disk (an interrupted run) are kept; the CSV is written last, so a CSV
     present means a complete set.
@@ -53,7 +69,7 @@ def write_pretrain_set(out_dir: str, classes: Sequence[WorldClass], shots: int, 
         The CSV path (``out_dir/train.csv``).
     """
     check_seed(seed)
-    size = check_size(size)
+    size, domain = check_size(size), check_domain(domain)
     classes = list(classes)
     if not classes:
         raise ValueError('no classes to render: the class list is empty')
@@ -63,6 +79,7 @@ def write_pretrain_set(out_dir: str, classes: Sequence[WorldClass], shots: int, 
         raise ValueError(f'shots must be an integer in 1..{MAX_SHOTS}, got {shots!r}')
     image_dir = os.path.join(out_dir, 'images')
     os.makedirs(image_dir, exist_ok=True)
+    _stamp_render(out_dir, {'seed': seed, 'size': size, 'domain': domain})
     rows: List[Tuple[str, str]] = []
     with _tqdm(len(classes) * shots, 'rendering pre-training images', progress) as bar:
         for cls in classes:
@@ -71,7 +88,8 @@ def write_pretrain_set(out_dir: str, classes: Sequence[WorldClass], shots: int, 
                 rel = f'images/{index:08d}.png'
                 path = os.path.join(out_dir, rel)
                 if not os.path.isfile(path):
-                    render_object(cls, seed, index, size).save(path + '.tmp', format='PNG')
+                    render_object(cls, seed, index, size, domain).save(path + '.tmp',
+                                                                 format='PNG')
                     os.replace(path + '.tmp', path)
                 rows.append((rel, cls.id))
                 bar.update()

@@ -1,0 +1,170 @@
+"""Does POMP find a shared context where there is one? Pre-training on sketches vs photos.
+
+``make demo``'s POMP recipe, pre-trained once on photo renderings of the pre-training classes
+and once on sketch renderings of the same classes and image indices, then evaluated with
+tools/eval_classification.py on sketches of the pre-training classes (``domain-sketch``), on
+sketches of the 100 compositions no training saw (``heldout-sketch``) and on photos. Protocol:
+docs/synthetic_world.md, "Does POMP find a context where there is one?".
+
+    python tools/synthetic_domain_pomp.py            # 3 seeds, ~15 min on 2 cores; resumable
+    python tools/synthetic_domain_pomp.py --quick    # one seed, 300 classes, 1 epoch
+
+Writes work_dir/domain_pomp.json (every seed's numbers) and domain_pomp.md (the table).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+from typing import Dict, List, Optional, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'tools'))
+sys.path.insert(0, ROOT)
+
+import synthetic_demo as demo  # noqa: E402
+
+PRETRAIN_DOMAINS = ('photo', 'sketch')
+HELDOUT_SKETCH = 'heldout-sketch'
+SETS = ('domain-sketch', HELDOUT_SKETCH, 'heldout-compositions', 'domain-photo')
+
+
+def eval_set(name: str):
+    """A protocol set, or ``heldout-sketch``: the held-out compositions rendered as sketches."""
+    from pomp_mm.synthetic import protocol
+    sets = protocol.eval_sets()
+    if name == HELDOUT_SKETCH:
+        return dataclasses.replace(sets['heldout-compositions'], name=HELDOUT_SKETCH,
+                                   domain='sketch',
+                                   semantics='unseen full compositions, sketch rendering')
+    if name not in sets:
+        raise ValueError(f'unknown set {name!r}; choose from {[HELDOUT_SKETCH, *sets]}')
+    return sets[name]
+
+
+def write_sets(root: str, names: Sequence[str], per_class: Optional[int],
+               progress: bool) -> Dict[str, float]:
+    """Render the evaluation sets under ``root/<name>/``; returns each set's chance (%)."""
+    from pomp_mm.synthetic.datasets import write_eval_set
+    chance = {}
+    for name in names:
+        s = eval_set(name)
+        write_eval_set(s, os.path.join(root, name), per_class, progress=progress)
+        chance[name] = s.chance
+    return chance
+
+
+def _load(path: str) -> Dict:
+    if os.path.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    return {'runs': {}}
+
+
+def _save(state: Dict, path: str) -> None:
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+        json.dump(state, f, indent=1)
+    os.replace(path + '.tmp', path)
+
+
+def run_seed(args: argparse.Namespace, seed: int, work: str, eval_root: str) -> Dict:
+    """Pre-train a prompt per domain for ``seed`` and evaluate both and the hand prompt."""
+    from pomp_mm.synthetic import protocol
+    classes = (protocol.pretrain_classes() if args.classes is None
+               else protocol.subset_classes(args.classes, seed=0))
+    vocab = 'synthetic-pretrain' if args.classes is None else None
+    opts = demo._epoch_options(args.epochs)
+    prompts = {}
+    for domain in PRETRAIN_DOMAINS:
+        data = demo.prepare_set(os.path.join(work, 'data', f'{domain}_seed{seed}'), classes, 1,
+                                1 + seed, demo.POMP_CONFIG, vocab, work, args.quiet,
+                                domain=domain)
+        run_dir = os.path.join(work, 'runs', f'pomp-{domain}', f'seed{seed}')
+        print(f'[domain_pomp] seed {seed}: pre-training on {domain} renderings', flush=True)
+        demo.train_prompt(demo.POMP_CONFIG, run_dir, data, seed, opts, args.quiet)
+        prompts[f'pomp-{domain}'] = os.path.join(run_dir, 'prompt_latest.pth')
+    return demo.evaluate(prompts, eval_root, args.sets, os.path.join(work, 'eval', f'seed{seed}'),
+                         args.quiet, ensemble=False)
+
+
+def _cell(values: List[float]) -> str:
+    if len(values) == 1:
+        return f'{values[0]:.1f}'
+    return f'{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}'
+
+
+def format_table(state: Dict) -> str:
+    """Rows: hand prompt, POMP pre-trained on photos, on sketches (mean ± sd over seeds)."""
+    seeds = sorted(state['runs'], key=int)
+    sets = list(state['chance'])
+    lines = [f'POMP pre-trained on photo vs sketch renderings (top-1 %, seeds '
+             f'{", ".join(seeds)})', '', '| prompt | ' + ' | '.join(sets) + ' |',
+             '|---|' + '---:|' * len(sets)]
+    first = state['runs'][seeds[0]]
+    rows = [('hand', [first['hand']])] + [
+        (m, [state['runs'][s][m] for s in seeds]) for m in (f'pomp-{d}' for d in PRETRAIN_DOMAINS)]
+    for label, per_seed in rows:
+        lines.append(f'| {label} | ' + ' | '.join(_cell([r[s] for r in per_seed])
+                                                 for s in sets) + ' |')
+    lines.append('| chance | ' + ' | '.join(f'{state["chance"][s]:.1f}' for s in sets) + ' |')
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--work-dir', default=os.path.join(ROOT, 'work_dirs', 'domain_pomp'))
+    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    p.add_argument('--classes', type=int, default=None,
+                   help='pre-train on this many classes (default: all 23,900)')
+    p.add_argument('--epochs', type=int, default=None, help="override the config's epochs")
+    p.add_argument('--eval-per-class', type=int, default=None,
+                   help="images per class of every set (default: each set's own)")
+    p.add_argument('--sets', nargs='+', default=list(SETS))
+    p.add_argument('--quick', action='store_true', help='one seed, 300 classes, 1 epoch, '
+                   '1 image per class per set')
+    p.add_argument('--quiet', action='store_true', help='tool output to log files')
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.classes, args.epochs, args.eval_per_class = [0], 300, 1, 1
+    return args
+
+
+def main(argv=None) -> Dict:
+    args = parse_args(argv)
+    from pomp_mm.synthetic.render import check_seed
+    try:
+        for seed in args.seeds:
+            check_seed(seed)
+        for name in args.sets:
+            eval_set(name)
+    except ValueError as err:
+        raise SystemExit(f'error: {err}')
+    work = os.path.abspath(args.work_dir)
+    os.makedirs(work, exist_ok=True)
+    path = os.path.join(work, 'domain_pomp.json')
+    state = _load(path)
+    recipe = {'classes': args.classes, 'epochs': args.epochs,
+              'eval_per_class': args.eval_per_class, 'sets': args.sets}
+    if state['runs'] and state.get('recipe') != recipe:
+        # resuming would put runs of two recipes in one table
+        raise SystemExit(f'{path} holds runs of {state.get("recipe")}, not {recipe}: use '
+                         'another --work-dir')
+    state['recipe'] = recipe
+    eval_root = os.path.join(work, 'data', 'eval')
+    state['chance'] = write_sets(eval_root, args.sets, args.eval_per_class, not args.quiet)
+    for seed in args.seeds:
+        if str(seed) not in state['runs']:
+            state['runs'][str(seed)] = run_seed(args, seed, work, eval_root)
+            _save(state, path)
+    table = format_table(state)
+    with open(os.path.join(work, 'domain_pomp.md'), 'w', encoding='utf-8') as f:
+        f.write(table + '\n')
+    print('\n' + table)
+    return state
+
+
+if __name__ == '__main__':
+    main()
