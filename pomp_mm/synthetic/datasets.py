@@ -88,8 +88,8 @@ def write_pretrain_set(out_dir: str, classes: Sequence[WorldClass], shots: int, 
                 rel = f'images/{index:08d}.png'
                 path = os.path.join(out_dir, rel)
                 if not os.path.isfile(path):
-                    render_object(cls, seed, index, size, domain).save(path + '.tmp',
-                                                                 format='PNG')
+                    image = render_object(cls, seed, index, size, domain)
+                    image.save(path + '.tmp', format='PNG')
                     os.replace(path + '.tmp', path)
                 rows.append((rel, cls.id))
                 bar.update()
