@@ -81,6 +81,22 @@ def _pretrainer(classes, **kwargs):
                           vocabulary=world_vocabulary(classes), n_ctx=4, seed=0, **kwargs)
 
 
+def _train_context(model, feats, steps: int):
+    """Seeded POMP steps on cached features (the pre-training config's optimiser, batch 256);
+    returns the losses."""
+    opt = torch.optim.SGD([model.prompt_learner.ctx], lr=0.02, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(0, len(feats), (256,), generator=gen)
+        loss = model(features=feats[idx][:, None], labels=idx)['loss']
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 #: Held-out sets of the learning test and its thresholds (seeded run; docs/synthetic_world.md
 #: says why no prompt beats the hand prompt on these sets in either world).
 LEARN_SETS = ('heldout-compositions', 'pattern-shape', 'shapes')
@@ -106,16 +122,7 @@ def test_short_pomp_pretraining_learns_to_hand_prompt_level_on_heldout_sets(
             ) / len(data)
 
     before, baseline = mean_accuracy(model.text_encoder), mean_accuracy(hand)
-    opt = torch.optim.SGD([model.prompt_learner.ctx], lr=0.02, momentum=0.9)
-    gen = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(STEPS):
-        idx = torch.randint(0, len(classes), (256,), generator=gen)
-        loss = model(features=feats[idx][:, None], labels=idx)['loss']
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = _train_context(model, feats, STEPS)
     after = mean_accuracy(model.text_encoder)
     assert sum(losses[-10:]) < sum(losses[:10])
     assert after >= before + 2.0, (before, after)
@@ -152,14 +159,7 @@ def test_short_pomp_pretraining_on_sketches_beats_the_hand_prompt_on_unseen_clas
                                       vocabulary=['x'], templates='single', cat_bg=False))
     model = _pretrainer(classes)
     before = accuracies(model.text_encoder)
-    opt = torch.optim.SGD([model.prompt_learner.ctx], lr=0.02, momentum=0.9)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(SKETCH_STEPS):
-        idx = torch.randint(0, len(classes), (256,), generator=gen)
-        loss = model(features=feats[idx][:, None], labels=idx)['loss']
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _train_context(model, feats, SKETCH_STEPS)
     after = accuracies(model.text_encoder)
 
     def mean(accs):
