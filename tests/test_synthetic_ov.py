@@ -165,16 +165,25 @@ def test_short_schedule_segments_unseen_classes(hand_run):
 def test_seg_demo_finds_an_unseen_class_in_a_rendered_scene(hand_run, tmp_path):
     """tools/seg_demo.py with a custom vocabulary that includes an unseen class, on a scene
     that holds it: the PNG is written and the unseen class is predicted on its pixels."""
-    from helpers import load_tool
     ckpt, _ = hand_run
-    scene, j, target, image, vocab = _scene_with_an_unseen_object(tmp_path)
-    out, labels, got_names = load_tool('seg_demo').segment(
-        [image, HAND_CONFIG, ckpt, '--texts', ' . '.join(vocab), '--out',
-         str(tmp_path / 'out.png'), '--device', 'cpu'])
-    assert os.path.getsize(out) > 0 and got_names == vocab
+    scene, j, target, vocab, labels, _ = _demo_on_an_unseen_object(
+        tmp_path, 'seg_demo', 'segment', HAND_CONFIG, ckpt)
     pixels = labels[scene.labels == j + 1]
     share = float((pixels == vocab.index(target)).mean())
     assert share >= 0.5, (target, share)
+
+
+def _demo_on_an_unseen_object(tmp_path, tool: str, function: str, config: str, ckpt: str):
+    """Run ``tools/<tool>.py``'s ``function`` on :func:`_scene_with_an_unseen_object`'s scene
+    with its custom vocabulary; checks the output file and the names it used. Returns the
+    scene, object index, target name, vocabulary, the predictions and the names."""
+    from helpers import load_tool
+    scene, j, target, image, vocab = _scene_with_an_unseen_object(tmp_path)
+    out, pred, got_names = getattr(load_tool(tool), function)(
+        [image, config, ckpt, '--texts', ' . '.join(vocab), '--out',
+         str(tmp_path / 'out.png'), '--device', 'cpu'])
+    assert os.path.getsize(out) > 0 and got_names == vocab
+    return scene, j, target, vocab, pred, got_names
 
 
 def _scene_with_an_unseen_object(tmp_path):
@@ -358,14 +367,10 @@ def test_short_det_schedule_detects_novel_classes(hand_det_run):
 def test_det_demo_finds_an_unseen_class_in_a_rendered_scene(hand_det_run, tmp_path):
     """tools/det_demo.py with a custom vocabulary that includes an unseen class, on a scene
     that holds it: the PNG is written and a box on the object carries the unseen name."""
-    from helpers import load_tool
     from mmdet.structures.bbox import bbox_overlaps
     ckpt, _ = hand_det_run
-    scene, j, target, image, vocab = _scene_with_an_unseen_object(tmp_path)
-    out, found, got_names = load_tool('det_demo').detect(
-        [image, HAND_DET_CONFIG, ckpt, '--texts', ' . '.join(vocab), '--out',
-         str(tmp_path / 'out.png'), '--device', 'cpu'])
-    assert os.path.getsize(out) > 0 and got_names == vocab
+    scene, j, target, vocab, found, got_names = _demo_on_an_unseen_object(
+        tmp_path, 'det_demo', 'detect', HAND_DET_CONFIG, ckpt)
     box = torch.tensor(scene.boxes[j], dtype=torch.float)[None]
     on_object = bbox_overlaps(box, found.bboxes)[0] >= 0.5
     assert on_object.any(), (target, found)
