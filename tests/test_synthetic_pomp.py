@@ -138,9 +138,9 @@ def test_short_pomp_pretraining_on_sketches_beats_the_hand_prompt_on_unseen_clas
     """Where a shared context has room (sketches), 300 POMP steps on one sketch of each of
     2,000 classes lift the mean over two sketch sets of classes outside the slice from 67.9 %
     (random context) to 74.8 %, against the hand prompt's 70.0 % (seeded)."""
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    import synthetic_domain_pomp as dp
+    from helpers import load_tool
     from pomp_mm import PompTextEncoder
+    dp = load_tool('synthetic_domain_pomp')
     sets = {n: dp.eval_set(n) for n in ('heldout-sketch', 'domain-sketch')}
     source = set(protocol.coop_classes()[:200])  # domain-sketch's classes
     classes = [c for c in protocol.subset_classes(2200, seed=0) if c not in source][:2000]
@@ -266,9 +266,8 @@ def test_domain_pretraining_tool_trains_a_prompt_per_domain_and_scores_sketches(
     assert set(run) == {'hand', 'pomp-photo', 'pomp-sketch'}
     assert all(set(row) >= {'heldout-sketch', 'domain-sketch'} for row in run.values())
     assert state['chance'] == {'heldout-sketch': 1.0, 'domain-sketch': 0.5}
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    import synthetic_domain_pomp as dp
-    sketch_set = dp.eval_set('heldout-sketch')
+    from helpers import load_tool
+    sketch_set = load_tool('synthetic_domain_pomp').eval_set('heldout-sketch')
     held = protocol.eval_sets()['heldout-compositions']
     assert sketch_set.classnames == held.classnames and sketch_set.domain == 'sketch'
     images, labels = render_eval_set(sketch_set, per_class=1)

@@ -65,9 +65,8 @@ def _load(path: str) -> Dict:
 
 
 def _save(state: Dict, path: str) -> None:
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-        json.dump(state, f, indent=1)
-    os.replace(path + '.tmp', path)
+    from pomp_mm.fileio import atomic_write
+    atomic_write(path, lambda f: f.write(json.dumps(state, indent=1).encode()))
 
 
 def run_seed(args: argparse.Namespace, seed: int, work: str, eval_root: str) -> Dict:

@@ -53,8 +53,8 @@ def _stamp_render(out_dir: str, settings: dict) -> None:
             raise ValueError(f'{out_dir} holds images rendered with {had}, not {settings}: use '
                              'another folder')
         return
-    with open(path, 'w', encoding='utf-8') as f:
-        json.dump(settings, f)
+    from ..fileio import atomic_write
+    atomic_write(path, lambda f: f.write(json.dumps(settings).encode()))
 
 
 def write_pretrain_set(out_dir: str, classes: Sequence[WorldClass], shots: int, seed: int,
