@@ -229,9 +229,9 @@ def test_demo_pipeline_end_to_end_through_the_tools(tmp_path, clip):
 def test_headroom_probe_starts_at_the_hand_prompt_and_scores_unseen_images(clip):
     """tools/synthetic_headroom.py: step 0 is the hand prompt on the set's evaluation images;
     the fitting images are other renderings of the same classes."""
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    import synthetic_headroom as hr
+    from helpers import load_tool
     from pomp_mm import PompTextEncoder
+    hr = load_tool('synthetic_headroom')
     names, (fit, fit_labels), (score, score_labels) = hr.set_images(clip, 'shapes', shots=2)
     eval_set = protocol.eval_sets()['shapes']
     assert names == list(eval_set.classnames)
