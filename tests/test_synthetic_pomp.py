@@ -34,7 +34,8 @@ def test_committed_clip_matches_its_card(clip):
     assert wc.sha256_file(wc.WEIGHTS_PATH) == card['sha256']
     assert os.path.getsize(wc.WEIGHTS_PATH) <= 10 * 2 ** 20
     assert card['tolerance_points'] == 1.0
-    got = wc.hand_prompt_accuracy(clip, list(card['hand_prompt_top1']))
+    got = wc.hand_prompt_accuracy(clip, list(card['hand_prompt_top1']),
+                                  version=card.get('protocol', 'v2'))
     for name, want in card['hand_prompt_top1'].items():
         assert abs(got[name] - want) <= 1.0, (name, got[name], want)
         assert want > 2 * protocol.eval_sets()[name].chance  # it did learn the world
@@ -233,7 +234,7 @@ def test_headroom_probe_starts_at_the_hand_prompt_and_scores_unseen_images(clip)
     from pomp_mm import PompTextEncoder
     hr = load_tool('synthetic_headroom')
     names, (fit, fit_labels), (score, score_labels) = hr.set_images(clip, 'shapes', shots=2)
-    eval_set = protocol.eval_sets()['shapes']
+    eval_set = protocol.eval_sets('v2')['shapes']
     assert names == list(eval_set.classnames)
     assert len(fit) == 2 * len(names) and len(score) == eval_set.per_class * len(names)
     ref, ref_labels = render_eval_set(eval_set)

@@ -58,7 +58,7 @@ def set_images(clip, name: str, shots: int) -> Tuple[List[str], Tuple, Tuple]:
         fit = [(k, s) for s in range(shots) for k in range(len(names))]
         score = [(k, _PRETRAIN_SCORE_SHOT) for k in range(len(names))]
     else:
-        sets = protocol.eval_sets()
+        sets = protocol.eval_sets('v2')  # the v2 world's experiment
         if name not in sets:
             raise ValueError(f'unknown set {name!r}; choose from {[PRETRAIN_SET, *sets]}')
         eval_set = sets[name]
@@ -123,7 +123,7 @@ def format_table(results: Dict[str, Dict[str, Dict[int, float]]], steps: Sequenc
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--work-dir', default=os.path.join(ROOT, 'work_dirs', 'headroom'))
-    p.add_argument('--sets', nargs='+', default=[PRETRAIN_SET, *protocol.eval_sets()])
+    p.add_argument('--sets', nargs='+', default=[PRETRAIN_SET, *protocol.eval_sets('v2')])
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--shots', type=int, default=8, help='fitting images per class')
     p.add_argument('--steps', type=int, default=200)

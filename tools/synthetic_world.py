@@ -35,7 +35,8 @@ def _check_clip(args) -> int:
     from pomp_mm.synthetic import world_clip as wc
     card = wc.read_card()
     clip = wc.load_world_clip()
-    got = wc.hand_prompt_accuracy(clip, list(card['hand_prompt_top1']))
+    got = wc.hand_prompt_accuracy(clip, list(card['hand_prompt_top1']),
+                                  version=card.get('protocol', 'v2'))
     bad = 0
     print(f'sha256 ok ({card["sha256"][:16]}...)')
     for name, want in card['hand_prompt_top1'].items():

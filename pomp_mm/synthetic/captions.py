@@ -1,10 +1,11 @@
-"""Caption grammars for training the world's CLIP: web-like captions that vary the template and
-mention only some attributes, so that no caption format equals a class name by construction.
+"""Caption grammars for training the world's CLIP.
 
 ``v1`` draws its template independently of the image, so its CLIP learns that the words around
-a name carry nothing. ``v2`` (the committed CLIP's) is what web captions are like: most
-templates say how the image looks ("a sketch of a", "a blurry photo of a"), matching the
-rendering domain, and the rest are neutral.
+a name carry nothing. ``v2`` picks most templates to describe the rendering domain ("a sketch of
+a", "a blurry photo of a") and the rest neutral; both put the class words in class-name order
+inside one of a few templates, so the hand prompt sits at the centre of the text distribution.
+``v3`` (the committed CLIP's; see :mod:`~pomp_mm.synthetic.captions_v3` and
+docs/synthetic_world.md) is modelled on web alt-text: a slot grammar with heavy-tailed pools.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .world import WorldClass
 __all__ = ['caption', 'GRAMMARS', 'TEMPLATES', 'NEUTRAL_TEMPLATES', 'DOMAIN_TEMPLATES',
            'DOMAIN_MIX', 'NEUTRAL_RATE', 'draw_domain']
 
-GRAMMARS = ('v1', 'v2')
+GRAMMARS = ('v1', 'v2', 'v3')
 #: v1: every template for every image
 TEMPLATES: List[str] = [
     '{}', 'a {}', 'a photo of a {}', 'a picture of a {}', 'an image of a {}', 'this is a {}',
@@ -52,7 +53,7 @@ _PLACES = ('on {}', 'on {}', 'on {}', 'on the {}', 'over {}', 'lying on {}')
 
 
 def draw_domain(rng: np.random.Generator, grammar: str = 'v2') -> str:
-    """The rendering domain of a training image: always ``photo`` for v1, else by
+    """The rendering domain of a training image: always ``photo`` for v1, else (v2, v3) by
     :data:`DOMAIN_MIX` (one draw from ``rng``)."""
     _check_grammar(grammar)
     if grammar == 'v1':
@@ -77,10 +78,15 @@ def _template(rng: np.random.Generator, grammar: str, domain: Optional[str]) -> 
 
 def caption(cls: WorldClass, rng: np.random.Generator, domain: str = 'photo',
             grammar: str = 'v2') -> str:
-    """A random caption of an image of ``cls`` rendered in ``domain``: shape (or a generic
-    noun), and each of colour, pattern and background with some probability, in one of several
-    word orders, inside a template of ``grammar`` (v1 ignores ``domain``)."""
+    """A random caption of an image of ``cls`` rendered in ``domain``.
+
+    v1 and v2: shape (or a generic noun), and each of colour, pattern and background with some
+    probability, in one of several word orders, inside a template of ``grammar`` (v1 ignores
+    ``domain``). v3: :func:`~pomp_mm.synthetic.captions_v3.caption_v3`."""
     _check_grammar(grammar)
+    if grammar == 'v3':
+        from .captions_v3 import caption_v3
+        return caption_v3(cls, rng, domain)
     noun = cls.shape if rng.random() < 0.85 else _NOUNS[rng.integers(len(_NOUNS))]
     colour = cls.colour if rng.random() < 0.65 else None
     pattern = cls.pattern if rng.random() < 0.5 else None

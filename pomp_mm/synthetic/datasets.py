@@ -12,13 +12,14 @@ Scene sets for segmentation (mmseg folders) and detection (COCO json):
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import os
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from .protocol import EVAL_IMAGE_SEED, EvalSet, eval_sets
+from .protocol import EVAL_IMAGE_SEED, PROTOCOL, EvalSet, eval_sets
 from .render import check_domain, check_seed, check_size, object_rng, render_object
 from .world import NUM_CLASSES, WorldClass
 
@@ -103,34 +104,55 @@ def write_pretrain_set(out_dir: str, classes: Sequence[WorldClass], shots: int, 
     return csv_path
 
 
-def eval_image(eval_set: EvalSet, label: int, j: int, size: int = 64):
-    """Image ``j`` of class ``label`` of ``eval_set`` (PIL), from the evaluation seed."""
-    names = list(eval_sets())
-    offset = names.index(eval_set.name) if eval_set.name in names else len(names)
-    index = (offset * 1000 + label) * 1000 + j
-    cls = eval_set.draw(label, object_rng(EVAL_IMAGE_SEED, index, _EVAL_STREAM))
-    return render_object(cls, EVAL_IMAGE_SEED, index, size, eval_set.domain)
+def eval_image(eval_set: EvalSet, label: int, j: int, size: int = 64,
+               seed: int = EVAL_IMAGE_SEED):
+    """Image ``j`` of class ``label`` of ``eval_set`` (PIL), rendered from image seed ``seed``
+    (default: the protocol's evaluation seed; any other gives new images of the same labels)."""
+    if not 0 <= label < len(eval_set.classnames):
+        raise ValueError(f'label {label!r} is outside 0..{len(eval_set.classnames) - 1} of '
+                         f'{eval_set.name!r}')
+    if not 0 <= j < 1000:
+        raise ValueError(f'image number {j!r} is outside 0..999')
+    index = (eval_set.offset * 1000 + label) * 1000 + j
+    cls = eval_set.draw(label, object_rng(seed, index, _EVAL_STREAM))
+    return render_object(cls, seed, index, size, eval_set.domain)
 
 
-def render_eval_set(eval_set: EvalSet, per_class: Optional[int] = None,
-                    size: int = 64) -> Tuple[list, List[int]]:
-    """All images of ``eval_set`` in memory: ``(PIL images, labels)``, class-major."""
+def _per_class(eval_set: EvalSet, per_class: Optional[int]) -> int:
     per_class = eval_set.per_class if per_class is None else per_class
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or \
+            not 1 <= per_class <= 1000:
+        raise ValueError(f'per_class must be an integer in 1..1000, got {per_class!r}')
+    return per_class
+
+
+def render_eval_set(eval_set: EvalSet, per_class: Optional[int] = None, size: int = 64,
+                    seed: int = EVAL_IMAGE_SEED) -> Tuple[list, List[int]]:
+    """All images of ``eval_set`` in memory: ``(PIL images, labels)``, class-major."""
+    per_class, seed = _per_class(eval_set, per_class), check_seed(seed)
     images, labels = [], []
     for k in range(len(eval_set.classnames)):
         for j in range(per_class):
-            images.append(eval_image(eval_set, k, j, size))
+            images.append(eval_image(eval_set, k, j, size, seed))
             labels.append(k)
     return images, labels
 
 
 def write_eval_set(eval_set: EvalSet, folder: str, per_class: Optional[int] = None,
-                   size: int = 64, progress: bool = True) -> str:
-    """``folder/<class name with _>/<j>.png`` for every image of ``eval_set``; a
-    ``classes.json`` with the names in label order is written last (complete marker)."""
-    per_class = eval_set.per_class if per_class is None else per_class
-    if per_class < 1:
-        raise ValueError(f'per_class must be >= 1, got {per_class!r}')
+                   size: int = 64, progress: bool = True, seed: int = EVAL_IMAGE_SEED) -> str:
+    """``folder/<class name with _>/<j>.png`` for every image of ``eval_set`` rendered from
+    image seed ``seed``; a ``classes.json`` with the names in label order is written last
+    (complete marker). A folder rendered with other settings is refused, not mixed."""
+    per_class, seed, size = _per_class(eval_set, per_class), check_seed(seed), check_size(size)
+    if os.path.isdir(folder) and os.listdir(folder) and \
+            not os.path.isfile(os.path.join(folder, 'render.json')):
+        raise ValueError(f'{folder} already holds files but no render.json: its images may be '
+                         'rendered otherwise (an older protocol or seed); use another folder')
+    os.makedirs(folder, exist_ok=True)
+    _stamp_render(folder, {'set': eval_set.name, 'seed': seed, 'size': size,
+                           'domain': eval_set.domain, 'offset': eval_set.offset,
+                           'classes': hashlib.sha256('\n'.join(eval_set.classnames).encode())
+                           .hexdigest()[:16]})
     with _tqdm(len(eval_set.classnames) * per_class, f'rendering {eval_set.name}',
                progress) as bar:
         for k, name in enumerate(eval_set.classnames):
@@ -139,23 +161,26 @@ def write_eval_set(eval_set: EvalSet, folder: str, per_class: Optional[int] = No
             for j in range(per_class):
                 path = os.path.join(sub, f'{j:04d}.png')
                 if not os.path.isfile(path):
-                    eval_image(eval_set, k, j, size).save(path + '.tmp', format='PNG')
+                    eval_image(eval_set, k, j, size, seed).save(path + '.tmp', format='PNG')
                     os.replace(path + '.tmp', path)
                 bar.update()
     with open(os.path.join(folder, 'classes.json'), 'w', encoding='utf-8') as f:
         json.dump({'name': eval_set.name, 'classes': list(eval_set.classnames),
                    'per_class': per_class, 'domain': eval_set.domain,
-                   'chance': eval_set.chance}, f, indent=1)
+                   'chance': eval_set.chance, 'seed': seed}, f, indent=1)
     return folder
 
 
 def write_eval_sets(root: str, names: Optional[Iterable[str]] = None,
-                    per_class: Optional[int] = None, progress: bool = True) -> List[str]:
-    """Write the named protocol sets (default: all) under ``root/<set name>/``."""
-    sets = eval_sets()
+                    per_class: Optional[int] = None, progress: bool = True,
+                    seed: int = EVAL_IMAGE_SEED, version: str = PROTOCOL) -> List[str]:
+    """Write the named sets of protocol ``version`` (default: all) under ``root/<set name>/``,
+    rendered from image seed ``seed``."""
+    sets = eval_sets(version)
     names = list(sets) if names is None else list(names)
     unknown = [n for n in names if n not in sets]
     if unknown:
         raise ValueError(f'unknown evaluation set {unknown[0]!r}; known: {", ".join(sets)}')
-    return [write_eval_set(sets[n], os.path.join(root, n), per_class, progress=progress)
+    return [write_eval_set(sets[n], os.path.join(root, n), per_class, progress=progress,
+                           seed=seed)
             for n in names]

@@ -9,12 +9,14 @@ compositions never appear in its training pairs.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import time
-from typing import Any, Dict
+from functools import lru_cache
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,11 +24,13 @@ import torch
 from .captions import GRAMMARS, caption, draw_domain
 from .protocol import pretrain_classes
 from .render import check_seed, object_rng, render_object
+from .world import ATTRIBUTES, WorldClass
 
 __all__ = ['MODEL_NAME', 'CONFIG_PATH', 'WEIGHTS_PATH', 'CARD_PATH', 'register_world_model',
            'world_clip_weights', 'load_world_clip', 'train_world_clip', 'sha256_file',
            'read_card', 'images_to_tensor', 'hand_prompt_accuracy', 'write_card',
-           'CARD_SETS']
+           'CARD_SETS', 'PROBE_PHRASES', 'PROBE_SEED', 'PROBE_THRESHOLD', 'probe_images',
+           'attribute_probes', 'check_probes']
 
 MODEL_NAME = 'pomp-world-ViT-T-8'
 _ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
@@ -35,6 +39,7 @@ WEIGHTS_PATH = os.path.join(_ASSETS, f'{MODEL_NAME}.pt')
 #: sha256, the command that made the weights, training settings and recorded accuracies
 CARD_PATH = os.path.join(_ASSETS, f'{MODEL_NAME}.card.json')
 _CAPTION_STREAM = 11
+_BATCH_STREAM = 12
 _MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
 _STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
 
@@ -96,40 +101,87 @@ def images_to_tensor(images) -> torch.Tensor:
     return (x - _MEAN) / _STD
 
 
-def _batch(step: int, batch_size: int, seed: int, classes, tokenizer, captions: str = 'v2'):
+#: Attributes a hard-negative group of a training batch varies, and how often.
+_GROUP_KINDS = {'shape': 0.4, 'pattern': 0.3, 'colour': 0.15, 'background': 0.15}
+_GROUP_SIZE = 8
+
+
+def _batch_classes(rng: np.random.Generator, batch_size: int, classes: Sequence[WorldClass],
+                   hard_share: float) -> List[WorldClass]:
+    """``batch_size`` training classes: a ``hard_share`` of them in groups of up to 8 that
+    share all attributes but one (so the contrastive loss can only be lowered by seeing
+    that one), the rest drawn at random."""
+    allowed = _pretrain_index_set()
+    out: List[WorldClass] = []
+    kinds = list(_GROUP_KINDS)
+    want = int(round(batch_size * hard_share))
+    while len(out) < want:
+        base = classes[int(rng.integers(len(classes)))]
+        kind = kinds[int(rng.choice(len(kinds), p=list(_GROUP_KINDS.values())))]
+        pool = ATTRIBUTES[kind]
+        for v in rng.choice(len(pool), min(_GROUP_SIZE, len(pool)), replace=False):
+            cls = dataclasses.replace(base, **{kind: pool[int(v)]})
+            if cls.index in allowed:  # the held-out compositions stay out of every pair
+                out.append(cls)
+    out = out[:want]
+    out += [classes[int(i)] for i in rng.integers(len(classes), size=batch_size - len(out))]
+    return out
+
+
+@lru_cache(maxsize=1)
+def _pretrain_index_set() -> frozenset:
+    return frozenset(c.index for c in pretrain_classes())
+
+
+def _batch(step: int, batch_size: int, seed: int, classes, tokenizer, captions: str = 'v2',
+           hard_share: float = 0.0):
+    if hard_share:
+        picked = _batch_classes(np.random.default_rng([seed, step, _BATCH_STREAM]),
+                                batch_size, classes, hard_share)
     images, texts = [], []
     for j in range(batch_size):
         index = step * batch_size + j
         rng = object_rng(seed, index, _CAPTION_STREAM)
-        cls = classes[int(rng.integers(len(classes)))]
+        cls = picked[j] if hard_share else classes[int(rng.integers(len(classes)))]
         domain = draw_domain(rng, captions)
         images.append(render_object(cls, seed, index, domain=domain))
         texts.append(caption(cls, rng, domain, captions))
     return images_to_tensor(images), tokenizer(texts)
 
 
+def _lr_scale(step: int, steps: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
 def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, seed: int = 0,
                      lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 100,
-                     threads: int = 2, captions: str = 'v2',
-                     progress: bool = True) -> Dict[str, Any]:
+                     threads: int = 2, captions: str = 'v2', hard_share: float = 0.0,
+                     checkpoint_every: int = 100, progress: bool = True) -> Dict[str, Any]:
     """Train the world CLIP from scratch with open_clip's contrastive loss and save it (fp16).
 
-    Every image-caption pair of step ``s`` is a function of ``(seed, s, batch_size,
-    captions)``, so a rerun with the same arguments and thread count gives the same weights.
-    ``captions`` is the grammar (:mod:`~pomp_mm.synthetic.captions`): ``v1`` photos with
-    image-independent templates, ``v2`` photos, sketches and noisy images with templates that
-    describe them.
+    Every image-caption pair of step ``s`` is a function of ``(seed, s, batch_size, captions,
+    hard_share)``, so a rerun with the same arguments and thread count gives the same weights.
+    ``captions`` is the grammar (:mod:`~pomp_mm.synthetic.captions`); ``hard_share`` the share
+    of each batch drawn as hard-negative groups (:func:`_batch_classes`; 0 for v1 and v2).
+    Every ``checkpoint_every`` steps the model, optimiser and losses go to
+    ``out_path + '.ckpt'``; a rerun with the same arguments resumes from there (another set
+    of arguments is refused, not mixed in).
 
     Returns:
         Training record (settings, final loss, seconds).
     """
     import open_clip
     from tqdm import tqdm
+    from ..fileio import atomic_torch_save
     check_seed(seed)
     if captions not in GRAMMARS:
         raise ValueError(f'unknown caption grammar {captions!r}; choose from {GRAMMARS}')
     if steps < 1 or batch_size < 2:
         raise ValueError(f'need steps >= 1 and batch_size >= 2, got {steps}, {batch_size}')
+    if not 0.0 <= hard_share <= 1.0:
+        raise ValueError(f'hard_share must be in [0, 1], got {hard_share!r}')
     register_world_model()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -141,18 +193,21 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
                              {'params': rest, 'weight_decay': 0.0}], lr=lr, betas=(0.9, 0.98),
                             eps=1e-6)
+    settings = {'steps': steps, 'batch_size': batch_size, 'seed': seed, 'lr': lr,
+                'weight_decay': weight_decay, 'warmup': warmup, 'threads': threads,
+                'captions': captions, 'hard_share': hard_share}
+    ckpt_path = out_path + '.ckpt'
+    first, losses, spent = _resume(ckpt_path, settings, model, opt)
     loss_fn = open_clip.ClipLoss()
     model.train()
-    start, losses = time.perf_counter(), []
-    bar = tqdm(range(steps), desc='training world CLIP', unit='step', disable=not progress)
+    start = time.perf_counter()
+    bar = tqdm(range(first, steps), desc='training world CLIP', unit='step',
+               disable=not progress, initial=first, total=steps)
     for step in bar:
-        scale = (step + 1) / warmup if step < warmup else \
-            0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
         for group in opt.param_groups:
-            group['lr'] = lr * scale
-        images, texts = _batch(step, batch_size, seed, classes, tokenizer, captions)
-        out = model(images, texts)
-        image_features, text_features, logit_scale = out[:3]
+            group['lr'] = lr * _lr_scale(step, steps, warmup)
+        images, texts = _batch(step, batch_size, seed, classes, tokenizer, captions, hard_share)
+        image_features, text_features, logit_scale = model(images, texts)[:3]
         loss = loss_fn(image_features, text_features, logit_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -161,24 +216,95 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f'{np.mean(losses[-20:]):.3f}')
+        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            atomic_torch_save({'settings': settings, 'step': step + 1, 'losses': losses,
+                               'seconds': spent + time.perf_counter() - start,
+                               'model': model.state_dict(), 'optimizer': opt.state_dict()},
+                              ckpt_path)
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    from ..fileio import atomic_torch_save
     atomic_torch_save(state, out_path)
-    return {'steps': steps, 'batch_size': batch_size, 'seed': seed, 'lr': lr,
-            'weight_decay': weight_decay, 'warmup': warmup, 'threads': threads,
-            'captions': captions,
-            'final_loss': float(np.mean(losses[-20:])), 'seconds': time.perf_counter() - start,
+    return {**settings, 'final_loss': float(np.mean(losses[-20:])),
+            'seconds': spent + time.perf_counter() - start,
+            'resumed_at_step': first or None,
             'torch': torch.__version__, 'open_clip': open_clip.__version__}
+
+
+def _resume(path: str, settings: Dict[str, Any], model: torch.nn.Module,
+            opt: torch.optim.Optimizer) -> Tuple[int, List[float], float]:
+    """Load a training checkpoint made with the same ``settings``: ``(next step, losses,
+    seconds spent)``; ``(0, [], 0)`` when there is none."""
+    if not os.path.isfile(path):
+        return 0, [], 0.0
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    if ckpt.get('settings') != settings:
+        raise ValueError(f'{path} is a checkpoint of another training run '
+                         f'({ckpt.get("settings")}, not {settings}); move it away or choose '
+                         'another --out')
+    model.load_state_dict(ckpt['model'])
+    opt.load_state_dict(ckpt['optimizer'])
+    return int(ckpt['step']), list(ckpt['losses']), float(ckpt['seconds'])
 
 
 #: Evaluation sets whose hand-prompt accuracy the card records (and the tests check).
 CARD_SETS = ('shapes', 'heldout-compositions', 'domain-photo', 'domain-sketch')
+#: Single-attribute probes: the phrase each value is named by inside the hand prompt.
+PROBE_PHRASES = {'shape': '{}', 'colour': '{} shape', 'pattern': '{} shape',
+                 'background': 'shape on {}'}
+#: Image seed of the probes (no training or evaluation set uses it).
+PROBE_SEED = 9001
+#: Probe top-1 % a v3 CLIP must reach on every attribute.
+PROBE_THRESHOLD = 80.0
+_HAND = 'a photo of a {}.'
+
+
+def probe_images(kind: str, per_value: int = 10, seed: int = PROBE_SEED):
+    """Photos for the ``kind`` probe: ``per_value`` per value of the attribute, the other
+    attributes random; ``(PIL images, labels)``."""
+    from .world import check_attribute
+    if kind not in PROBE_PHRASES:
+        raise ValueError(f'unknown probe {kind!r}; choose from {tuple(PROBE_PHRASES)}')
+    if isinstance(per_value, bool) or not isinstance(per_value, int) or \
+            not 1 <= per_value <= 1000:
+        raise ValueError(f'per_value must be an integer in 1..1000, got {per_value!r}')
+    check_seed(seed)
+    images, labels = [], []
+    offset = list(PROBE_PHRASES).index(kind)
+    for k, value in enumerate(ATTRIBUTES[kind]):
+        check_attribute(kind, value)
+        for j in range(per_value):
+            index = (offset * 100 + k) * 1000 + j
+            rng = object_rng(seed, index, _CAPTION_STREAM)
+            attrs = {a: pool[int(rng.integers(len(pool)))] for a, pool in ATTRIBUTES.items()}
+            attrs[kind] = value
+            images.append(render_object(WorldClass(**attrs), seed, index))
+            labels.append(k)
+    return images, labels
+
+
+@torch.no_grad()
+def attribute_probes(clip: torch.nn.Module, per_value: int = 10, seed: int = PROBE_SEED,
+                     model_name: str = MODEL_NAME) -> Dict[str, float]:
+    """Top-1 % of the hand prompt naming one attribute ("a photo of a {colour} shape.") on
+    photos where the other attributes are random, for each of :data:`PROBE_PHRASES`."""
+    import open_clip
+    import torch.nn.functional as F
+    tokenizer = open_clip.get_tokenizer(model_name)
+    out = {}
+    for kind, phrase in PROBE_PHRASES.items():
+        images, labels = probe_images(kind, per_value, seed)
+        feats = F.normalize(clip.encode_image(images_to_tensor(images)).float(), dim=-1)
+        texts = [_HAND.format(phrase.format(v)) for v in ATTRIBUTES[kind]]
+        text = F.normalize(clip.encode_text(tokenizer(texts)).float(), dim=-1)
+        pred = (feats @ text.T).argmax(-1)
+        out[kind] = round(float((pred == torch.tensor(labels)).float().mean()) * 100, 2)
+    return out
 
 
 @torch.no_grad()
 def hand_prompt_accuracy(clip: torch.nn.Module, set_names=CARD_SETS,
-                         model_name: str = MODEL_NAME) -> Dict[str, float]:
-    """Top-1 % of ``'a photo of a {}.'`` on protocol evaluation sets, rendered in memory."""
+                         model_name: str = MODEL_NAME, version: str = 'v3') -> Dict[str, float]:
+    """Top-1 % of ``'a photo of a {}.'`` on the evaluation sets of protocol ``version``,
+    rendered in memory."""
     import torch.nn.functional as F
     from ..text_encoder import PompTextEncoder
     from .datasets import render_eval_set
@@ -186,25 +312,41 @@ def hand_prompt_accuracy(clip: torch.nn.Module, set_names=CARD_SETS,
     encoder = PompTextEncoder(clip_model=model_name, clip_module=clip, vocabulary=['object'],
                               templates='single', cat_bg=False).eval()
     out = {}
+    sets = eval_sets(version)
     for name in set_names:
-        images, labels = render_eval_set(eval_sets()[name])
-        feats = F.normalize(clip.encode_image(images_to_tensor(images)).float(), dim=-1)
-        text = encoder.encode_text(list(eval_sets()[name].classnames))
+        images, labels = render_eval_set(sets[name])
+        feats = torch.cat([F.normalize(clip.encode_image(images_to_tensor(images[i:i + 1024]))
+                                       .float(), dim=-1) for i in range(0, len(images), 1024)])
+        text = encoder.encode_text(list(sets[name].classnames))
         pred = (feats @ text.T).argmax(-1)
         out[name] = round(float((pred == torch.tensor(labels)).float().mean()) * 100, 2)
     return out
 
 
 def write_card(weights: str, record: Dict[str, Any], command: str,
-               path: str = CARD_PATH) -> Dict[str, Any]:
-    """Record sha256, command, training settings and hand-prompt accuracies of ``weights``."""
+               path: str = CARD_PATH, version: str = 'v3') -> Dict[str, Any]:
+    """Record sha256, command, training settings, hand-prompt accuracies on protocol
+    ``version``'s card sets and the attribute probes of ``weights``."""
     from ..clip import build_clip
     clip = build_clip(MODEL_NAME, weights)
     card = {'model': MODEL_NAME, 'weights': os.path.basename(weights),
             'sha256': sha256_file(weights), 'bytes': os.path.getsize(weights),
-            'command': command, 'training': record,
-            'hand_prompt_top1': hand_prompt_accuracy(clip), 'tolerance_points': 1.0}
+            'command': command, 'training': record, 'protocol': version,
+            'hand_prompt_top1': hand_prompt_accuracy(clip, version=version),
+            'probes_top1': attribute_probes(clip),
+            'probe_per_value': 10, 'probe_seed': PROBE_SEED,
+            'tolerance_points': 1.0}
     from ..fileio import atomic_write
     payload = (json.dumps(card, indent=1) + '\n').encode()
     atomic_write(path, lambda f: f.write(payload))
     return card
+
+
+def check_probes(card: Dict[str, Any], threshold: float = PROBE_THRESHOLD) -> None:
+    """Raise naming every probe of ``card`` below ``threshold`` (a build that fails it keeps
+    its weights and card, so the run is not lost)."""
+    low = {k: v for k, v in card.get('probes_top1', {}).items() if v < threshold}
+    if low:
+        raise ValueError('attribute probes below ' f'{threshold:.0f} %: ' +
+                         ', '.join(f'{k} {v:.1f} %' for k, v in low.items()) +
+                         f' (weights and card kept: {card["weights"]})')
