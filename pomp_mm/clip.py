@@ -139,9 +139,9 @@ def _needs_quick_gelu(name: str, pretrained: Optional[str], mmseg_text: bool) ->
 def ensure_model_config(name: str) -> None:
     """Register pomp_mm's own open_clip model configs (the synthetic world's CLIP) on first use,
     so open_clip's name-based calls (``create_model``, ``get_tokenizer``) know them."""
-    from .synthetic.world_clip import MODEL_NAME, register_world_model
-    if name == MODEL_NAME:
-        register_world_model()
+    from .synthetic.world_clip import WORLD_MODELS, register_world_model
+    if name in WORLD_MODELS:
+        register_world_model(name)
 
 
 def _check_pretrained_path(pretrained: str) -> None:

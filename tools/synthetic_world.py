@@ -19,16 +19,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def _train_clip(args) -> None:
     from pomp_mm.synthetic import world_clip as wc
-    record = wc.train_world_clip(args.out, steps=args.steps, batch_size=args.batch_size,
-                                 seed=args.seed, threads=args.threads, captions=args.captions)
-    command = ('python tools/synthetic_world.py train-clip' +
-               ('' if args.out == wc.WEIGHTS_PATH else f' --out {args.out}') +
+    out = args.out or wc.asset_path(args.model, '.pt')
+    record = wc.train_world_clip(out, steps=args.steps, batch_size=args.batch_size,
+                                 seed=args.seed, threads=args.threads, captions=args.captions,
+                                 hard_share=args.hard_share, model_name=args.model)
+    command = (f'python tools/synthetic_world.py train-clip --model {args.model}' +
+               ('' if args.out is None else f' --out {args.out}') +
                f' --steps {args.steps} --batch-size {args.batch_size} --seed {args.seed} '
-               f'--threads {args.threads} --captions {args.captions}')
-    card_path = wc.CARD_PATH if args.out == wc.WEIGHTS_PATH else \
-        os.path.splitext(args.out)[0] + '.card.json'
-    card = wc.write_card(args.out, record, command, card_path)
+               f'--threads {args.threads} --captions {args.captions} '
+               f'--hard-share {args.hard_share}')
+    card_path = os.path.splitext(out)[0] + '.card.json'
+    card = wc.write_card(out, record, command, card_path, version=args.protocol,
+                         model_name=args.model)
     print(json.dumps(card, indent=1))
+    if args.captions == 'v3':
+        wc.check_probes(card)  # says which probe failed; weights and card stay
 
 
 def _check_clip(args) -> int:
@@ -100,13 +105,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest='cmd', required=True)
     t = sub.add_parser('train-clip', help='train the world CLIP and write its card')
-    t.add_argument('--out', default=wc.WEIGHTS_PATH)
+    t.add_argument('--model', default=wc.MODEL_NAME, choices=wc.WORLD_MODELS)
+    t.add_argument('--out', default=None, help='weights file (default: the committed one of '
+                   '--model); the card goes beside it, the resumable checkpoint to OUT.ckpt')
+    t.add_argument('--hard-share', type=float, default=0.0,
+                   help='share of each batch drawn as hard-negative groups (v3 recipe: 0.5)')
+    t.add_argument('--protocol', default='v3', help='protocol whose sets the card records')
     t.add_argument('--steps', type=int, default=1200)
     t.add_argument('--batch-size', type=int, default=256)
     t.add_argument('--seed', type=int, default=0)
     t.add_argument('--threads', type=int, default=2, help='torch threads (part of the recipe: '
                    'another count changes the float sums, hence the weights)')
-    t.add_argument('--captions', default='v2', choices=('v1', 'v2'),
+    t.add_argument('--captions', default='v2', choices=('v1', 'v2', 'v3'),
                    help='caption grammar: v2 (photos, sketches, noisy images, captions that '
                    'describe their look; the committed CLIP) or v1 (photos, image-independent '
                    'templates; the first CLIP)')

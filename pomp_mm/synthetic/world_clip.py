@@ -32,23 +32,34 @@ __all__ = ['MODEL_NAME', 'CONFIG_PATH', 'WEIGHTS_PATH', 'CARD_PATH', 'register_w
            'CARD_SETS', 'PROBE_PHRASES', 'PROBE_SEED', 'PROBE_THRESHOLD', 'probe_images',
            'attribute_probes', 'check_probes']
 
+#: The world's CLIPs: v1/v2 (a ViT; seg and det in the world run on it) and v3 (a ResNet).
+WORLD_MODELS = ('pomp-world-ViT-T-8', 'pomp-world-RN-T')
 MODEL_NAME = 'pomp-world-ViT-T-8'
 _ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
-CONFIG_PATH = os.path.join(_ASSETS, f'{MODEL_NAME}.json')
-WEIGHTS_PATH = os.path.join(_ASSETS, f'{MODEL_NAME}.pt')
+
+
+def asset_path(model_name: str, suffix: str) -> str:
+    """``assets/<model_name><suffix>`` of a world model (``.json``, ``.pt``, ``.card.json``)."""
+    if model_name not in WORLD_MODELS:
+        raise ValueError(f'unknown world CLIP {model_name!r}; choose from {WORLD_MODELS}')
+    return os.path.join(_ASSETS, model_name + suffix)
+
+
+CONFIG_PATH = asset_path(MODEL_NAME, '.json')
+WEIGHTS_PATH = asset_path(MODEL_NAME, '.pt')
 #: sha256, the command that made the weights, training settings and recorded accuracies
-CARD_PATH = os.path.join(_ASSETS, f'{MODEL_NAME}.card.json')
+CARD_PATH = asset_path(MODEL_NAME, '.card.json')
 _CAPTION_STREAM = 11
 _BATCH_STREAM = 12
 _MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
 _STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
 
 
-def register_world_model() -> None:
-    """Make ``pomp-world-ViT-T-8`` an open_clip model name (idempotent)."""
+def register_world_model(model_name: str = MODEL_NAME) -> None:
+    """Make a world CLIP an open_clip model name (idempotent)."""
     import open_clip
-    if MODEL_NAME not in open_clip.list_models():
-        open_clip.add_model_config(CONFIG_PATH)
+    if model_name not in open_clip.list_models():
+        open_clip.add_model_config(asset_path(model_name, '.json'))
 
 
 def sha256_file(path: str) -> str:
@@ -158,7 +169,8 @@ def _lr_scale(step: int, steps: int, warmup: int) -> float:
 def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, seed: int = 0,
                      lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 100,
                      threads: int = 2, captions: str = 'v2', hard_share: float = 0.0,
-                     checkpoint_every: int = 100, progress: bool = True) -> Dict[str, Any]:
+                     checkpoint_every: int = 100, model_name: str = MODEL_NAME,
+                     progress: bool = True) -> Dict[str, Any]:
     """Train the world CLIP from scratch with open_clip's contrastive loss and save it (fp16).
 
     Every image-caption pair of step ``s`` is a function of ``(seed, s, batch_size, captions,
@@ -182,11 +194,11 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
         raise ValueError(f'need steps >= 1 and batch_size >= 2, got {steps}, {batch_size}')
     if not 0.0 <= hard_share <= 1.0:
         raise ValueError(f'hard_share must be in [0, 1], got {hard_share!r}')
-    register_world_model()
+    register_world_model(model_name)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = open_clip.create_model(MODEL_NAME)
-    tokenizer = open_clip.get_tokenizer(MODEL_NAME)
+    model = open_clip.create_model(model_name)
+    tokenizer = open_clip.get_tokenizer(model_name)
     classes = pretrain_classes()  # the held-out compositions never appear in a pair
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embedding' not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and 'embedding' not in n)]
@@ -195,7 +207,7 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
                             eps=1e-6)
     settings = {'steps': steps, 'batch_size': batch_size, 'seed': seed, 'lr': lr,
                 'weight_decay': weight_decay, 'warmup': warmup, 'threads': threads,
-                'captions': captions, 'hard_share': hard_share}
+                'captions': captions, 'hard_share': hard_share, 'model': model_name}
     ckpt_path = out_path + '.ckpt'
     first, losses, spent = _resume(ckpt_path, settings, model, opt)
     loss_fn = open_clip.ClipLoss()
@@ -223,6 +235,8 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
                               ckpt_path)
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     atomic_torch_save(state, out_path)
+    if os.path.isfile(ckpt_path):  # the weights are complete; a rerun retrains from scratch
+        os.remove(ckpt_path)
     return {**settings, 'final_loss': float(np.mean(losses[-20:])),
             'seconds': spent + time.perf_counter() - start,
             'resumed_at_step': first or None,
@@ -324,16 +338,18 @@ def hand_prompt_accuracy(clip: torch.nn.Module, set_names=CARD_SETS,
 
 
 def write_card(weights: str, record: Dict[str, Any], command: str,
-               path: str = CARD_PATH, version: str = 'v3') -> Dict[str, Any]:
+               path: str = CARD_PATH, version: str = 'v3',
+               model_name: str = MODEL_NAME) -> Dict[str, Any]:
     """Record sha256, command, training settings, hand-prompt accuracies on protocol
     ``version``'s card sets and the attribute probes of ``weights``."""
     from ..clip import build_clip
-    clip = build_clip(MODEL_NAME, weights)
-    card = {'model': MODEL_NAME, 'weights': os.path.basename(weights),
+    clip = build_clip(model_name, weights)
+    card = {'model': model_name, 'weights': os.path.basename(weights),
             'sha256': sha256_file(weights), 'bytes': os.path.getsize(weights),
             'command': command, 'training': record, 'protocol': version,
-            'hand_prompt_top1': hand_prompt_accuracy(clip, version=version),
-            'probes_top1': attribute_probes(clip),
+            'hand_prompt_top1': hand_prompt_accuracy(clip, model_name=model_name,
+                                                     version=version),
+            'probes_top1': attribute_probes(clip, model_name=model_name),
             'probe_per_value': 10, 'probe_seed': PROBE_SEED,
             'tolerance_points': 1.0}
     from ..fileio import atomic_write
