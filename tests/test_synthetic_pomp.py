@@ -201,15 +201,26 @@ def test_demo_pipeline_end_to_end_through_the_tools(tmp_path, clip):
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     with open(work / 'results.json') as f:
-        results = json.load(f)
+        report = json.load(f)
+    results = report['methods']
     sets = ['shapes', 'colour-shape', 'domain-noisy']
     assert set(results) == {'hand', 'ensemble', 'coop-1k', 'pomp', 'chance'}
+    assert report['protocol'] == protocol.PROTOCOL
     for method, row in results.items():
         assert set(row) == set(sets) | {'mean', 'domain_mean'}, method
         assert all(0 <= v <= 100 for v in row.values())
-        assert row['mean'] == pytest.approx((row['shapes'] + row['colour-shape']) / 2)
+        assert row['mean'] == row['colour-shape']  # v3's mean leaves shapes out
         assert row['domain_mean'] == row['domain-noisy']
-    assert results['chance']['colour-shape'] == pytest.approx(1.0)
+    # every difference with its paired interval, estimate = difference of the table's rows
+    diff = report['differences']['pomp - hand']
+    assert set(diff) == {'mean', 'domain_mean', *sets}
+    for group, iv in diff.items():
+        want = results['pomp'][group] - results['hand'][group]
+        assert iv["estimate"] == pytest.approx(want, abs=1e-3)
+        assert iv['low'] <= iv['estimate'] <= iv['high']
+    assert set(report['accuracy_intervals']) == {'hand', 'ensemble', 'coop-1k', 'pomp'}
+    assert (work / 'results.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert results['chance']['colour-shape'] == pytest.approx(0.25)  # 400 classes
     # the hand-prompt row is what the CLIP gives on the same images, computed here
     es = protocol.eval_sets()['shapes']
     images, labels = render_eval_set(es, per_class=1)

@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pomp_mm import PompTextEncoder  # noqa: E402
 from pomp_mm.clip import build_clip, resolve_clip_spec  # noqa: E402
 from pomp_mm.evaluation import (ALL_DATASETS, CROSS_DATASETS, DatasetNotFound,  # noqa: E402
-                                accuracy, build_dataset, embed_images, image_folder_dataset,
-                                resolve_dataset_names)
+                                build_dataset, embed_images, image_folder_dataset,
+                                per_class_accuracy, predict, resolve_dataset_names)
 
 logger = logging.getLogger('eval_classification')
 
@@ -172,6 +172,7 @@ def main(argv=None) -> int:
     method_names = [m for m, _ in methods]
 
     results: Dict[str, Dict[str, float]] = {m: {} for m in method_names}
+    per_class: Dict[str, Dict[str, List[float]]] = {m: {} for m in method_names}
     counts: Dict[str, int] = {}
     num_classes: Dict[str, int] = {}
     skipped: Dict[str, str] = {}
@@ -198,7 +199,10 @@ def main(argv=None) -> int:
         for method, encoder in methods:
             with torch.no_grad():
                 text = encoder.encode_text(dataset.classnames)
-            results[method][name] = accuracy(feats, labels, text)
+            pred = predict(feats, text)
+            results[method][name] = 100.0 * int((pred == labels).sum()) / len(labels)
+            per_class[method][name] = [round(float(a), 4) for a in per_class_accuracy(
+                pred.numpy(), labels.numpy(), len(dataset.classnames))]
             logger.info('%s / %s: %.2f%% top-1 (%d images, %d classes)', name, method,
                         results[method][name], len(labels), len(dataset.classnames))
         logger.info('%s took %.1f s', name, time.perf_counter() - start)
@@ -221,6 +225,7 @@ def main(argv=None) -> int:
     if args.json:
         import json
         payload = {'results': {m: dict(results[m]) for m in method_names}, 'images': counts,
+                   'per_class': per_class,
                    'classes': num_classes, 'failed': failed, 'skipped': skipped}
         with open(args.json, 'w', encoding='utf-8') as f:
             json.dump(payload, f, indent=1)

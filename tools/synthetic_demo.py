@@ -5,7 +5,8 @@ Renders the few-shot pre-training set over the 23,900 pre-training classes, the 
 pre-trains a POMP prompt (configs/pretrain/pomp_synthetic_cached.py) and a CoOp-style prompt
 with a full softmax over 1,000 classes (coop_synthetic-1k_cached.py) with tools/pretrain.py;
 evaluates hand prompt, template ensemble, CoOp-1K and POMP with tools/eval_classification.py;
-prints the table and writes work_dir/results.json and results.md.
+prints the table and writes work_dir/results.json (top-1 % per method and set, paired
+intervals of the differences), results.md and results.png.
 
     python tools/synthetic_demo.py                      # the full demo (~4 min on 2 cores)
     python tools/synthetic_demo.py --classes 300 --coop-classes 50 --epochs 1 --eval-per-class 1
@@ -90,7 +91,8 @@ def train_prompt(config: str, work_dir: str, data: Dict[str, str], seed: int,
 
 def evaluate(prompts: Dict[str, str], eval_root: str, set_names: Sequence[str], out_dir: str,
              quiet: bool = False, ensemble: bool = True) -> Dict[str, Dict[str, float]]:
-    """tools/eval_classification.py on the rendered sets; ``{method: {set: top-1 %}}``."""
+    """tools/eval_classification.py on the rendered sets; ``{method: {set: top-1 %}}``
+    (per-class accuracies: :func:`per_class`)."""
     from pomp_mm.synthetic.world_clip import MODEL_NAME, world_clip_weights
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, 'eval.json')
@@ -106,30 +108,58 @@ def evaluate(prompts: Dict[str, str], eval_root: str, set_names: Sequence[str], 
     run_tool(argv, os.path.join(out_dir, 'eval.log') if quiet else None)
     with open(json_path, encoding='utf-8') as f:
         raw = json.load(f)['results']
+    labels = _method_labels(prompts)
+    return {labels.get(m, m): accs for m, accs in raw.items()}
+
+
+def _method_labels(prompts: Dict[str, str]) -> Dict[str, str]:
     # the eval tool names a prompt row by its file name, or by its path where names clash
     bases = [os.path.basename(p) for p in prompts.values()]
     labels = dict(METHODS)
     for method, path in prompts.items():
         base = os.path.basename(path)
         labels[base if bases.count(base) == 1 else path] = method
+    return labels
+
+
+def per_class(prompts: Dict[str, str], out_dir: str) -> Dict[str, Dict[str, List[float]]]:
+    """``{method: {set: per-class top-1 %}}`` of the :func:`evaluate` run in ``out_dir``."""
+    with open(os.path.join(out_dir, 'eval.json'), encoding='utf-8') as f:
+        raw = json.load(f)['per_class']
+    labels = _method_labels(prompts)
     return {labels.get(m, m): accs for m, accs in raw.items()}
 
 
-def summarise(results: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+def summarise(results: Dict[str, Dict[str, float]],
+              version: str = 'v3') -> Dict[str, Dict[str, float]]:
     """Add the cross-dataset ("mean", as the paper's) and cross-domain means, and chance."""
-    from pomp_mm.synthetic.protocol import CROSS_DATASET_SETS, CROSS_DOMAIN_SETS, eval_sets
+    from pomp_mm.synthetic.protocol import CROSS_DOMAIN_SETS, cross_dataset_sets, eval_sets
     out = {}
     rows = dict(results)
     any_row = next(iter(results.values()))
-    rows['chance'] = {s: eval_sets()[s].chance for s in any_row}
+    rows['chance'] = {s: eval_sets(version)[s].chance for s in any_row}
     for method, accs in rows.items():
         row = dict(accs)
-        for key, group in (('mean', CROSS_DATASET_SETS), ('domain_mean', CROSS_DOMAIN_SETS)):
+        for key, group in (('mean', cross_dataset_sets(version)),
+                           ('domain_mean', CROSS_DOMAIN_SETS)):
             have = [row[s] for s in group if s in row]
             if have:
                 row[key] = sum(have) / len(have)
         out[method] = row
     return out
+
+
+def intervals_report(per_class_acc, summary, version: str, png: str, title: str) -> dict:
+    """Paired intervals of the method differences, accuracy intervals, and the plot."""
+    from pomp_mm.synthetic import report
+    pairs = report.pair_intervals(per_class_acc, version=version)
+    acc = report.accuracy_intervals(per_class_acc)
+    chance = summary.get('chance', {})
+    report.plot_accuracies(acc, png, title, chance)
+    groups = [g for g in ('mean', 'domain_mean', 'source', 'shapes')
+              if any(g in v for v in pairs.values())]
+    return {'json': {'differences': pairs, 'accuracy_intervals': acc},
+            'table': report.format_intervals(pairs, groups)}
 
 
 def format_table(summary: Dict[str, Dict[str, float]], title: str = '') -> str:
@@ -160,6 +190,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='images per class of each evaluation set (default: the protocol\'s)')
     p.add_argument('--sets', nargs='+', default=None, metavar='SET',
                    help='evaluate only these downstream sets (default: all of the protocol)')
+    p.add_argument('--protocol', default=None, help='evaluation sets of this protocol version '
+                   '(default: the current one)')
     p.add_argument('--quiet', action='store_true', help='tool output to log files')
     return p.parse_args(argv)
 
@@ -178,6 +210,7 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
     from pomp_mm.synthetic.world_clip import world_clip_weights
     from pomp_mm.synthetic.render import check_seed
     try:
+        version = protocol.check_protocol(args.protocol or protocol.PROTOCOL)
         check_seed(args.seed)
         world_clip_weights()  # fail now on a corrupted checkpoint, not after rendering
         if not 1 <= args.coop_classes <= protocol.NUM_COOP:
@@ -191,10 +224,11 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
     work = os.path.abspath(args.work_dir)
     data = os.path.join(work, 'data')
     os.makedirs(data, exist_ok=True)
-    eval_root = os.path.join(data, 'eval')
-    sets = args.sets or list(protocol.eval_sets())
+    eval_root = os.path.join(data, f'eval_{version}')
+    sets = args.sets or list(protocol.eval_sets(version))
     try:
-        write_eval_sets(eval_root, sets, args.eval_per_class, progress=not args.quiet)
+        write_eval_sets(eval_root, sets, args.eval_per_class, progress=not args.quiet,
+                        version=version)
     except ValueError as err:
         raise SystemExit(f'error: {err}')
     full = 'synthetic-pretrain' if args.classes is None else None
@@ -213,14 +247,21 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
     prompts = {'coop-1k': os.path.join(work, 'coop-1k', 'prompt_latest.pth'),
                'pomp': os.path.join(work, 'pomp', 'prompt_latest.pth')}
     results = evaluate(prompts, eval_root, sets, os.path.join(work, 'eval'), args.quiet)
-    summary = summarise(results)
+    summary = summarise(results, version)
+    report = intervals_report(per_class(prompts, os.path.join(work, 'eval')), summary, version,
+                              os.path.join(work, 'results.png'),
+                              f'Synthetic world (protocol {version}), seed {args.seed}: top-1 % '
+                              'with 95 % class-bootstrap intervals')
     with open(os.path.join(work, 'results.json'), 'w', encoding='utf-8') as f:
-        json.dump(summary, f, indent=1)
-    table = format_table(summary, f'Synthetic world, seed {args.seed}: top-1 % (mean: '
-                         'cross-dataset sets; domain_mean: sketch + noisy)')
+        json.dump({'protocol': version, 'seed': args.seed, 'methods': summary, **report['json']},
+                  f, indent=1)
+    table = format_table(summary, f'Synthetic world (protocol {version}), seed {args.seed}: '
+                         'top-1 % (mean: cross-dataset sets; domain_mean: sketch + noisy)')
+    table += '\n\nDifferences, paired 95 % class-bootstrap intervals:\n\n' + report['table']
     with open(os.path.join(work, 'results.md'), 'w', encoding='utf-8') as f:
         f.write(table + '\n')
     print('\n' + table)
+    print(f'wrote {os.path.join(work, "results.png")}')
     print(f'\nwrote {os.path.join(work, "results.json")} ({time.perf_counter() - start:.0f} s)')
     return summary
 

@@ -30,7 +30,8 @@ from ..vocabulary import clean_name, load_vocabulary
 __all__ = [
     'ALL_DATASETS', 'COOP_LAYOUTS', 'CROSS_DATASETS', 'IMAGENET_DATASETS', 'ClassificationDataset',
     'CoopLayout', 'DatasetNotFound', 'accuracy', 'build_dataset', 'embed_images', 'evaluate',
-    'image_folder_dataset', 'read_coop_split', 'read_fgvc_aircraft', 'resolve_dataset_names'
+    'image_folder_dataset', 'predict', 'read_coop_split', 'read_fgvc_aircraft',
+    'resolve_dataset_names'
 ]
 
 logger = logging.getLogger(__name__)
@@ -482,13 +483,12 @@ def embed_images(visual: nn.Module, dataset: ClassificationDataset, batch_size: 
 
 
 @torch.no_grad()
-def accuracy(image_features: torch.Tensor, labels: torch.Tensor,
-             text_features: torch.Tensor, chunk_size: int = 8192) -> float:
-    """Top-1 accuracy in percent of nearest-class-embedding predictions.
+def predict(image_features: torch.Tensor, text_features: torch.Tensor,
+            chunk_size: int = 8192) -> torch.Tensor:
+    """Nearest-class-embedding predictions [N] (indices into the rows of ``text_features``).
 
     Args:
         image_features: L2-normalised [N, D].
-        labels: [N] indices into the rows of ``text_features``.
         text_features: L2-normalised class embeddings [C, D].
         chunk_size: Images per matrix product, bounding memory for large C.
     """
@@ -496,12 +496,19 @@ def accuracy(image_features: torch.Tensor, labels: torch.Tensor,
         raise ValueError(f'image features are {image_features.shape[1]}-d but text features '
                          f'are {text_features.shape[1]}-d')
     text = text_features.float()
-    correct = 0
-    for start in range(0, len(labels), chunk_size):
+    out = []
+    for start in range(0, image_features.shape[0], chunk_size):
         img = image_features[start:start + chunk_size].to(text.device, torch.float32)
-        pred = (img @ text.t()).argmax(dim=-1).cpu()
-        correct += int((pred == labels[start:start + chunk_size]).sum())
-    return 100.0 * correct / len(labels)
+        out.append((img @ text.t()).argmax(dim=-1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def accuracy(image_features: torch.Tensor, labels: torch.Tensor,
+             text_features: torch.Tensor, chunk_size: int = 8192) -> float:
+    """Top-1 accuracy in percent of nearest-class-embedding predictions (see :func:`predict`;
+    ``labels`` [N] index the rows of ``text_features``)."""
+    pred = predict(image_features, text_features, chunk_size)
+    return 100.0 * int((pred == labels.cpu()).sum()) / len(labels)
 
 
 def evaluate(encoder_or_text_features: Union[nn.Module, torch.Tensor], visual: nn.Module,
