@@ -48,3 +48,25 @@ def test_runs_of_another_clip_are_not_resumed(tmp_path, recorded):
         f"{read_card()['sha256']}\\)"
     with pytest.raises(SystemExit, match=want):
         claims.Claims(args)
+
+
+def test_report_gives_paired_intervals_over_classes_and_seeds(tmp_path):
+    """Per-class accuracies recorded per seed -> paired intervals in the table, claims.json
+    and a plot; the estimate is the difference of the seed-averaged means."""
+    claims = _load()
+    args = claims.parse_args(['--work-dir', str(tmp_path), '--seeds', '0', '1'])
+    sets = {'colour-shape': 4, 'pattern-shape': 4, 'domain-sketch': 2, 'domain-noisy': 2}
+    per_class, evals = {}, {}
+    for seed in (0, 1):
+        hand = {n: [50.0] * k for n, k in sets.items()}
+        pomp = {n: [50.0 + 2 + 2 * seed] * k for n, k in sets.items()}  # +2 and +4 points
+        per_class[f'seed{seed}'] = {'pomp': pomp, **({'hand': hand} if seed == 0 else {})}
+        evals[f'seed{seed}'] = {'hand': {'mean': 50.0}, 'pomp': {'mean': 52.0 + 2 * seed}}
+    with open(tmp_path / 'claims.json', 'w') as f:
+        json.dump({'runs': {}, 'eval': evals, 'per_class': per_class,
+                   'clip_sha256': read_card()['sha256']}, f)
+    table = claims.Claims(args).report()
+    assert '| pomp - hand | +3.0 [+2.0, +4.0] | +3.0 [+2.0, +4.0] | - | - |' in table
+    saved = json.loads((tmp_path / 'claims.json').read_text())['differences']
+    assert saved['pomp - hand']['mean']['estimate'] == pytest.approx(3.0)
+    assert (tmp_path / 'claims.png').read_bytes()[:4] == b'\x89PNG'

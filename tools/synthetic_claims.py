@@ -17,7 +17,8 @@ images and the prompt's training randomness, never the CLIP or the evaluation se
     python tools/synthetic_claims.py                 # 3 seeds, ~1 h on 2 cores; resumable
     python tools/synthetic_claims.py --quick         # one seed, 1 epoch, small sets
 
-Writes work_dir/claims.json (every run's numbers) and claims.md (the tables).
+Writes work_dir/claims.json (every run's numbers, per-class accuracies and the paired
+intervals), claims.md (the tables) and claims.png.
 """
 from __future__ import annotations
 
@@ -147,18 +148,20 @@ class Claims:
             return
         from pomp_mm.synthetic import protocol
         sets = list(protocol.eval_sets())
-        out = os.path.join(self.work, 'eval', key)
+        out = os.path.join(self.work, f'eval_{protocol.PROTOCOL}', key)
         os.makedirs(out, exist_ok=True)
         res = demo.evaluate(todo, self.eval_root, sets, out, quiet=True,
                             ensemble='ensemble' not in done)
         done.update(demo.summarise(res))
+        self.state.setdefault('per_class', {}).setdefault(key, {}).update(
+            demo.per_class(todo, out))
         self.state['eval'][key] = done
         self.save()
 
     def main(self) -> str:
         from pomp_mm.synthetic import protocol
         from pomp_mm.synthetic.datasets import write_eval_sets
-        self.eval_root = os.path.join(self.work, 'data', 'eval')
+        self.eval_root = os.path.join(self.work, 'data', f'eval_{protocol.PROTOCOL}')
         write_eval_sets(self.eval_root, list(protocol.eval_sets()), self.args.eval_per_class,
                         progress=False)
         n = self.args.classes
@@ -202,11 +205,44 @@ class Claims:
                 vals.append(row[metric])
         return vals
 
+    def stacked_per_class(self) -> Dict[str, Dict[str, List[List[float]]]]:
+        """``{method: {set: [seeds, classes]}}`` over the seeds evaluated; a seed-independent
+        method (hand, ensemble) has one row."""
+        out: Dict[str, Dict[str, List[List[float]]]] = {}
+        for seed in self.args.seeds:
+            for method, sets in self.state.get('per_class', {}).get(f'seed{seed}', {}).items():
+                rows = out.setdefault(method, {})
+                for name, values in sets.items():
+                    rows.setdefault(name, []).append(values)
+        return out
+
+    def intervals(self) -> str:
+        """Paired intervals (classes and seeds resampled) of the claims' differences; plot."""
+        from pomp_mm.synthetic import report
+        m = self.args.softmax_classes
+        pairs = list(report.PAIRS) + [(f'sampled-{m}', f'full-{m}'), ('pomp', 'pomp-log10'),
+                                      ('pomp', 'pomp-none')]
+        stacked = self.stacked_per_class()
+        if not stacked:
+            return ''
+        diffs = report.pair_intervals(stacked, pairs)
+        self.state['differences'] = diffs
+        main = {k: v for k, v in stacked.items() if k in ('hand', 'ensemble', 'coop-1k', 'pomp')}
+        if main:
+            report.plot_accuracies(report.accuracy_intervals(main),
+                                   os.path.join(self.work, 'claims.png'),
+                                   f'Synthetic world, seeds {self.args.seeds}: top-1 % with 95 % '
+                                   'intervals (classes and seeds resampled)')
+        self.save()
+        return report.format_intervals(diffs, ['mean', 'domain_mean', 'source', 'shapes'])
+
     def report(self) -> str:
+        from pomp_mm.synthetic import protocol
         seeds = self.args.seeds
-        lines = [f'Synthetic world, seeds {", ".join(map(str, seeds))}: top-1 %, mean ± sd '
-                 'over seeds. mean: cross-dataset sets (shapes, colour-shape, pattern-shape, '
-                 'heldout-compositions); domain: sketch + noisy; source: domain-photo.', '',
+        lines = [f'Synthetic world (protocol {protocol.PROTOCOL}), seeds '
+                 f'{", ".join(map(str, seeds))}: top-1 %, mean ± sd over seeds. mean: '
+                 f'cross-dataset sets ({", ".join(protocol.cross_dataset_sets())}); domain: '
+                 'sketch + noisy; source: domain-photo.', '',
                  '**1. Prompts**', '', '| method | mean | domain | source |',
                  '|---|---:|---:|---:|']
         for m in ('chance', 'hand', 'ensemble', 'coop-1k', 'pomp'):
@@ -251,6 +287,11 @@ class Claims:
             name = 'pomp' if c >= self.args.classes else f'pomp-{c}cls'
             lines.append(f'| {c:,} | {_mean_sd(self._metric(name, "mean"))} | '
                          f'{_mean_sd(self._metric(name, "domain_mean"))} |')
+        paired = self.intervals()
+        if paired:
+            lines += ['', '**Differences, paired 95 % intervals** (2,000 bootstrap replicates; '
+                      'classes resampled in every set, and seeds of the seeded methods)', '',
+                      paired]
         table = '\n'.join(lines)
         with open(os.path.join(self.work, 'claims.md'), 'w', encoding='utf-8') as f:
             f.write(table + '\n')
