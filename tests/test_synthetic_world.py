@@ -57,7 +57,7 @@ def test_eval_images_are_deterministic_and_labelled():
     s = protocol.eval_sets()['colour-shape']
     assert _sha(eval_image(s, 7, 2)) == _sha(eval_image(s, 7, 2))
     images, labels = render_eval_set(s, per_class=2)
-    assert len(images) == 200 and labels[:4] == [0, 0, 1, 1]
+    assert len(images) == 800 and labels[:4] == [0, 0, 1, 1]  # v3: all 400 pairs
 
 
 def _scene(noise=0.0):
@@ -156,6 +156,10 @@ def test_eval_writer_round_trips_through_eval_reader(tmp_path):
     (lambda: protocol.subset_classes(0), 'num_classes must be in 1..23900, got 0'),
     (lambda: protocol.subset_classes(30000), 'got 30000'),
     (lambda: world.world_vocabulary([]), 'empty class list'),
+    (lambda: eval_image(protocol.eval_sets()['shapes'], 20, 0), "label 20 is outside 0..19 of "
+     "'shapes'"),
+    (lambda: render_eval_set(protocol.eval_sets()['shapes'], per_class=1001),
+     'per_class must be an integer in 1..1000, got 1001'),
 ])
 def test_bad_input_names_the_value(call, match):
     with pytest.raises(ValueError, match=match.replace('(', r'\(').replace('.', r'\.')):
