@@ -25,7 +25,7 @@ def test_config_classes_are_the_protocols():
 @pytest.fixture(scope='module')
 def san_weights(tmp_path_factory):
     from pomp_mm.mmseg.convert import clip_to_san_state_dict
-    state = torch.load(wc.WEIGHTS_PATH, map_location='cpu', weights_only=True)
+    state = torch.load(wc.VIT_WEIGHTS_PATH, map_location='cpu', weights_only=True)
     path = str(tmp_path_factory.mktemp('san') / 'world_san.pth')
     torch.save(clip_to_san_state_dict(state, split=3), path)
     return path
@@ -49,7 +49,7 @@ def test_converted_clip_runs_in_san_as_in_open_clip(san_weights):
     """SAN's image encoder (3 blocks) gives open_clip's tokens after block 3, and its
     recognition layer with zero attention bias gives every query open_clip's image embedding."""
     model = _build(san_weights)
-    clip = wc.load_world_clip()
+    clip = wc.load_world_clip(model_name=wc.VIT_MODEL_NAME)
     x = torch.randn(2, 3, 64, 64)
     hidden = {}
     handle = clip.visual.transformer.resblocks[2].register_forward_hook(
@@ -72,7 +72,7 @@ def test_converted_clip_runs_in_san_as_in_open_clip(san_weights):
 
 def test_conversion_refuses_bad_input():
     from pomp_mm.mmseg.convert import clip_to_san_state_dict
-    state = torch.load(wc.WEIGHTS_PATH, map_location='cpu', weights_only=True)
+    state = torch.load(wc.VIT_WEIGHTS_PATH, map_location='cpu', weights_only=True)
     with pytest.raises(ValueError, match='split must be in 1..3 for a 4-block ViT, got 4'):
         clip_to_san_state_dict(state, split=4)
     with pytest.raises(ValueError, match='not an open_clip ViT CLIP state dict'):
@@ -142,7 +142,7 @@ def test_pomp_config_trains_and_tests_through_the_tools(scenes, san_weights, tmp
 
     import pomp_mm
     prompt = pomp_mm.save_prompt(str(tmp_path / 'prompt.pth'), torch.randn(4, 64) * 0.02,
-                                 clip_model=wc.MODEL_NAME)
+                                 clip_model=wc.VIT_MODEL_NAME)
     opts = _options(scenes, san_weights, 2, prompt)
     _tool('train.py', SEG_CONFIG, '--work-dir', str(tmp_path / 'w'), '--cfg-options', *opts)
     out = str(tmp_path / 'test.json')
@@ -219,11 +219,11 @@ def test_clip_backbone_gives_open_clips_tokens():
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
     init_default_scope('mmdet')
-    backbone = MODELS.build(dict(type='OpenClipViT', clip_model=wc.MODEL_NAME,
-                                 pretrained=wc.WEIGHTS_PATH, out_indices=(1, -1)))
+    backbone = MODELS.build(dict(type='OpenClipViT', clip_model=wc.VIT_MODEL_NAME,
+                                 pretrained=wc.VIT_WEIGHTS_PATH, out_indices=(1, -1)))
     assert backbone.out_indices == (1, 3) and not any(
         p.requires_grad for p in backbone.parameters())
-    clip = wc.load_world_clip()
+    clip = wc.load_world_clip(model_name=wc.VIT_MODEL_NAME)
     hidden = {}
     for i in (1, 3):
         clip.visual.transformer.resblocks[i].register_forward_hook(
@@ -241,7 +241,7 @@ def test_clip_backbone_gives_open_clips_tokens():
     with torch.no_grad():
         assert backbone(torch.randn(1, 3, 128, 128))[-1].shape == (1, 128, 16, 16)
     with pytest.raises(ValueError, match=r'out_indices \(4,\) out of range for 4 blocks'):
-        MODELS.build(dict(type='OpenClipViT', clip_model=wc.MODEL_NAME, out_indices=(4,)))
+        MODELS.build(dict(type='OpenClipViT', clip_model=wc.VIT_MODEL_NAME, out_indices=(4,)))
 
 
 def test_clip_roi_extractor_embeds_a_box_as_clip_embeds_the_crop():
@@ -251,11 +251,11 @@ def test_clip_roi_extractor_embeds_a_box_as_clip_embeds_the_crop():
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
     init_default_scope('mmdet')
-    spec = dict(clip_model=wc.MODEL_NAME, pretrained=wc.WEIGHTS_PATH)
+    spec = dict(clip_model=wc.VIT_MODEL_NAME, pretrained=wc.VIT_WEIGHTS_PATH)
     backbone = MODELS.build(dict(type='OpenClipViT', out_indices=(-1,), patch_embed_out=True,
                                  concat_outputs=True, **spec))
     extractor = MODELS.build(dict(type='ClipRoIExtractor', **spec))
-    clip = wc.load_world_clip()
+    clip = wc.load_world_clip(model_name=wc.VIT_MODEL_NAME)
     x = torch.randn(2, 3, 128, 128)
     rois = torch.tensor([[0, 0, 0, 64, 64], [1, 64, 32, 128, 96], [0, 8, 8, 40, 24]],
                         dtype=torch.float)
@@ -301,7 +301,7 @@ def test_det_config_trains_and_tests_through_the_tools(scenes, tmp_path):
     assert list(cfg.novel_classes) == [names[i] for i in protocol.scene_unseen_ids()]
     assert list(cfg.base_classes) == [n for n in names if n not in cfg.novel_classes]
     prompt = pomp_mm.save_prompt(str(tmp_path / 'prompt.pth'), torch.randn(4, 64) * 0.02,
-                                 clip_model=wc.MODEL_NAME)
+                                 clip_model=wc.VIT_MODEL_NAME)
     root = scenes + os.sep
     ann = os.path.join(scenes, 'annotations', 'instances_val.json')
     opts = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
@@ -385,7 +385,7 @@ def test_report_refuses_a_folder_of_another_clip(tmp_path):
     tool = load_tool('synthetic_ov')
     (tmp_path / 'clip.sha256').write_text('0' * 64 + '\n')
     with pytest.raises(SystemExit, match=f"another world CLIP \\(sha256 {'0' * 64}, now "
-                       f"{wc.read_card()['sha256']}\\)"):
+                       f"{wc.read_card(wc.VIT_CARD_PATH)['sha256']}\\)"):
         tool.prepare(str(tmp_path), quick=True, quiet=True)
 
 

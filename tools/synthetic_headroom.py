@@ -87,7 +87,7 @@ def fit_context(names: Sequence[str], fit, score, seed: int, steps: int,
                 ) -> Dict[int, float]:
     """Fit the context on ``fit``; score accuracy on ``score`` at step 0 and each ``record``."""
     from pomp_mm.pretrain import PompPretrainer
-    model = PompPretrainer(clip_model=wc.MODEL_NAME, pretrained=wc.WEIGHTS_PATH,
+    model = PompPretrainer(clip_model=wc.VIT_MODEL_NAME, pretrained=wc.VIT_WEIGHTS_PATH,
                            vocabulary=list(names), n_ctx=None, ctx_init=CTX_INIT,
                            num_sampled=None, seed=seed)
     opt = torch.optim.SGD([model.prompt_learner.ctx], lr=lr, momentum=0.9)
@@ -141,7 +141,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> Dict:
     args = parse_args(argv)
     from tqdm import tqdm
-    clip = wc.load_world_clip()
+    clip = wc.load_world_clip(model_name=wc.VIT_MODEL_NAME)
     record = sorted({min(50, args.steps), args.steps})
     results: Dict[str, Dict[str, Dict[int, float]]] = {}
     for name in tqdm(args.sets, desc='sets'):

@@ -67,7 +67,7 @@ def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
     from pomp_mm.synthetic.scenes import write_scene_set
     paths = _paths(work)
     # the SAN weights, the prompt and every finished run belong to one world CLIP
-    sha, stamp = wc.read_card()['sha256'], os.path.join(work, 'clip.sha256')
+    sha, stamp = wc.read_card(wc.VIT_CARD_PATH)['sha256'], os.path.join(work, 'clip.sha256')
     had = _read(stamp).strip() if os.path.isfile(stamp) else sha
     if had != sha:
         raise SystemExit(f'{work} was made with another world CLIP (sha256 '
@@ -82,7 +82,7 @@ def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
         if not os.path.isfile(marker) or len(_read(marker).split()) != count:
             write_scene_set(paths['scenes'], split, count, seed, progress=not quiet)
     if not os.path.isfile(paths['san']):
-        state = torch.load(wc.world_clip_weights(), map_location='cpu', weights_only=True)
+        state = torch.load(wc.world_clip_weights(wc.VIT_WEIGHTS_PATH, wc.VIT_CARD_PATH), map_location='cpu', weights_only=True)
         atomic_torch_save(clip_to_san_state_dict(state, split=3), paths['san'])
     if not os.path.isfile(paths['prompt']):
         data = prepare_set(os.path.join(work, 'pretrain'), protocol.pretrain_classes(), 1, 1,
@@ -250,12 +250,12 @@ def probe_regions(scenes: str, split: str = 'train', limit: int = 300) -> Dict[s
     for a in coco['annotations']:
         x, y, w, h = a['bbox']
         boxes.setdefault(a['image_id'], []).append(([x, y, x + w, y + h], label[a['category_id']]))
-    clip = wc.load_world_clip()
-    spec = dict(clip_model=wc.MODEL_NAME, pretrained=wc.WEIGHTS_PATH)
+    clip = wc.load_world_clip(model_name=wc.VIT_MODEL_NAME)
+    spec = dict(clip_model=wc.VIT_MODEL_NAME, pretrained=wc.VIT_WEIGHTS_PATH)
     tokens = MODELS.build(dict(type='OpenClipViT', patch_embed_out=True, **spec))
     regions = MODELS.build(dict(type='ClipRoIExtractor', **spec))
     with torch.no_grad():
-        text = PompTextEncoder(clip_model=wc.MODEL_NAME, clip_module=clip, vocabulary=['x'],
+        text = PompTextEncoder(clip_model=wc.VIT_MODEL_NAME, clip_module=clip, vocabulary=['x'],
                                templates='single', cat_bg=False).encode_text(names)
     hits, total = {'patch tokens, averaged': 0, 'ClipRoIExtractor': 0}, 0
     v = clip.visual

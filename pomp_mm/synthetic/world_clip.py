@@ -16,7 +16,7 @@ import math
 import os
 import time
 from functools import lru_cache
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ from .protocol import pretrain_classes
 from .render import check_seed, object_rng, render_object
 from .world import ATTRIBUTES, WorldClass
 
-__all__ = ['MODEL_NAME', 'CONFIG_PATH', 'WEIGHTS_PATH', 'CARD_PATH', 'register_world_model',
+__all__ = ['MODEL_NAME', 'VIT_MODEL_NAME', 'VIT_WEIGHTS_PATH', 'VIT_CARD_PATH', 'WORLD_MODELS',
+           'asset_path', 'CONFIG_PATH', 'WEIGHTS_PATH', 'CARD_PATH', 'register_world_model',
            'world_clip_weights', 'load_world_clip', 'train_world_clip', 'sha256_file',
            'read_card', 'images_to_tensor', 'hand_prompt_accuracy', 'write_card',
            'CARD_SETS', 'PROBE_PHRASES', 'PROBE_SEED', 'PROBE_THRESHOLD', 'probe_images',
@@ -45,6 +46,10 @@ def asset_path(model_name: str, suffix: str) -> str:
     return os.path.join(_ASSETS, model_name + suffix)
 
 
+#: The ViT world CLIP (v2): segmentation and detection in the world need a ViT.
+VIT_MODEL_NAME = 'pomp-world-ViT-T-8'
+VIT_WEIGHTS_PATH = asset_path(VIT_MODEL_NAME, '.pt')
+VIT_CARD_PATH = asset_path(VIT_MODEL_NAME, '.card.json')
 CONFIG_PATH = asset_path(MODEL_NAME, '.json')
 WEIGHTS_PATH = asset_path(MODEL_NAME, '.pt')
 #: sha256, the command that made the weights, training settings and recorded accuracies
@@ -98,10 +103,14 @@ def world_clip_weights(path: str = WEIGHTS_PATH, card: str = CARD_PATH) -> str:
     return path
 
 
-def load_world_clip(device: str = 'cpu', path: str = WEIGHTS_PATH) -> torch.nn.Module:
-    """The committed world CLIP, frozen, after the sha256 check."""
+def load_world_clip(device: str = 'cpu', path: Optional[str] = None,
+                    model_name: str = MODEL_NAME) -> torch.nn.Module:
+    """A committed world CLIP (default: the current one), frozen, after the sha256 check."""
     from ..clip import build_clip
-    return build_clip(MODEL_NAME, world_clip_weights(path), device)
+    path = path or asset_path(model_name, '.pt')
+    card = asset_path(model_name, '.card.json') if path == asset_path(model_name, '.pt') \
+        else os.path.splitext(path)[0] + '.card.json'
+    return build_clip(model_name, world_clip_weights(path, card), device)
 
 
 def images_to_tensor(images) -> torch.Tensor:
