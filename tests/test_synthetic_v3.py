@@ -225,3 +225,72 @@ def test_paired_bootstrap_resamples_seeds():
 def test_paired_bootstrap_bad_input(a, b, match):
     with pytest.raises(ValueError, match=match):
         paired_bootstrap(a, b)
+
+
+# ---------------------------------------------------------------------------- CLIP build
+def test_probe_check_names_every_low_probe_and_keeps_the_weights():
+    from pomp_mm.synthetic import world_clip as wc
+    card = {'weights': 'x.pt', 'probes_top1': {'shape': 79.5, 'colour': 95.0, 'pattern': 42.0,
+                                               'background': 100.0}}
+    with pytest.raises(ValueError, match=r'below 80 %: shape 79\.5 %, pattern 42\.0 % '
+                       r'\(weights and card kept: x\.pt\)'):
+        wc.check_probes(card)
+    card['probes_top1'].update(shape=80.0, pattern=81.0)
+    wc.check_probes(card)
+
+
+def test_probe_images_vary_only_the_other_attributes():
+    from pomp_mm.synthetic import world_clip as wc
+    images, labels = wc.probe_images('pattern', per_value=2)
+    assert len(images) == 20 and labels[:4] == [0, 0, 1, 1]
+    again, _ = wc.probe_images('pattern', per_value=2)
+    assert [_sha(a) for a in images] == [_sha(b) for b in again]
+    other, _ = wc.probe_images('pattern', per_value=2, seed=1)
+    assert _sha(other[0]) != _sha(images[0])
+    with pytest.raises(ValueError, match="unknown probe 'size'"):
+        wc.probe_images('size')
+    with pytest.raises(ValueError, match='per_value must be an integer in 1..1000, got 0'):
+        wc.probe_images('shape', per_value=0)
+
+
+def test_clip_training_resumes_from_its_checkpoint_and_refuses_other_settings(tmp_path):
+    """An interrupted build loses nothing: the checkpoint at step 2 of 3 plus one more step
+    gives the weights of an uninterrupted run."""
+    import torch
+    from pomp_mm.synthetic import world_clip as wc
+    kw = dict(steps=3, batch_size=8, captions='v3', hard_share=0.5, checkpoint_every=2,
+              model_name='pomp-world-RN-T', threads=1, progress=False)
+    whole = str(tmp_path / 'whole.pt')
+    wc.train_world_clip(whole, **kw)
+    assert not (tmp_path / 'whole.pt.ckpt').exists()  # removed once the weights are written
+    part = str(tmp_path / 'part.pt')
+    with pytest.raises(KeyboardInterrupt):
+        _interrupt_after(wc, 3, lambda: wc.train_world_clip(part, **kw))
+    assert (tmp_path / 'part.pt.ckpt').exists() and not (tmp_path / 'part.pt').exists()
+    record = wc.train_world_clip(part, **kw)
+    assert record['resumed_at_step'] == 2
+    a, b = torch.load(whole, weights_only=True), torch.load(part, weights_only=True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    with pytest.raises(KeyboardInterrupt):
+        _interrupt_after(wc, 3, lambda: wc.train_world_clip(part, **kw))
+    with pytest.raises(ValueError, match='checkpoint of another training run'):
+        wc.train_world_clip(part, **{**kw, 'steps': 4})
+
+
+def _interrupt_after(wc, calls: int, run):
+    """Run ``run`` with the batch maker raising KeyboardInterrupt on its ``calls``-th call."""
+    real = wc._batch
+    count = {'n': 0}
+
+    def batch(*args, **kwargs):
+        count['n'] += 1
+        if count['n'] >= calls:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    wc._batch = batch
+    try:
+        return run()
+    finally:
+        wc._batch = real
