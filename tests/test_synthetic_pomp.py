@@ -290,6 +290,10 @@ def test_domain_pretraining_tool_trains_a_prompt_per_domain_and_scores_sketches(
         want = _accuracy(_features(clip, images), labels,
                          hand.encode_text(list(sketch_set.classnames)))
     assert run['hand']['heldout-sketch'] == pytest.approx(want, abs=1e-4)
+    diff = state['differences']['pomp-sketch - hand']['heldout-sketch']
+    assert diff['estimate'] == pytest.approx(
+        run['pomp-sketch']['heldout-sketch'] - run['hand']['heldout-sketch'], abs=1e-3)
+    assert state['recipe']['protocol'] == protocol.PROTOCOL
     prompts = {d: work / 'runs' / f'pomp-{d}' / 'seed0' / 'prompt_latest.pth'
                for d in ('photo', 'sketch')}
     ctx = {d: load_prompt(str(p)).ctx for d, p in prompts.items()}

@@ -9,7 +9,8 @@ docs/synthetic_world.md, "Does POMP find a context where there is one?".
     python tools/synthetic_domain_pomp.py            # 3 seeds, ~15 min on 2 cores; resumable
     python tools/synthetic_domain_pomp.py --quick    # one seed, 300 classes, 1 epoch
 
-Writes work_dir/domain_pomp.json (every seed's numbers) and domain_pomp.md (the table).
+Writes work_dir/domain_pomp.json (every seed's numbers, per-class accuracies and the paired
+intervals of the differences) and domain_pomp.md (the tables).
 """
 from __future__ import annotations
 
@@ -69,8 +70,9 @@ def _save(state: Dict, path: str) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(state, indent=1).encode()))
 
 
-def run_seed(args: argparse.Namespace, seed: int, work: str, eval_root: str) -> Dict:
-    """Pre-train a prompt per domain for ``seed`` and evaluate both and the hand prompt."""
+def run_seed(args: argparse.Namespace, seed: int, work: str, eval_root: str) -> tuple:
+    """Pre-train a prompt per domain for ``seed`` and evaluate both and the hand prompt:
+    ``({method: {set: top-1 %}}, {method: {set: per-class top-1 %}})``."""
     from pomp_mm.synthetic import protocol
     classes = (protocol.pretrain_classes() if args.classes is None
                else protocol.subset_classes(args.classes, seed=0))
@@ -85,8 +87,9 @@ def run_seed(args: argparse.Namespace, seed: int, work: str, eval_root: str) -> 
         print(f'[domain_pomp] seed {seed}: pre-training on {domain} renderings', flush=True)
         demo.train_prompt(demo.POMP_CONFIG, run_dir, data, seed, opts, args.quiet)
         prompts[f'pomp-{domain}'] = os.path.join(run_dir, 'prompt_latest.pth')
-    return demo.evaluate(prompts, eval_root, args.sets, os.path.join(work, 'eval', f'seed{seed}'),
-                         args.quiet, ensemble=False)
+    out = os.path.join(work, 'eval', f'seed{seed}')
+    result = demo.evaluate(prompts, eval_root, args.sets, out, args.quiet, ensemble=False)
+    return result, demo.per_class(prompts, out)
 
 
 def _cell(values: List[float]) -> str:
@@ -109,7 +112,32 @@ def format_table(state: Dict) -> str:
         lines.append(f'| {label} | ' + ' | '.join(_cell([r[s] for r in per_seed])
                                                  for s in sets) + ' |')
     lines.append('| chance | ' + ' | '.join(f'{state["chance"][s]:.1f}' for s in sets) + ' |')
+    diffs = differences(state)
+    if diffs:
+        from pomp_mm.synthetic import report
+        lines += ['', 'Differences, paired 95 % intervals (classes and seeds resampled):', '',
+                  report.format_intervals(diffs, sets)]
     return '\n'.join(lines)
+
+
+def differences(state: Dict) -> Dict:
+    """Paired intervals per set of each pre-trained prompt against the hand prompt and of the
+    sketch prompt against the photo prompt (runs that recorded per-class accuracies)."""
+    from pomp_mm.evaluation import paired_bootstrap
+    recorded = state.get('per_class', {})
+    seeds = [s for s in sorted(state['runs'], key=int) if s in recorded]
+    if not seeds:
+        return {}
+    per_seed = [recorded[s] for s in seeds]
+    stacked = {m: {name: [p[m][name] for p in per_seed] for name in per_seed[0][m]}
+               for m in per_seed[0]}
+    stacked['hand'] = {name: v[:1] for name, v in stacked['hand'].items()}
+    out = {}
+    for a, b in (('pomp-sketch', 'hand'), ('pomp-photo', 'hand'), ('pomp-sketch', 'pomp-photo')):
+        out[f'{a} - {b}'] = {name: paired_bootstrap({name: stacked[a][name]},
+                                                    {name: stacked[b][name]}).as_dict()
+                             for name in stacked[a]}
+    return out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -145,19 +173,25 @@ def main(argv=None) -> Dict:
     os.makedirs(work, exist_ok=True)
     path = os.path.join(work, 'domain_pomp.json')
     state = _load(path)
+    from pomp_mm.synthetic import protocol
+    from pomp_mm.synthetic.world_clip import read_card
     recipe = {'classes': args.classes, 'epochs': args.epochs,
-              'eval_per_class': args.eval_per_class, 'sets': args.sets}
+              'eval_per_class': args.eval_per_class, 'sets': args.sets,
+              'protocol': protocol.PROTOCOL, 'clip_sha256': read_card()['sha256']}
     if state['runs'] and state.get('recipe') != recipe:
         # resuming would put runs of two recipes in one table
         raise SystemExit(f'{path} holds runs of {state.get("recipe")}, not {recipe}: use '
                          'another --work-dir')
     state['recipe'] = recipe
-    eval_root = os.path.join(work, 'data', 'eval')
+    eval_root = os.path.join(work, 'data', f'eval_{protocol.PROTOCOL}')
     state['chance'] = write_sets(eval_root, args.sets, args.eval_per_class, not args.quiet)
     for seed in args.seeds:
         if str(seed) not in state['runs']:
-            state['runs'][str(seed)] = run_seed(args, seed, work, eval_root)
+            state['runs'][str(seed)], per_class = run_seed(args, seed, work, eval_root)
+            state.setdefault('per_class', {})[str(seed)] = per_class
             _save(state, path)
+    state['differences'] = differences(state)
+    _save(state, path)
     table = format_table(state)
     with open(os.path.join(work, 'domain_pomp.md'), 'w', encoding='utf-8') as f:
         f.write(table + '\n')
