@@ -22,7 +22,8 @@ def _train_clip(args) -> None:
     out = args.out or wc.asset_path(args.model, '.pt')
     record = wc.train_world_clip(out, steps=args.steps, batch_size=args.batch_size,
                                  seed=args.seed, threads=args.threads, captions=args.captions,
-                                 hard_share=args.hard_share, model_name=args.model)
+                                 hard_share=args.hard_share, model_name=args.model,
+                                 device=args.device, workers=args.workers)
     command = (f'python tools/synthetic_world.py train-clip --model {args.model}' +
                ('' if args.out is None else f' --out {args.out}') +
                f' --steps {args.steps} --batch-size {args.batch_size} --seed {args.seed} '
@@ -111,6 +112,8 @@ def main(argv=None) -> int:
     t.add_argument('--hard-share', type=float, default=0.0,
                    help='share of each batch drawn as hard-negative groups (v3 recipe: 0.5)')
     t.add_argument('--protocol', default='v3', help='protocol whose sets the card records')
+    t.add_argument('--device', default='cpu', help="where the model trains ('cuda' on a GPU)")
+    t.add_argument('--workers', type=int, default=0, help='processes rendering the batches')
     t.add_argument('--steps', type=int, default=1200)
     t.add_argument('--batch-size', type=int, default=256)
     t.add_argument('--seed', type=int, default=0)

@@ -169,6 +169,29 @@ def _batch(step: int, batch_size: int, seed: int, classes, tokenizer, captions: 
     return images_to_tensor(images), tokenizer(texts)
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """Item ``s``: the (images, tokens) of training step ``s`` (rendered where it is read, so
+    loader workers render in parallel)."""
+
+    def __init__(self, batch_size: int, seed: int, captions: str, hard_share: float,
+                 model_name: str):
+        self.args = (batch_size, seed, captions, hard_share, model_name)
+        self._classes = self._tokenizer = None
+
+    def __len__(self) -> int:
+        return 2 ** 31
+
+    def __getitem__(self, step: int):
+        batch_size, seed, captions, hard_share, model_name = self.args
+        if self._classes is None:
+            import open_clip
+            register_world_model(model_name)
+            self._classes = pretrain_classes()  # held-out compositions never appear in a pair
+            self._tokenizer = open_clip.get_tokenizer(model_name)
+        return _batch(step, batch_size, seed, self._classes, self._tokenizer, captions,
+                      hard_share)
+
+
 def _lr_scale(step: int, steps: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -179,6 +202,7 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
                      lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 100,
                      threads: int = 2, captions: str = 'v2', hard_share: float = 0.0,
                      checkpoint_every: int = 100, model_name: str = MODEL_NAME,
+                     device: str = 'cpu', workers: int = 0,
                      progress: bool = True) -> Dict[str, Any]:
     """Train the world CLIP from scratch with open_clip's contrastive loss and save it (fp16).
 
@@ -188,10 +212,11 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
     of each batch drawn as hard-negative groups (:func:`_batch_classes`; 0 for v1 and v2).
     Every ``checkpoint_every`` steps the model, optimiser and losses go to
     ``out_path + '.ckpt'``; a rerun with the same arguments resumes from there (another set
-    of arguments is refused, not mixed in).
+    of arguments is refused, not mixed in). ``device`` runs the model elsewhere (a GPU);
+    ``workers`` render batches in that many processes (the batches stay the same).
 
     Returns:
-        Training record (settings, final loss, seconds).
+        Training record (settings, final loss, seconds, device).
     """
     import open_clip
     from tqdm import tqdm
@@ -206,9 +231,7 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
     register_world_model(model_name)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = open_clip.create_model(model_name)
-    tokenizer = open_clip.get_tokenizer(model_name)
-    classes = pretrain_classes()  # the held-out compositions never appear in a pair
+    model = open_clip.create_model(model_name).to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embedding' not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and 'embedding' not in n)]
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
@@ -222,13 +245,17 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
     loss_fn = open_clip.ClipLoss()
     model.train()
     start = time.perf_counter()
-    bar = tqdm(range(first, steps), desc='training world CLIP', unit='step',
+    batches = torch.utils.data.DataLoader(
+        _StepBatches(batch_size, seed, captions, hard_share, model_name), batch_size=None,
+        sampler=range(first, steps), num_workers=workers,
+        prefetch_factor=4 if workers else None)
+    bar = tqdm(zip(range(first, steps), batches), desc='training world CLIP', unit='step',
                disable=not progress, initial=first, total=steps)
-    for step in bar:
+    for step, (images, texts) in bar:
         for group in opt.param_groups:
             group['lr'] = lr * _lr_scale(step, steps, warmup)
-        images, texts = _batch(step, batch_size, seed, classes, tokenizer, captions, hard_share)
-        image_features, text_features, logit_scale = model(images, texts)[:3]
+        image_features, text_features, logit_scale = model(images.to(device),
+                                                           texts.to(device))[:3]
         loss = loss_fn(image_features, text_features, logit_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -242,13 +269,14 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
                                'seconds': spent + time.perf_counter() - start,
                                'model': model.state_dict(), 'optimizer': opt.state_dict()},
                               ckpt_path)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu()
+             for k, v in model.state_dict().items()}
     atomic_torch_save(state, out_path)
     if os.path.isfile(ckpt_path):  # the weights are complete; a rerun retrains from scratch
         os.remove(ckpt_path)
     return {**settings, 'final_loss': float(np.mean(losses[-20:])),
             'seconds': spent + time.perf_counter() - start,
-            'resumed_at_step': first or None,
+            'resumed_at_step': first or None, 'device': str(device), 'workers': workers,
             'torch': torch.__version__, 'open_clip': open_clip.__version__}
 
 
@@ -258,7 +286,7 @@ def _resume(path: str, settings: Dict[str, Any], model: torch.nn.Module,
     seconds spent)``; ``(0, [], 0)`` when there is none."""
     if not os.path.isfile(path):
         return 0, [], 0.0
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    ckpt = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
     if ckpt.get('settings') != settings:
         raise ValueError(f'{path} is a checkpoint of another training run '
                          f'({ckpt.get("settings")}, not {settings}); move it away or choose '
