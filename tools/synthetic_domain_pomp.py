@@ -33,10 +33,11 @@ HELDOUT_SKETCH = 'heldout-sketch'
 SETS = ('domain-sketch', HELDOUT_SKETCH, 'heldout-compositions', 'domain-photo')
 
 
-def eval_set(name: str):
-    """A protocol set, or ``heldout-sketch``: the held-out compositions rendered as sketches."""
+def eval_set(name: str, version: Optional[str] = None):
+    """A set of protocol ``version`` (default: the current one), or ``heldout-sketch``: the
+    held-out compositions rendered as sketches."""
     from pomp_mm.synthetic import protocol
-    sets = protocol.eval_sets()
+    sets = protocol.eval_sets(version or protocol.PROTOCOL)
     if name == HELDOUT_SKETCH:
         return dataclasses.replace(sets['heldout-compositions'], name=HELDOUT_SKETCH,
                                    domain='sketch',
