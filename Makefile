@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (both idempotent; the first run creates .venv):
-#   make demo   POMP end to end in the synthetic world (render, pre-train, evaluate; ~4 min)
+#   make demo   POMP end to end in the synthetic world (render, pre-train, evaluate, intervals, plot)
 #   make test   run the whole test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -8,7 +8,7 @@ evaluates hand prompt, template ensemble, CoOp-1K and POMP with tools/eval_class
 prints the table and writes work_dir/results.json (top-1 % per method and set, paired
 intervals of the differences), results.md and results.png.
 
-    python tools/synthetic_demo.py                      # the full demo (~4 min on 2 cores)
+    python tools/synthetic_demo.py                      # the full demo (protocol v3 sets)
     python tools/synthetic_demo.py --classes 300 --coop-classes 50 --epochs 1 --eval-per-class 1
 """
 from __future__ import annotations
