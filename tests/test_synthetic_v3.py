@@ -68,7 +68,8 @@ def test_v3_medium_words_follow_the_domain_with_a_few_percent_wrong(drawn):
                 for w in re.split(r'[ \-]', p)}
     domains = list(captions_v3.MEDIUM_NOUNS)
     other_text = ' '.join(captions_v3.FRAMES + captions_v3._SCENE_FRAMES +
-                          captions_v3._UNRELATED + captions_v3._SITE_TAILS + captions_v3._EXTENSIONS)
+                          captions_v3._UNRELATED + captions_v3._SITE_TAILS +
+                          captions_v3._EXTENSIONS)
     common = set(re.split(r'[\W_]+', other_text))
     # words only one domain uses ("photo" is also in "blurry photo", "of" in frames)
     own = {d: words(d) - common - set().union(*(words(e) for e in domains if e != d))

@@ -82,7 +82,8 @@ def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
         if not os.path.isfile(marker) or len(_read(marker).split()) != count:
             write_scene_set(paths['scenes'], split, count, seed, progress=not quiet)
     if not os.path.isfile(paths['san']):
-        state = torch.load(wc.world_clip_weights(wc.VIT_WEIGHTS_PATH, wc.VIT_CARD_PATH), map_location='cpu', weights_only=True)
+        weights = wc.world_clip_weights(wc.VIT_WEIGHTS_PATH, wc.VIT_CARD_PATH)
+        state = torch.load(weights, map_location='cpu', weights_only=True)
         atomic_torch_save(clip_to_san_state_dict(state, split=3), paths['san'])
     if not os.path.isfile(paths['prompt']):
         data = prepare_set(os.path.join(work, 'pretrain'), protocol.pretrain_classes(), 1, 1,
