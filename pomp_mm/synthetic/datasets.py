@@ -19,7 +19,7 @@ import logging
 import os
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from .protocol import EVAL_IMAGE_SEED, PROTOCOL, EvalSet, eval_sets
+from .protocol import EVAL_IMAGE_SEED, PROTOCOL, EvalSet, check_per_class, eval_sets
 from .render import check_domain, check_seed, check_size, object_rng, render_object
 from .world import NUM_CLASSES, WorldClass
 
@@ -119,11 +119,7 @@ def eval_image(eval_set: EvalSet, label: int, j: int, size: int = 64,
 
 
 def _per_class(eval_set: EvalSet, per_class: Optional[int]) -> int:
-    per_class = eval_set.per_class if per_class is None else per_class
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or \
-            not 1 <= per_class <= 1000:
-        raise ValueError(f'per_class must be an integer in 1..1000, got {per_class!r}')
-    return per_class
+    return check_per_class(eval_set.per_class if per_class is None else per_class)
 
 
 def render_eval_set(eval_set: EvalSet, per_class: Optional[int] = None, size: int = 64,

@@ -24,7 +24,7 @@ from .world import (BACKGROUNDS, COLOURS, NUM_CLASSES, PATTERNS, SHAPES, WorldCl
 __all__ = ['PROTOCOL_SEED', 'EVAL_IMAGE_SEED', 'NUM_HELDOUT', 'EvalSet', 'heldout_classes',
            'pretrain_classes', 'coop_classes', 'eval_sets', 'CROSS_DATASET_SETS',
            'CROSS_DOMAIN_SETS', 'SOURCE_SET', 'subset_classes', 'PROTOCOLS', 'PROTOCOL',
-           'check_protocol', 'cross_dataset_sets', 'custom_eval_set', 'SceneClass', 'scene_classes',
+           'check_protocol', 'check_per_class', 'cross_dataset_sets', 'custom_eval_set', 'SceneClass', 'scene_classes',
            'scene_unseen_ids', 'NUM_SCENE_CLASSES', 'NUM_SCENE_UNSEEN']
 
 PROTOCOL_SEED = 2023
@@ -219,7 +219,7 @@ def custom_eval_set(name: str, classes: Sequence[WorldClass], per_class: int = 1
     if bad:
         raise ValueError(f'custom evaluation set classes must be WorldClass, got {bad[0]!r} '
                          '(parse a name with pomp_mm.synthetic.world.parse_class)')
-    _check_count(per_class, 'per_class')
+    check_per_class(per_class)
     return EvalSet(name, tuple(c.name for c in classes), lambda k, r: classes[k], per_class,
                    domain=check_domain(domain), semantics='full compositions (custom)',
                    offset=len(_v3_sets()))
@@ -228,7 +228,8 @@ def custom_eval_set(name: str, classes: Sequence[WorldClass], per_class: int = 1
 MAX_PER_CLASS = 1000
 
 
-def _check_count(value: int, what: str) -> int:
+def check_per_class(value: int, what: str = 'per_class') -> int:
+    """``value`` if it is an image count per class in 1..:data:`MAX_PER_CLASS`."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
             not 1 <= int(value) <= MAX_PER_CLASS:
         raise ValueError(f'{what} must be an integer in 1..{MAX_PER_CLASS}, got {value!r}')

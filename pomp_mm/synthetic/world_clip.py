@@ -314,9 +314,8 @@ def probe_images(kind: str, per_value: int = 10, seed: int = PROBE_SEED):
     from .world import check_attribute
     if kind not in PROBE_PHRASES:
         raise ValueError(f'unknown probe {kind!r}; choose from {tuple(PROBE_PHRASES)}')
-    if isinstance(per_value, bool) or not isinstance(per_value, int) or \
-            not 1 <= per_value <= 1000:
-        raise ValueError(f'per_value must be an integer in 1..1000, got {per_value!r}')
+    from .protocol import check_per_class
+    check_per_class(per_value, 'per_value')
     check_seed(seed)
     images, labels = [], []
     offset = list(PROBE_PHRASES).index(kind)
