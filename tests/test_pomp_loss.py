@@ -491,3 +491,274 @@ def test_classes_sharing_a_name_are_left_out_of_each_others_softmax(tiny_cfg):
         assert out[mask] == pytest.approx(float(F.cross_entropy(logits, targets)), rel=1e-5)
         assert float(res['masked_twins']) == (2.0 if mask else 0.0)
     assert out[True] < out[False]
+
+
+# ----------------------------------------------------------------------------- per-image contrast
+
+
+def _official_logits(image_features, pos_text, neg_text, labels, neg_labels, scale, n,
+                     probs=None, log=torch.log10):
+    """Transcription of the official step (trainers/pomp.py, CustomCLIP.forward, EPT branch):
+    a row is [own positive, the sampled negatives], own label rejected with -1e6."""
+    logits_pos = scale * (image_features * pos_text).sum(dim=-1, keepdims=True)
+    logits_neg = scale * image_features @ neg_text.t()
+    bsz, num_oob = image_features.size(0), neg_labels.size(0)
+    reject_labels = labels.unsqueeze(1) == neg_labels.unsqueeze(0).expand(bsz, -1)
+    logits_neg = logits_neg - 1e6 * reject_labels
+    if probs is None:  # NEG_SAMPLING_MODE == 'random'
+        logits_neg = logits_neg + log(torch.tensor(n - 1).to(logits_neg))
+        true_label_oob_num = torch.tensor([[num_oob]] * bsz).to(logits_neg) - \
+            reject_labels.sum(-1, keepdims=True).to(logits_neg)
+        logits_neg = logits_neg - log(true_label_oob_num)
+    else:
+        logits_neg = logits_neg - log(probs).to(logits_neg)
+    return torch.cat([logits_pos, logits_neg], dim=1)
+
+
+def _per_image_case():
+    from pomp_mm.pretrain import per_image_logits  # noqa: F401
+    n, d = 12, 8
+    text = _unit(n, d, seed=3)
+    labels = torch.tensor([0, 4, 4, 7])
+    neg_labels = torch.tensor([4, 9, 1, 7, 11])  # rows 1 and 2 drew their own label, row 3 too
+    image = _unit(4, d, seed=4)
+    return n, text, labels, neg_labels, image
+
+
+@pytest.mark.parametrize('correction,log,mlog', [('log10', torch.log10, math.log10),
+                                                 ('ln', torch.log, math.log)])
+def test_per_image_logits_match_the_official_random_mode(correction, log, mlog):
+    from pomp_mm.pretrain import per_image_logits
+    n, text, labels, neg_labels, image = _per_image_case()
+    got = per_image_logits(image, text[labels], text[neg_labels], labels, neg_labels, 30.0, n,
+                           correction=correction)
+    want = _official_logits(image, text[labels], text[neg_labels], labels, neg_labels, 30.0, n,
+                            log=log)
+    assert got.shape == (4, 6)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
+    # row 0 kept all 5 negatives, rows 1-3 kept 4: the margins differ by log(5/4)
+    margin = got[:, 1:] - 30.0 * image @ text[neg_labels].T
+    assert margin[0, 1].item() == pytest.approx(mlog(11 / 5), abs=1e-9)
+    assert margin[1, 1].item() == pytest.approx(mlog(11 / 4), abs=1e-9)
+    assert got[1, 1] < -1e5 and got[2, 1] < -1e5 and got[3, 4] < -1e5 and got[0, 1] > -1e5
+    none = per_image_logits(image, text[labels], text[neg_labels], labels, neg_labels, 30.0, n,
+                            correction='none')
+    torch.testing.assert_close(none[0, 1:], 30.0 * image[0] @ text[neg_labels].T)
+
+
+def test_per_image_logits_match_the_official_non_random_branch_and_gradients():
+    from pomp_mm.pretrain import per_image_logits
+    n, text, labels, neg_labels, image = _per_image_case()
+    probs = torch.tensor([0.3, 0.05, 0.2, 0.4, 1e-4], dtype=torch.float64)
+    pos_t = text[labels].clone().requires_grad_(True)
+    neg_t = text[neg_labels].clone().requires_grad_(True)
+    got = per_image_logits(image, pos_t, neg_t, labels, neg_labels, 30.0, n,
+                           inclusion_probs=probs)
+    want = _official_logits(image, text[labels], text[neg_labels], labels, neg_labels, 30.0, n,
+                            probs=probs)
+    torch.testing.assert_close(got.detach(), want, rtol=0, atol=1e-9)
+    # the margin of the rare draw is -log10(1e-4) = 4
+    assert (got[0, 5] - 30.0 * image[0] @ text[11]).item() == pytest.approx(4.0, abs=1e-9)
+    loss = F.cross_entropy(got, torch.zeros(4, dtype=torch.long))
+    loss.backward()
+    # against finite differences of the official loss, in float64
+    def official_loss(p, q):
+        return F.cross_entropy(_official_logits(image, p, q, labels, neg_labels, 30.0, n,
+                                                probs=probs), torch.zeros(4, dtype=torch.long))
+    assert torch.autograd.gradcheck(official_loss, (text[labels].clone().requires_grad_(True),
+                                                    text[neg_labels].clone().requires_grad_(True)))
+    p = text[labels].clone().requires_grad_(True)
+    q = text[neg_labels].clone().requires_grad_(True)
+    official_loss(p, q).backward()
+    torch.testing.assert_close(pos_t.grad, p.grad)
+    torch.testing.assert_close(neg_t.grad, q.grad)
+    # a rejected column gets no gradient: negative 0 (class 4) only sees rows 0 and 3
+    assert neg_t.grad[0].abs().sum() > 0
+
+
+def test_per_image_logits_ignore_counts_as_rejected():
+    from pomp_mm.pretrain import per_image_logits
+    n, text, labels, neg_labels, image = _per_image_case()
+    ignore = torch.zeros(4, 5, dtype=torch.bool)
+    ignore[0, 2] = True
+    got = per_image_logits(image, text[labels], text[neg_labels], labels, neg_labels, 30.0, n,
+                           ignore=ignore)
+    plain = per_image_logits(image, text[labels], text[neg_labels], labels, neg_labels, 30.0, n)
+    assert got[0, 3] < -1e5
+    assert (got[0, 1] - plain[0, 1]).item() == pytest.approx(math.log10(5 / 4), abs=1e-9)
+    torch.testing.assert_close(got[1:], plain[1:])
+
+
+def test_per_image_logits_bad_input_names_the_value():
+    from pomp_mm.pretrain import per_image_logits
+    n, text, labels, neg_labels, image = _per_image_case()
+    args = (image, text[labels], text[neg_labels], labels, neg_labels, 30.0, n)
+    with pytest.raises(ValueError, match=r"unknown correction 'log2'"):
+        per_image_logits(*args, correction='log2')
+    with pytest.raises(ValueError, match=r'column 1 has 0\.0'):
+        per_image_logits(*args, inclusion_probs=torch.tensor([0.5, 0.0, 0.5, 0.5, 0.5]))
+    with pytest.raises(ValueError, match=r'column 4 has 1\.5'):
+        per_image_logits(*args, inclusion_probs=torch.tensor([0.5, 0.5, 0.5, 0.5, 1.5]))
+    with pytest.raises(ValueError, match=r'shape \[5\].*got \(4,\)'):
+        per_image_logits(*args, inclusion_probs=torch.full((4,), 0.5))
+    with pytest.raises(ValueError, match=r'neg_labels \[5\], got \(4,\) and \(3,\)'):
+        per_image_logits(image, text[labels], text[neg_labels], labels, neg_labels[:3], 30.0, n)
+
+
+def _per_image_step(tiny_cfg, vocab, features, labels, num_views, **kwargs):
+    """One per-image PompPretrainer loss on given features, and the same step rebuilt with the
+    official transcription from the negatives the model drew."""
+    from pomp_mm.pretrain import PompPretrainer
+    torch.manual_seed(0)
+    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, contrast='per_image',
+                           **kwargs)
+    out = model.compute_loss(features, labels, num_views)
+    neg = model.last_negatives
+    with torch.no_grad():
+        text = model.text_encoder.encode_names(vocab).double()
+        scale = model.text_encoder.tower.logit_scale.exp().double()
+    rows = labels.repeat_interleave(num_views)
+    return model, out, neg, text, rows, scale
+
+
+def test_pretrainer_per_image_contrast_is_the_official_step(tiny_cfg):
+    """N=12, K=6: 5 negatives from all 12 classes, two images of two views; the loss is the
+    official transcription's (log10 margins counted per row, own label rejected)."""
+    vocab = [f'class {i}' for i in range(12)]
+    feats = _unit(4, 32, seed=5, dtype=torch.float32)
+    labels = torch.tensor([3, 8])
+    hits = 0
+    for seed in range(6):  # several draws, so some row rejects its own label
+        model, out, neg, text, rows, scale = _per_image_step(
+            tiny_cfg, vocab, feats, labels, 2, num_sampled=6, correction='log10', seed=seed)
+        assert neg.numel() == 5 and len(set(neg.tolist())) == 5
+        logits = _official_logits(feats.double(), text[rows], text[neg], rows, neg, scale, 12)
+        want = F.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
+        assert out['loss'].item() == pytest.approx(want.item(), abs=1e-5)
+        assert out['num_contrasted'].item() == 6
+        hits += int((rows[:, None] == neg[None, :]).any())
+        # the text tower saw each class of the union once
+        assert sorted(model.last_class_ids.tolist()) == sorted(set(neg.tolist()) | {3, 8})
+    assert hits  # the rejection branch was exercised
+
+
+def test_pretrainer_per_image_twins_follow_each_view(tiny_cfg):
+    """vocabulary [cat, dog, Cat, bird], labels [0, 2], two views: each view of the cat image
+    rejects 'Cat' (and the other way round) when drawn, and the loss stays finite."""
+    vocab = ['cat', 'dog', 'Cat', 'bird']
+    feats = _unit(4, 32, seed=6, dtype=torch.float32)
+    labels = torch.tensor([0, 2])
+    model, out, neg, text, rows, scale = _per_image_step(
+        tiny_cfg, vocab, feats, labels, 2, num_sampled=4, correction='log10')
+    assert len(neg) == 3  # M = 3 of 4: a twin of some row is among them
+    twin_of = {0: 2, 2: 0}
+    ignore = torch.stack([neg == twin_of[int(r)] for r in rows])
+    logits = _official_logits(feats.double(), text[rows], text[neg], rows, neg, scale, 4)
+    logits[:, 1:] -= 1e6 * ignore
+    kept = 3 - (rows[:, None] == neg[None, :]).sum(1) - ignore.sum(1)
+    logits[:, 1:] += (torch.log10(3 - (rows[:, None] == neg[None, :]).sum(1).double())
+                      - torch.log10(kept.double().clamp(min=1)))[:, None]
+    want = F.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
+    assert out['loss'].item() == pytest.approx(want.item(), abs=1e-5)
+    assert out['masked_twins'].item() == float(ignore[::2].sum()) > 0
+
+
+@pytest.mark.parametrize('sampling', ['frequency', 'hard'])
+def test_pretrainer_per_image_non_uniform_uses_each_draws_probability(tiny_cfg, sampling):
+    vocab = [f'class {i}' for i in range(12)]
+    feats = _unit(2, 32, seed=7, dtype=torch.float32)
+    labels = torch.tensor([1, 4])
+    kwargs = dict(class_counts=list(range(1, 13))) if sampling == 'frequency' else {}
+    from pomp_mm.pretrain import NegativeSampler
+    probs_seen = []
+    orig = NegativeSampler.sample_shared_negatives
+
+    def spy(self, *a, **k):
+        probs_seen.append(orig(self, *a, **k))
+        return probs_seen[-1]
+    NegativeSampler.sample_shared_negatives = spy
+    try:
+        model, out, neg, text, rows, scale = _per_image_step(
+            tiny_cfg, vocab, feats, labels, 1, num_sampled=5, sampling=sampling,
+            correction='ln', **kwargs)
+    finally:
+        NegativeSampler.sample_shared_negatives = orig
+    probs = probs_seen[0][1]
+    assert probs is not None and probs.shape == (4,) and (probs < 1).all()
+    logits = _official_logits(feats.double(), text[rows], text[neg], rows, neg, scale, 12,
+                              probs=probs, log=torch.log)
+    want = F.cross_entropy(logits, torch.zeros(2, dtype=torch.long))
+    assert out['loss'].item() == pytest.approx(want.item(), abs=1e-5)
+
+
+def test_pretrainer_contrast_bad_input_names_the_value(tiny_cfg):
+    from pomp_mm.pretrain import PompPretrainer
+    vocab = [f'class {i}' for i in range(6)]
+    with pytest.raises(ValueError, match=r"unknown contrast 'official'"):
+        PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, contrast='official')
+    for k in (7, None, 1):
+        with pytest.raises(ValueError, match=rf'in \[2, N=6\], got {k}'):
+            PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, contrast='per_image',
+                           num_sampled=k)
+
+
+def test_twins_are_masked_per_view_and_in_acc_local(tiny_cfg):
+    """Shared contrast, vocabulary [cat, dog, Cat, bird], labels [0, 2], two views each: every
+    view of 'cat' drops 'Cat' and the other way round (reference: cross-entropy without those
+    columns), and acc_local does not count a tie with the twin as an error."""
+    from pomp_mm.pretrain import PompPretrainer
+    vocab = ['cat', 'dog', 'Cat', 'bird']
+    torch.manual_seed(0)
+    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, num_sampled=None,
+                           correction='none')
+    with torch.no_grad():
+        text = model.text_encoder.encode_names(vocab)
+    # each view is its class's own text feature: the target ties with its twin
+    labels = torch.tensor([0, 2])
+    feats = text[labels].repeat_interleave(2, 0)
+    res = model.compute_loss(feats, labels, 2)
+    ids = model.last_class_ids.tolist()
+    assert ids[:2] == [0, 2]
+    logits = model.text_encoder.tower.logit_scale.exp() * feats @ text[ids].T
+    logits[:2, ids.index(2)] = float('-inf')
+    logits[2:, ids.index(0)] = float('-inf')
+    targets = torch.tensor([0, 0, 1, 1])
+    assert res['loss'].item() == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-5)
+    assert res['masked_twins'].item() == 2.0
+    assert res['acc_local'].item() == 1.0
+
+
+def test_ranks_draw_different_negatives_for_the_same_labels(tiny_cfg):
+    """Two ranks with identical labels at the same step: the rank is part of the step seed."""
+    from pomp_mm.pretrain import PompPretrainer
+    vocab = [f'class {i}' for i in range(40)]
+    feats = _unit(2, 32, seed=8, dtype=torch.float32)
+    drawn = []
+    for rank in (0, 1, 0):
+        torch.manual_seed(0)
+        model = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, num_sampled=8)
+        model.rank = rank
+        model.compute_loss(feats, torch.tensor([3, 9]), 1)
+        drawn.append(model.last_class_ids.tolist())
+    assert drawn[0] == drawn[2] and drawn[0] != drawn[1]
+
+
+def test_inclusion_floor_caps_the_margin_at_log_n_minus_1():
+    """A class weighted 1 among 1e6-weighted ones has a Poisson inclusion probability far below
+    1 / (N - 1); the floor keeps its margin at log(N - 1) (4.6 at N = 100, not ~16)."""
+    n = 100
+    counts = [1e6] * n
+    counts[50] = 1.0
+    sampler = NegativeSampler(n, 10, mode='frequency', class_counts=counts, seed=0)
+    draw = sampler._sample_negatives
+
+    def with_the_rare_class(positives, num_neg):  # the rare draw, made certain
+        picked, weights = draw(positives, num_neg)
+        picked[-1] = 50
+        return picked, weights
+    sampler._sample_negatives = with_the_rare_class
+    class_ids, _, probs = sampler.sample(torch.tensor([0]), return_probs=True)
+    j = class_ids.tolist().index(50)
+    assert probs[j].item() == pytest.approx(1 / (n - 1))
+    assert -math.log(probs[j].item()) == pytest.approx(math.log(n - 1))
+    assert (probs >= 1 / (n - 1) - 1e-15).all()

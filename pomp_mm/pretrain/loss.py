@@ -13,10 +13,12 @@ subtracts ``log(prob)`` per drawn negative), see :meth:`NegativeSampler.sample
 
 The margin is added to the *scaled* logits (``logit_scale * cos + m``), which is where the official
 implementation (amazon-science/prompt-pretraining, ``trainers/pomp.py``) adds it. Two differences
-from that code, on purpose: the official code uses ``log10`` (our ``correction='log10'``; the
-default here is the paper's natural log) and applies it only to the sampled out-of-batch negatives,
-with a per-image negative count; here the margin goes on every non-target column, including the
-other images' positives (which are not drawn by the sampler and always get the uniform margin).
+from that code in :func:`pomp_loss` (``contrast='shared'``), on purpose: the official code uses
+``log10`` (our ``correction='log10'``; the default here is the paper's natural log) and applies it
+only to the sampled out-of-batch negatives, with a per-image negative count; here the margin goes
+on every non-target column, including the other images' positives (which are not drawn by the
+sampler and always get the uniform margin). :func:`per_image_logits` is the official computation
+itself (``PompPretrainer(contrast='per_image')``).
 """
 import math
 from typing import Optional, Union
@@ -125,18 +127,94 @@ def pomp_loss(logits: Tensor, targets: Tensor, num_classes: int, correction: str
     return F.cross_entropy(logits, targets)
 
 
-def _column_margins(inclusion_probs: Tensor, num_contrasted: int, correction: str) -> Tensor:
-    """Per-column margins ``-log q`` (float64) of validated inclusion probabilities."""
+def _check_probs(inclusion_probs: Tensor, num_columns: int) -> Tensor:
+    """``inclusion_probs`` as float64 after checking shape ``[num_columns]`` and range."""
     probs = torch.as_tensor(inclusion_probs, dtype=torch.float64)
-    if probs.shape != (num_contrasted,):
-        raise ValueError(f'inclusion_probs must have shape [{num_contrasted}] (one per '
-                         f'contrasted column), got {tuple(probs.shape)}')
+    if probs.shape != (num_columns,):
+        raise ValueError(f'inclusion_probs must have shape [{num_columns}] (one per '
+                         f'column), got {tuple(probs.shape)}')
     bad = ~((probs > 0) & (probs <= 1))
     if bad.any():
         j = int(torch.nonzero(bad)[0])
         raise ValueError(f'inclusion_probs must be in (0, 1]; column {j} has '
                          f'{probs[j].item()!r}')
+    return probs
+
+
+def _column_margins(inclusion_probs: Tensor, num_contrasted: int, correction: str) -> Tensor:
+    """Per-column margins ``-log q`` (float64) of validated inclusion probabilities."""
+    probs = _check_probs(inclusion_probs, num_contrasted)
     return -(probs.log() if correction == 'ln' else probs.log10())
+
+
+def per_image_logits(image_features: Tensor, pos_text: Tensor, neg_text: Tensor, labels: Tensor,
+                     neg_labels: Tensor, logit_scale: Union[Tensor, float], num_classes: int,
+                     correction: str = 'log10', inclusion_probs: Optional[Tensor] = None,
+                     ignore: Optional[Tensor] = None) -> Tensor:
+    """Logits of the official POMP step: each row is ``[own positive, the M sampled negatives]``.
+
+    The ``M`` negatives are drawn once for the whole batch from all ``N`` classes; other rows'
+    positives are not columns. A negative equal to the row's own label is rejected (``-1e6``,
+    as the official code). Local correction on the negatives:
+
+    * ``inclusion_probs is None`` (the official ``random`` mode): ``+log(N - 1) - log(n_i)``
+      with ``n_i`` the number of row ``i``'s negatives that were not rejected;
+    * otherwise ``-log q_j`` with ``q_j`` the probability the sampler gave negative ``j``.
+
+    ``log`` is ``log10`` for ``correction='log10'`` (the official code), ``ln`` for ``'ln'``
+    (the paper); ``'none'`` adds nothing.
+
+    Args:
+        image_features: ``[B, D]``, L2-normalised.
+        pos_text: ``[B, D]`` text feature of each row's own class, L2-normalised.
+        neg_text: ``[M, D]`` text features of the sampled negatives, L2-normalised.
+        labels: ``[B]`` each row's class id in ``[0, N)``.
+        neg_labels: ``[M]`` class id of each negative.
+        logit_scale: The multiplier (CLIP's ``logit_scale.exp()``).
+        num_classes: ``N``.
+        correction: ``'log10'``, ``'ln'`` or ``'none'``.
+        inclusion_probs: ``[M]`` in ``(0, 1]``, or None for the uniform (random-mode) margin.
+        ignore: ``[B, M]`` bool, more negatives to reject per row (e.g. classes whose prompt
+            is the same text as the row's); they count as rejected in ``n_i``.
+
+    Returns:
+        ``[B, 1 + M]`` logits; the target of every row is column 0.
+    """
+    if correction not in CORRECTIONS:
+        raise ValueError(f'unknown correction {correction!r}; '
+                         f'expected one of {list(CORRECTIONS)}')
+    if num_classes < 2:
+        raise ValueError(f'num_classes must be >= 2, got {num_classes}')
+    if image_features.dim() != 2 or pos_text.shape != image_features.shape:
+        raise ValueError(f'expected [B, D] image features and [B, D] positive text features, '
+                         f'got {tuple(image_features.shape)} and {tuple(pos_text.shape)}')
+    if neg_text.dim() != 2 or neg_text.shape[1] != image_features.shape[1]:
+        raise ValueError(f'neg_text must be [M, {image_features.shape[1]}], got '
+                         f'{tuple(neg_text.shape)}')
+    num_rows, num_neg = image_features.shape[0], neg_text.shape[0]
+    labels = torch.as_tensor(labels, device=image_features.device)
+    neg_labels = torch.as_tensor(neg_labels, device=image_features.device)
+    if labels.shape != (num_rows,) or neg_labels.shape != (num_neg,):
+        raise ValueError(f'labels must be [{num_rows}] and neg_labels [{num_neg}], got '
+                         f'{tuple(labels.shape)} and {tuple(neg_labels.shape)}')
+    pos = logit_scale * (image_features * pos_text).sum(dim=-1, keepdim=True)
+    neg = logit_scale * image_features @ neg_text.T
+    reject = labels[:, None] == neg_labels[None, :]
+    if ignore is not None:
+        if ignore.shape != (num_rows, num_neg):
+            raise ValueError(f'ignore must have shape {(num_rows, num_neg)}, got '
+                             f'{tuple(ignore.shape)}')
+        reject = reject | ignore.to(reject.device, torch.bool)
+    neg = neg - 1e6 * reject.to(neg.dtype)
+    if correction != 'none' and num_neg:
+        log = torch.log10 if correction == 'log10' else torch.log
+        if inclusion_probs is None:
+            # a row whose only negative was rejected would divide by zero (official code: NaN)
+            kept = (num_neg - reject.sum(dim=-1, keepdim=True)).clamp(min=1).to(neg.dtype)
+            neg = neg + log(torch.tensor(num_classes - 1.0, dtype=neg.dtype)) - log(kept)
+        else:
+            neg = neg - log(_check_probs(inclusion_probs, num_neg)).to(neg)
+    return torch.cat([pos, neg], dim=1)
 
 
 class PompLoss(torch.nn.Module):

@@ -14,10 +14,13 @@ from mmengine.registry import MODELS
 from ..clip import ClipSpec, build_clip, weights_fingerprint
 from ..text_encoder import PompTextEncoder
 from ..vocabulary import VocabularyLike, parse_vocabulary
-from .loss import local_contrast_logits, pomp_loss
+from .loss import local_contrast_logits, per_image_logits, pomp_loss
 from .sampling import NegativeSampler
 
-__all__ = ['PompPretrainer']
+__all__ = ['PompPretrainer', 'CONTRASTS']
+
+#: How a step's softmax rows are formed (see :class:`PompPretrainer`).
+CONTRASTS = ('shared', 'per_image')
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
@@ -60,6 +63,12 @@ class PompPretrainer(BaseModel):
             name equals its own class's (ImageNet-21K lemma collisions: identical prompts, so
             the step would push the image away from its own embedding). Their count per step is
             logged as ``masked_twins``. False reproduces the official code.
+        contrast: ``'shared'`` (default): every image is contrasted against the same ``K'``
+            columns, the batch's classes plus negatives, so the other images' positives are
+            negatives too. ``'per_image'`` (the official code): ``K - 1`` negatives are drawn
+            once per step from all ``N`` classes and each image's row is ``[its own class, the
+            negatives]`` with its own label rejected and the margin counted per row
+            (:func:`~pomp_mm.pretrain.per_image_logits`); needs ``2 <= num_sampled <= N``.
         data_preprocessor: mmengine data preprocessor config.
     """
 
@@ -80,11 +89,19 @@ class PompPretrainer(BaseModel):
                  chunk_size: int = 1024,
                  pack_lengths: bool = True,
                  mask_duplicate_names: bool = True,
+                 contrast: str = 'shared',
                  data_preprocessor: Optional[Union[dict, torch.nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         from mmengine.dist import get_rank
+        if contrast not in CONTRASTS:
+            raise ValueError(f'unknown contrast {contrast!r}; expected one of {list(CONTRASTS)}')
         vocab = parse_vocabulary(vocabulary)
+        if contrast == 'per_image' and (num_sampled is None or
+                                        not 2 <= num_sampled <= len(vocab)):
+            raise ValueError(f"contrast='per_image' needs num_sampled (K: the positive and "
+                             f'K - 1 negatives) in [2, N={len(vocab)}], got {num_sampled!r}')
+        self.contrast = contrast
         clip = build_clip(clip_model, pretrained)
         self.visual = clip.visual
         self.text_encoder = PompTextEncoder(
@@ -121,7 +138,8 @@ class PompPretrainer(BaseModel):
             self, ['class_bank', 'bank_step'])
         self.loss_settings = {'num_sampled': k, 'sampling': sampling, 'correction': correction,
                               'num_classes': self.num_classes,
-                              'mask_duplicate_names': mask_duplicate_names}
+                              'mask_duplicate_names': mask_duplicate_names,
+                              'contrast': contrast}
         # classes whose prompts are the same text (CLIP's tokenizer lower-cases) share a group
         groups: Dict[str, int] = {}
         name_group = [groups.setdefault(' '.join(n.lower().split()), len(groups))
@@ -272,6 +290,8 @@ class PompPretrainer(BaseModel):
         # Negatives are a function of (seed, rank, step): ranks differ, and a resumed run
         # (every rank reads rank 0's checkpoint) draws exactly what it would have drawn.
         self.sampler.generator.manual_seed(_step_seed(self.seed, self.rank, self._step))
+        if self.contrast == 'per_image':
+            return self._per_image_loss(features, labels.cpu(), num_views)
         class_ids, targets, probs = self.sampler.sample(labels.cpu(), return_probs=True)
         self.last_class_ids = class_ids  # inspected by tests and debugging hooks
         # uniform draws: the closed-form Eq. 5 margin (bit-identical to earlier runs); otherwise
@@ -294,6 +314,39 @@ class PompPretrainer(BaseModel):
         self.step_count += 1
         return {'loss': loss, 'acc_local': acc,
                 'num_contrasted': torch.tensor(float(len(class_ids))),
+                'masked_twins': torch.tensor(float(twins))}
+
+    def _per_image_loss(self, features: torch.Tensor, labels: torch.Tensor,
+                        num_views: int) -> Dict[str, torch.Tensor]:
+        """The official step: one draw of K - 1 negatives, a ``[1 + M]`` row per image."""
+        negatives, probs = self.sampler.sample_shared_negatives(
+            labels, self.num_sampled - 1, return_probs=True)
+        # the text tower runs once over the union of positives and negatives
+        class_ids = torch.unique(torch.cat([labels, negatives]))
+        self.last_class_ids, self.last_negatives = class_ids, negatives
+        text = self.text_encoder.encode_names([self.vocabulary.names[i]
+                                               for i in class_ids.tolist()])
+        row_of = torch.full((self.num_classes,), -1, dtype=torch.long)
+        row_of[class_ids] = torch.arange(class_ids.numel())
+        rows = labels.repeat_interleave(num_views)
+        ignore, twins = None, 0
+        if self.name_group is not None:
+            ignore = (self.name_group[labels][:, None] == self.name_group[negatives][None, :]) \
+                & (labels[:, None] != negatives[None, :])
+            twins = int(ignore.sum())
+            ignore = ignore.repeat_interleave(num_views, 0).to(features.device)
+        device = features.device
+        logits = per_image_logits(
+            features, text[row_of[rows].to(device)], text[row_of[negatives].to(device)],
+            rows.to(device), negatives.to(device), self.text_encoder.tower.logit_scale.exp(),
+            self.num_classes, self.correction, probs, ignore)
+        targets = torch.zeros(logits.shape[0], dtype=torch.long, device=device)
+        loss = F.cross_entropy(logits, targets)
+        with torch.no_grad():  # rejected columns sit at -1e6: they cannot win the argmax
+            acc = (logits.argmax(-1) == 0).float().mean()
+        self.step_count += 1
+        return {'loss': loss, 'acc_local': acc,
+                'num_contrasted': torch.tensor(float(1 + negatives.numel())),
                 'masked_twins': torch.tensor(float(twins))}
 
     # ------------------------------------------------------------------ mmengine API

@@ -198,6 +198,45 @@ class NegativeSampler:
             probs[positives.numel():] = pi.clamp(min=1.0 / (self.num_classes - 1))
         return class_ids.to(device), targets.to(device), probs.to(device)
 
+    def sample_shared_negatives(self, labels: torch.Tensor, num_neg: int,
+                                return_probs: bool = False
+                                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Draws ``num_neg`` negatives for the whole batch from all ``N`` classes, the batch's
+        own classes included (the official per-image contrast: a row rejects its own label).
+
+        Args:
+            labels: ``[B]`` class ids of the batch (the ``'hard'`` weights are their
+                neighbours in the bank).
+            num_neg: ``M``, in ``[1, N]``.
+            return_probs: Also return each negative's inclusion probability (``None`` in
+                ``'uniform'`` mode, where the per-row count gives the margin).
+
+        Returns:
+            ``neg_ids`` ``[M']`` long (without replacement; ``M' < M`` only when fewer
+            classes have non-zero weight) and ``probs`` ``[M']`` float64 or None.
+        """
+        labels = self._check_labels(labels)
+        if not 1 <= int(num_neg) <= self.num_classes:
+            raise ValueError(f'per-image contrast draws 1..{self.num_classes} negatives from '
+                             f'the {self.num_classes} classes, got {num_neg}')
+        if self.mode == 'hard' and self.bank is None:
+            raise RuntimeError("NegativeSampler(mode='hard') has no class-embedding bank; call "
+                               'update_bank(embeddings) with [num_classes, D] class embeddings '
+                               'before sample()')
+        if self.mode == 'uniform':
+            return torch.randperm(self.num_classes, generator=self.generator)[:num_neg], None
+        if self.mode == 'frequency':
+            weights = self.class_counts
+        else:
+            none = torch.zeros(self.num_classes, dtype=torch.bool)
+            weights = self._hard_weights(torch.unique(labels), none)
+        num_neg = min(int(num_neg), int((weights > 0).sum()))
+        picked = torch.multinomial(weights, num_neg, replacement=False, generator=self.generator)
+        if not return_probs:
+            return picked, None
+        pi = poisson_inclusion(weights, num_neg)[picked]
+        return picked, pi.clamp(min=1.0 / (self.num_classes - 1))
+
     def _sample_negatives(self, positives: torch.Tensor, num_neg: int
                           ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Negatives, and the draw weights over all N classes (``None`` for uniform)."""
