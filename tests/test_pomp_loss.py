@@ -762,3 +762,33 @@ def test_inclusion_floor_caps_the_margin_at_log_n_minus_1():
     assert probs[j].item() == pytest.approx(1 / (n - 1))
     assert -math.log(probs[j].item()) == pytest.approx(math.log(n - 1))
     assert (probs >= 1 / (n - 1) - 1e-15).all()
+
+
+def test_official_transcription_and_per_image_contrast_agree(tiny_cfg):
+    """Two implementations of one loss: the official step (full-length padded prompts from
+    per-class buffers, B + M prompts) and PompPretrainer(contrast='per_image') (shared prefix,
+    packed union of classes) give the same loss and prompt gradient for the same draw."""
+    from pomp_mm.pretrain import PompPretrainer
+    from pomp_mm.pretrain.official import OfficialPromptStep
+    vocab = ['cat', 'dog', 'sea lion', 'golden retriever', 'car', 'tree', 'fire truck', 'cup',
+             'shoe', 'red wine', 'boat', 'lamp']
+    torch.manual_seed(0)
+    ours = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, num_sampled=6,
+                          contrast='per_image', correction='log10', mask_duplicate_names=False)
+    official = OfficialPromptStep(ours.text_encoder.tower, vocab, 4, 6,
+                                  ours.text_encoder.tokenizer)
+    with torch.no_grad():
+        official.ctx.copy_(ours.prompt_learner.ctx)
+    feats = _unit(6, 32, seed=9, dtype=torch.float32)
+    labels = torch.tensor([2, 9, 2])
+    for step in range(3):
+        ours.prompt_learner.ctx.grad = official.ctx.grad = None
+        mine = ours.compute_loss(feats, labels, 2)['loss']
+        mine.backward()
+        theirs = official(feats, labels.repeat_interleave(2), ours.last_negatives)
+        theirs.backward()
+        assert mine.item() == pytest.approx(theirs.item(), abs=1e-5)
+        grad = official.ctx.grad
+        torch.testing.assert_close(ours.prompt_learner.ctx.grad, grad,
+                                   atol=1e-3 * grad.abs().max().item(), rtol=0)
+    assert official.buffer_bytes() > 0

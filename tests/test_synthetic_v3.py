@@ -2,6 +2,7 @@
 attribute probes and the training checkpoint."""
 import hashlib
 import json
+import os
 import re
 
 import numpy as np
@@ -255,48 +256,84 @@ def test_probe_images_vary_only_the_other_attributes():
 
 
 def test_clip_training_resumes_from_its_checkpoint_and_refuses_other_settings(tmp_path):
-    """An interrupted build loses nothing: the checkpoint at step 2 of 3 plus one more step
-    gives the weights of an uninterrupted run."""
+    """An interrupted build loses nothing, in either stage: interrupted in the image-trunk
+    stage or in the contrastive one, the resumed build gives the weights of an uninterrupted
+    run; batches rendered in a worker process are the same batches."""
     import torch
     from pomp_mm.synthetic import world_clip as wc
     kw = dict(steps=3, batch_size=8, captions='v3', hard_share=0.5, checkpoint_every=2,
-              model_name='pomp-world-RN-T', threads=1, progress=False)
+              model_name='pomp-world-CNN-T', threads=1, progress=False, image_steps=3,
+              image_batch_size=8)
     whole = str(tmp_path / 'whole.pt')
-    wc.train_world_clip(whole, **kw)
+    record = wc.train_world_clip(whole, **kw)
+    assert record['final_image_loss'] > 0 and record['resumed_at_step'] is None
     assert not (tmp_path / 'whole.pt.ckpt').exists()  # removed once the weights are written
-    part = str(tmp_path / 'part.pt')
-    with pytest.raises(KeyboardInterrupt):
-        _interrupt_after(wc, 3, lambda: wc.train_world_clip(part, **kw))
-    assert (tmp_path / 'part.pt.ckpt').exists() and not (tmp_path / 'part.pt').exists()
-    record = wc.train_world_clip(part, **kw)
-    assert record['resumed_at_step'] == 2
-    # batches rendered in a worker process are the same batches
+    resumed = []
+    for calls, at in ((3, 2), (6, 5)):  # batch 3 is trunk step 2; batch 6 contrastive step 2
+        part = str(tmp_path / f'part{calls}.pt')
+        with pytest.raises(KeyboardInterrupt):
+            _interrupt_after(wc, calls, lambda: wc.train_world_clip(part, **kw))
+        assert (tmp_path / f'part{calls}.pt.ckpt').exists() and not os.path.exists(part)
+        assert wc.train_world_clip(part, **kw)['resumed_at_step'] == at
+        resumed.append(part)
     worker = str(tmp_path / 'worker.pt')
     wc.train_world_clip(worker, **{**kw, 'workers': 1})
     a = torch.load(whole, weights_only=True)
-    for other in (part, worker):
+    assert any(k.startswith('visual.trunk.') for k in a)
+    for other in resumed + [worker]:
         b = torch.load(other, weights_only=True)
         for k in a:
             torch.testing.assert_close(a[k], b[k])
+    part = resumed[0]
     with pytest.raises(KeyboardInterrupt):
         _interrupt_after(wc, 3, lambda: wc.train_world_clip(part, **kw))
     with pytest.raises(ValueError, match='checkpoint of another training run'):
         wc.train_world_clip(part, **{**kw, 'steps': 4})
+    with pytest.raises(ValueError, match='image_steps needs a timm image trunk'):
+        wc.train_world_clip(str(tmp_path / 'vit.pt'), **{**kw, 'model_name': wc.VIT_MODEL_NAME})
+
+
+def test_the_locked_trunk_is_the_trained_one(tmp_path):
+    """Stage 2 leaves the trunk (weights and batch-norm statistics) as stage 1 made it, and
+    trains the image projection and the text tower."""
+    import torch
+    from pomp_mm.synthetic import world_clip as wc
+    kw = dict(batch_size=8, captions='v3', checkpoint_every=100, model_name='pomp-world-CNN-T',
+              threads=1, progress=False, image_steps=2, image_batch_size=8)
+    one = str(tmp_path / 'one.pt')
+    two = str(tmp_path / 'two.pt')
+    wc.train_world_clip(one, steps=1, **kw)
+    wc.train_world_clip(two, steps=3, **kw)
+    a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
+    for k in a:
+        same = torch.equal(a[k], b[k])
+        if k.startswith('visual.trunk.'):
+            assert same, k
+        elif k in ('visual.head.proj.weight', 'token_embedding.weight'):
+            assert not same, k
 
 
 def _interrupt_after(wc, calls: int, run):
-    """Run ``run`` with the batch maker raising KeyboardInterrupt on its ``calls``-th call."""
-    real = wc._batch
+    """Run ``run`` with the batch makers (both stages) raising KeyboardInterrupt on their
+    ``calls``-th call in all."""
+    real, real_attr = wc._batch, wc._AttributeBatches.__getitem__
     count = {'n': 0}
 
-    def batch(*args, **kwargs):
+    def tick():
         count['n'] += 1
         if count['n'] >= calls:
             raise KeyboardInterrupt
+
+    def batch(*args, **kwargs):
+        tick()
         return real(*args, **kwargs)
 
-    wc._batch = batch
+    def attr(self, step):
+        tick()
+        return real_attr(self, step)
+
+    wc._batch, wc._AttributeBatches.__getitem__ = batch, attr
     try:
         return run()
     finally:
-        wc._batch = real
+        wc._batch, wc._AttributeBatches.__getitem__ = real, real_attr

@@ -200,6 +200,150 @@ def worker(case: dict) -> dict:
             'shared_tokens': shared_tokens, 'tokenize_s': tokenize_s, 'views': batch * views}
 
 
+def official_worker(case: dict) -> dict:
+    """pomp_mm's per-image step and the official step on one CLIP, interleaved: per step and
+    method, the image tower's time, the text side's time and both peaks."""
+    import logging
+    import warnings
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings('ignore')
+    from pomp_mm.clip import resolve_clip_spec
+    from pomp_mm.pretrain.model import PompPretrainer
+    from pomp_mm.pretrain.official import OfficialPromptStep
+
+    device = case['device']
+    if case.get('threads'):
+        torch.set_num_threads(case['threads'])
+    vocab = _vocabulary(case['vocab'], case['num_classes'], case.get('source', LARGE_VOCAB))
+    torch.manual_seed(0)
+    model = PompPretrainer(clip_model=resolve_clip_spec(case['model']), pretrained=None,
+                           vocabulary=vocab, n_ctx=case['n_ctx'], num_sampled=case['k'],
+                           contrast='per_image', correction='log10', mask_duplicate_names=False,
+                           chunk_size=case['chunk_size'])
+    model.to(device).train()
+    learner, enc = model.prompt_learner, model.text_encoder
+    learner.tokenize(list(vocab.names), enc.tokenizer, enc.tower.context_length)
+    official = OfficialPromptStep(enc.tower, vocab.names, case['n_ctx'], case['k'],
+                                  enc.tokenizer).to(device)
+    with torch.no_grad():
+        official.ctx.copy_(learner.ctx)
+    optims = {name: torch.optim.SGD([ctx], lr=0.002, momentum=0.9, weight_decay=5e-4)
+              for name, ctx in (('pomp_mm', learner.ctx), ('official', official.ctx))}
+    size = model.visual.image_size
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    batch, views = case['batch_size'], case['views']
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(batch, views, 3, *size, generator=gen).to(device)
+    total = case['warmup'] + case['steps']
+    labels = [torch.randint(len(vocab), (batch,), generator=gen) for _ in range(total)]
+    draws = torch.Generator().manual_seed(2)
+    amp = lambda: _autocast(device, case['precision'])  # noqa: E731
+
+    def text_step(name, feats, step):
+        if name == 'pomp_mm':
+            loss = model.compute_loss(feats, labels[step], views)['loss']
+        else:
+            loss = official(feats, labels[step].repeat_interleave(views), generator=draws)
+        loss.backward()
+        optims[name].step()
+        optims[name].zero_grad(set_to_none=True)
+        return float(loss)
+
+    with amp():  # kernel warm-up of both paths
+        feats = model.encode_images(images)
+        for name in optims:
+            text_step(name, feats, 0)
+    model.step_count.zero_()
+    out = {name: {'image_s': [], 'text_s': [], 'text_mb': [], 'full_mb': []} for name in optims}
+    for step in range(total):
+        order = list(optims) if step % 2 == 0 else list(optims)[::-1]
+        for name in order:
+            del feats
+            base = reset_peak_memory(device)
+            _sync(device)
+            start = time.perf_counter()
+            with amp():
+                feats = model.encode_images(images)
+            _sync(device)
+            image_done = time.perf_counter()
+            image_peak = peak_memory_mb(device) - base
+            text_base = reset_peak_memory(device)
+            with amp():
+                loss = text_step(name, feats, step)
+            _sync(device)
+            end = time.perf_counter()
+            text_peak = peak_memory_mb(device) - text_base
+            if not math.isfinite(loss):
+                raise FloatingPointError(f'non-finite {name} loss at step {step}: {loss}')
+            _log(f'  [{case["label"]}] step {step + 1}/{total} {name}: image '
+                 f'{image_done - start:.2f} s, text {end - image_done:.2f} s, loss {loss:.3f}')
+            if step >= case['warmup']:
+                r = out[name]
+                r['image_s'].append(image_done - start)
+                r['text_s'].append(end - image_done)
+                r['text_mb'].append(text_peak)
+                r['full_mb'].append(max(image_peak, text_base - base + text_peak))
+    summary = {}
+    for name, r in out.items():
+        text = statistics.median(r['text_s'])
+        full = statistics.median([a + b for a, b in zip(r['image_s'], r['text_s'])])
+        summary[name] = {'text_s': text, 'full_s': full, 'text_mb': max(r['text_mb']),
+                         'full_mb': max(r['full_mb'])}
+    summary['official_buffers_mb'] = official.buffer_bytes() / 2**20
+    summary['classes'] = len(vocab)
+    return summary
+
+
+def _official(args, base: dict) -> None:
+    """Part (3): pomp_mm's step vs the official step, side by side in one process per case."""
+    ks = sorted({int(k) for k in args.official_ks.split(',') if k.strip()})
+    n_ctxs = sorted({int(n) for n in args.official_n_ctx.split(',') if n.strip()})
+    large_kind = 'random' if args.large_classes else 'all'
+    results = {}
+    start = time.perf_counter()
+    cases = [(k, n) for n in n_ctxs for k in ks]
+    for i, (k, n_ctx) in enumerate(cases):
+        case = dict(base, vocab=large_kind, num_classes=args.large_classes, k=k, n_ctx=n_ctx,
+                    label=f'K={k} n_ctx={n_ctx}')
+        _log(f'[{i + 1}/{len(cases)}] official vs pomp_mm, {case["label"]} '
+             f'({time.perf_counter() - start:.0f} s)')
+        results[k, n_ctx] = run_case(__file__, dict(case, official=True))
+    _log(f'done in {time.perf_counter() - start:.0f} s')
+    n = next(iter(results.values()))['classes']
+    mem = 'CUDA max allocated' if args.device.startswith('cuda') else 'peak RSS growth'
+    print(f'# pomp_mm vs the official POMP step: random {args.model}, {args.precision}, on '
+          f'{_device_name(args.device)}\n')
+    print(f'Same CLIP, batch ({args.batch_size} images x {args.views} views), K and N={n:,} in '
+          'one process; the two steps alternate (order flipped every step). pomp_mm: '
+          "PompPretrainer(contrast='per_image', correction='log10', mask_duplicate_names=False), "
+          'the union of classes once, shared [SOS, ctx] prefix, own tokens packed. Official: a '
+          'transcription of trainers/pomp.py (pomp_mm.pretrain.official), B x views + K - 1 '
+          'prompts padded to the full context from per-class embedding buffers. Text side = '
+          'sample, embed, loss, backward, SGD on ctx against the image features; full step = '
+          f'the image tower forward (no grad) + the text side. Median of {args.steps} steps '
+          f'after {args.warmup} warm-up; memory = {mem} within the step. Ratios are pomp_mm / '
+          'official.\n')
+    print('| K | n_ctx | text: pomp_mm (s) | text: official (s) | time ratio | full: pomp_mm (s) '
+          '| full: official (s) | time ratio | text mem: pomp_mm (MB) | text mem: official (MB) '
+          '| mem ratio | full-step mem ratio | official buffers (MB) |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+    for (k, n_ctx), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        a, b = r['pomp_mm'], r['official']
+        print(f'| {k:,} | {n_ctx} | {a["text_s"]:.3f} | {b["text_s"]:.3f} | '
+              f'{a["text_s"] / b["text_s"]:.3f} | {a["full_s"]:.3f} | {b["full_s"]:.3f} | '
+              f'{a["full_s"] / b["full_s"]:.3f} | {a["text_mb"]:.0f} | {b["text_mb"]:.0f} | '
+              f'{a["text_mb"] / max(b["text_mb"], 1e-9):.3f} | '
+              f'{a["full_mb"] / max(b["full_mb"], 1e-9):.3f} | '
+              f'{r["official_buffers_mb"]:.0f} |')
+    key = (max(ks), max(n_ctxs))
+    r = results[key]
+    ratio = r['pomp_mm']['full_s'] / r['official']['full_s']
+    mem_ratio = r['pomp_mm']['full_mb'] / max(r['official']['full_mb'], 1e-9)
+    print(f'\nTarget (K={key[0]:,}, n_ctx {key[1]}, N={n:,}): pomp_mm at least 5x faster per '
+          f'full step: time ratio {ratio:.3f} (<= 0.2): {_verdict(ratio <= 0.2)}; at no more '
+          f'memory: ratio {mem_ratio:.3f} (<= 1): {_verdict(mem_ratio <= 1)}')
+
+
 def _run(case: dict) -> dict:
     return run_case(__file__, case)
 
@@ -289,10 +433,17 @@ def main(argv=None) -> None:
     p.add_argument('--vocabulary', default=LARGE_VOCAB,
                    help='built-in vocabulary the classes come from (default imagenet21k; '
                    'e.g. synthetic-pretrain for the synthetic world)')
+    p.add_argument('--official', action='store_true',
+                   help='part (3) only: pomp_mm\'s per-image step vs a transcription of the '
+                   'official step, interleaved in one process, at N = all imagenet21k names')
+    p.add_argument('--official-ks', help='K values of --official (default 128,1000; 128 '
+                   'with --quick)')
+    p.add_argument('--official-n-ctx', help='n_ctx values of --official (default 4,16)')
     p.add_argument('--worker', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+        case = json.loads(args.worker)
+        print(json.dumps(official_worker(case) if case.get('official') else worker(case)))
         return
 
     cuda = args.device.startswith('cuda')
@@ -321,6 +472,11 @@ def main(argv=None) -> None:
                 pack_lengths=not args.no_pack, source=args.vocabulary)
     if args.full_scale:
         _full_scale(args, base)
+        return
+    if args.official:
+        args.official_ks = args.official_ks or ('128' if args.quick else '128,1000')
+        args.official_n_ctx = args.official_n_ctx or '4,16'
+        _official(args, base)
         return
 
     ks = sorted({int(k) for k in args.ks.split(',') if k.strip()})

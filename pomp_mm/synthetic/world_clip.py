@@ -33,8 +33,10 @@ __all__ = ['MODEL_NAME', 'VIT_MODEL_NAME', 'VIT_WEIGHTS_PATH', 'VIT_CARD_PATH', 
            'CARD_SETS', 'PROBE_PHRASES', 'PROBE_SEED', 'PROBE_THRESHOLD', 'probe_images',
            'attribute_probes', 'check_probes']
 
-#: The world's CLIPs: v1/v2 (a ViT; seg and det in the world run on it) and v3 (a ResNet).
-WORLD_MODELS = ('pomp-world-ViT-T-8', 'pomp-world-RN-T')
+#: The world's CLIPs: v1/v2 (a ViT; seg and det in the world run on it) and v3 (a CNN).
+WORLD_MODELS = ('pomp-world-ViT-T-8', 'pomp-world-CNN-T')
+#: v3's image trunk, a timm model registered by :func:`register_world_model`.
+CNN_TRUNK = 'pomp_world_cnn'
 MODEL_NAME = 'pomp-world-ViT-T-8'
 _ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
 
@@ -63,8 +65,31 @@ _STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
 def register_world_model(model_name: str = MODEL_NAME) -> None:
     """Make a world CLIP an open_clip model name (idempotent)."""
     import open_clip
+    _register_cnn_trunk()
     if model_name not in open_clip.list_models():
         open_clip.add_model_config(asset_path(model_name, '.json'))
+
+
+def _register_cnn_trunk() -> None:
+    """Register :data:`CNN_TRUNK` with timm: a small residual CNN from timm's
+    bring-your-own-blocks family (3x3 stride-2 stem of 32 channels, no stem pooling, one basic
+    block each of 64 / 128 / 256 channels at strides 1 / 2 / 2; 1.2 M parameters), which keeps
+    32 x 32 resolution through its first block, where the objects' outlines are."""
+    import timm
+    if CNN_TRUNK in timm.list_models():
+        return
+    from timm.models import build_model_with_cfg, register_model
+    from timm.models.byobnet import ByobNet, ByoBlockCfg, ByoModelCfg
+    cfg = ByoModelCfg(blocks=tuple(ByoBlockCfg('basic', d=1, c=c, s=s, br=1.0)
+                                   for c, s in ((64, 1), (128, 2), (256, 2))),
+                      stem_type='3x3', stem_pool='', stem_chs=32)
+
+    def pomp_world_cnn(pretrained: bool = False, **kwargs):
+        kwargs.pop('pretrained_cfg', None)  # there are no pretrained weights to describe
+        return build_model_with_cfg(ByobNet, CNN_TRUNK, pretrained, model_cfg=cfg,
+                                    pretrained_cfg=dict(input_size=(3, 64, 64), num_classes=0),
+                                    **kwargs)
+    register_model(pomp_world_cnn)
 
 
 def sha256_file(path: str) -> str:
@@ -192,64 +217,205 @@ class _StepBatches(torch.utils.data.Dataset):
                       hard_share)
 
 
+_ATTRIBUTE_STREAM = 13
+
+
+class _AttributeBatches(torch.utils.data.Dataset):
+    """Item ``s``: images of image pre-training step ``s`` and their attribute labels
+    ``[B, 4]`` (pattern, colour, shape, background indices), pre-training classes only."""
+
+    def __init__(self, batch_size: int, seed: int, captions: str):
+        self.args = (batch_size, seed, captions)
+        self._classes = None
+
+    def __len__(self) -> int:
+        return 2 ** 31
+
+    def __getitem__(self, step: int):
+        batch_size, seed, captions = self.args
+        if self._classes is None:
+            self._classes = pretrain_classes()
+        images, labels = [], []
+        for j in range(batch_size):
+            index = step * batch_size + j
+            rng = object_rng(seed, index, _ATTRIBUTE_STREAM)
+            cls = self._classes[int(rng.integers(len(self._classes)))]
+            # its own image stream: no image of contrastive training is seen here
+            images.append(render_object(cls, seed + 1, index, domain=draw_domain(rng, captions)))
+            labels.append([ATTRIBUTES[k].index(getattr(cls, k)) for k in ATTRIBUTES])
+        return images_to_tensor(images), torch.tensor(labels)
+
+
 def _lr_scale(step: int, steps: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+def _adamw(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with weight decay on weight matrices only (not on norms, biases, embeddings)."""
+    named = [(n, p) for n, p in params if p.requires_grad]
+    decay = [p for n, p in named if p.ndim >= 2 and 'embedding' not in n]
+    rest = [p for n, p in named if not (p.ndim >= 2 and 'embedding' not in n)]
+    return torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
+                              {'params': rest, 'weight_decay': 0.0}], lr=lr, betas=(0.9, 0.98),
+                             eps=1e-6)
+
+
 def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, seed: int = 0,
                      lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 100,
                      threads: int = 2, captions: str = 'v2', hard_share: float = 0.0,
                      checkpoint_every: int = 100, model_name: str = MODEL_NAME,
-                     device: str = 'cpu', workers: int = 0,
+                     device: str = 'cpu', workers: int = 0, image_steps: int = 0,
+                     image_batch_size: int = 128, image_lr: float = 2e-3,
                      progress: bool = True) -> Dict[str, Any]:
-    """Train the world CLIP from scratch with open_clip's contrastive loss and save it (fp16).
+    """Train the world CLIP from scratch and save it (fp16).
 
-    Every image-caption pair of step ``s`` is a function of ``(seed, s, batch_size, captions,
-    hard_share)``, so a rerun with the same arguments and thread count gives the same weights.
-    ``captions`` is the grammar (:mod:`~pomp_mm.synthetic.captions`); ``hard_share`` the share
-    of each batch drawn as hard-negative groups (:func:`_batch_classes`; 0 for v1 and v2).
-    Every ``checkpoint_every`` steps the model, optimiser and losses go to
-    ``out_path + '.ckpt'``; a rerun with the same arguments resumes from there (another set
-    of arguments is refused, not mixed in). ``device`` runs the model elsewhere (a GPU);
-    ``workers`` render batches in that many processes (the batches stay the same).
+    With ``image_steps > 0`` (v3, a timm image trunk) training has two stages, as LiT (Zhai et
+    al., CVPR 2022) trains on an image tower pre-trained with labels: first the trunk alone
+    learns the attributes of ``image_steps`` batches of ``image_batch_size`` labelled images
+    (one softmax head per attribute, dropped afterwards; pre-training classes only), then the
+    trunk is locked (``lock_image_tower``, batch-norm statistics fixed) and ``steps`` steps of
+    open_clip's contrastive loss train the text tower, the image projection and the
+    temperature. Without it, both towers train contrastively from scratch (v1, v2).
+
+    Every image, caption and label of step ``s`` is a function of the arguments, so a rerun
+    with the same arguments and thread count gives the same weights. ``captions`` is the
+    grammar (:mod:`~pomp_mm.synthetic.captions`); ``hard_share`` the share of each batch
+    drawn as hard-negative groups (:func:`_batch_classes`; 0 for v1 and v2). Every
+    ``checkpoint_every`` steps the model, optimiser and losses go to ``out_path + '.ckpt'``; a
+    rerun with the same arguments resumes from there (another set of arguments is refused, not
+    mixed in). ``device`` runs the model elsewhere (a GPU); ``workers`` render batches in that
+    many processes (the batches stay the same).
 
     Returns:
-        Training record (settings, final loss, seconds, device).
+        Training record (settings, final losses, seconds, device).
     """
     import open_clip
-    from tqdm import tqdm
     from ..fileio import atomic_torch_save
     check_seed(seed)
     if captions not in GRAMMARS:
         raise ValueError(f'unknown caption grammar {captions!r}; choose from {GRAMMARS}')
     if steps < 1 or batch_size < 2:
         raise ValueError(f'need steps >= 1 and batch_size >= 2, got {steps}, {batch_size}')
+    if image_steps < 0 or image_batch_size < 2:
+        raise ValueError(f'need image_steps >= 0 and image_batch_size >= 2, got {image_steps}, '
+                         f'{image_batch_size}')
     if not 0.0 <= hard_share <= 1.0:
         raise ValueError(f'hard_share must be in [0, 1], got {hard_share!r}')
     register_world_model(model_name)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model = open_clip.create_model(model_name).to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embedding' not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and 'embedding' not in n)]
-    opt = torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
-                             {'params': rest, 'weight_decay': 0.0}], lr=lr, betas=(0.9, 0.98),
-                            eps=1e-6)
+    trunk = getattr(model.visual, 'trunk', None)
+    if image_steps and trunk is None:
+        raise ValueError(f'image_steps needs a timm image trunk; {model_name} has none')
+    heads = torch.nn.ModuleDict({k: torch.nn.Linear(trunk.num_features, len(v))
+                                 for k, v in ATTRIBUTES.items()}).to(device) \
+        if image_steps else None
     settings = {'steps': steps, 'batch_size': batch_size, 'seed': seed, 'lr': lr,
                 'weight_decay': weight_decay, 'warmup': warmup, 'threads': threads,
                 'captions': captions, 'hard_share': hard_share, 'model': model_name}
+    if image_steps:
+        settings.update(image_steps=image_steps, image_batch_size=image_batch_size,
+                        image_lr=image_lr)
     ckpt_path = out_path + '.ckpt'
-    first, losses, spent = _resume(ckpt_path, settings, model, opt)
+    state = _read_checkpoint(ckpt_path, settings)
+    first = state['step'] if state else 0
+    losses = {'image': [], 'clip': []}
+    spent = 0.0
+    if state:
+        model.load_state_dict(state['model'])
+        losses, spent = state['losses'], state['seconds']
+        if heads is not None and 'heads' in state:
+            heads.load_state_dict(state['heads'])
+
+    def save(step: int, opt: torch.optim.Optimizer, elapsed: float) -> None:
+        atomic_torch_save({'settings': settings, 'step': step, 'losses': losses,
+                           'seconds': elapsed, 'model': model.state_dict(),
+                           'heads': heads.state_dict() if heads is not None else {},
+                           'optimizer': opt.state_dict()}, ckpt_path)
+
+    start = time.perf_counter()
+    if first < image_steps:
+        opt = _adamw(list(trunk.named_parameters()) + list(heads.named_parameters()),
+                     image_lr, 0.05)
+        if state:
+            opt.load_state_dict(state['optimizer'])
+        _train_trunk(trunk, heads, opt, first, image_steps, image_batch_size, seed, captions,
+                     image_lr, device, workers, checkpoint_every, losses['image'], progress,
+                     lambda step: save(step, opt, spent + time.perf_counter() - start))
+        state = None
+    if image_steps:
+        model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=False)
+    opt = _adamw(list(model.named_parameters()), lr, weight_decay)
+    if state and state['step'] > image_steps:  # at image_steps it holds stage 1's optimiser
+        opt.load_state_dict(state['optimizer'])
+    _train_contrastive(model, opt, max(first, image_steps) - image_steps, steps, batch_size,
+                       seed, captions, hard_share, model_name, lr, warmup, device, workers,
+                       checkpoint_every, losses['clip'], progress, image_steps,
+                       lambda step: save(step, opt, spent + time.perf_counter() - start))
+    weights = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu()
+               for k, v in model.state_dict().items()}
+    atomic_torch_save(weights, out_path)
+    if os.path.isfile(ckpt_path):  # the weights are complete; a rerun retrains from scratch
+        os.remove(ckpt_path)
+    record = {**settings, 'final_loss': float(np.mean(losses['clip'][-20:])),
+              'seconds': spent + time.perf_counter() - start,
+              'resumed_at_step': first or None, 'device': str(device), 'workers': workers,
+              'torch': torch.__version__, 'open_clip': open_clip.__version__}
+    if image_steps:
+        record['final_image_loss'] = float(np.mean(losses['image'][-20:]))
+    return record
+
+
+def _train_trunk(trunk, heads, opt, first: int, steps: int, batch_size: int, seed: int,
+                 captions: str, lr: float, device: str, workers: int, checkpoint_every: int,
+                 losses: List[float], progress: bool, save) -> None:
+    """Stage 1: the image trunk learns the four attributes (a softmax head each)."""
+    import torch.nn.functional as F
+    from tqdm import tqdm
+    trunk.train()
+    batches = torch.utils.data.DataLoader(
+        _AttributeBatches(batch_size, seed, captions), batch_size=None,
+        sampler=range(first, steps), num_workers=workers,
+        prefetch_factor=4 if workers else None)
+    bar = tqdm(zip(range(first, steps), batches), desc='world CLIP: image trunk', unit='step',
+               disable=not progress, initial=first, total=steps)
+    kinds = list(ATTRIBUTES)
+    for step, (images, labels) in bar:
+        for group in opt.param_groups:
+            group['lr'] = lr * _lr_scale(step, steps, min(50, steps))
+        feats = trunk(images.to(device))
+        labels = labels.to(device)
+        loss = sum(F.cross_entropy(heads[k](feats), labels[:, i]) for i, k in enumerate(kinds))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f'{np.mean(losses[-20:]):.3f}')
+        if (step + 1) % checkpoint_every == 0:
+            save(step + 1)
+
+
+def _train_contrastive(model, opt, first: int, steps: int, batch_size: int, seed: int,
+                       captions: str, hard_share: float, model_name: str, lr: float,
+                       warmup: int, device: str, workers: int, checkpoint_every: int,
+                       losses: List[float], progress: bool, offset: int, save) -> None:
+    """Stage 2 (or the only stage): open_clip's contrastive loss on image-caption pairs."""
+    import open_clip
+    from tqdm import tqdm
     loss_fn = open_clip.ClipLoss()
     model.train()
-    start = time.perf_counter()
+    trunk = getattr(model.visual, 'trunk', None)
+    locked = trunk is not None and not any(p.requires_grad for p in trunk.parameters())
+    if locked:
+        trunk.eval()  # a locked trunk keeps its batch-norm statistics
     batches = torch.utils.data.DataLoader(
         _StepBatches(batch_size, seed, captions, hard_share, model_name), batch_size=None,
         sampler=range(first, steps), num_workers=workers,
         prefetch_factor=4 if workers else None)
-    bar = tqdm(zip(range(first, steps), batches), desc='training world CLIP', unit='step',
+    bar = tqdm(zip(range(first, steps), batches), desc='world CLIP: contrastive', unit='step',
                disable=not progress, initial=first, total=steps)
     for step, (images, texts) in bar:
         for group in opt.param_groups:
@@ -265,35 +431,19 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f'{np.mean(losses[-20:]):.3f}')
         if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            atomic_torch_save({'settings': settings, 'step': step + 1, 'losses': losses,
-                               'seconds': spent + time.perf_counter() - start,
-                               'model': model.state_dict(), 'optimizer': opt.state_dict()},
-                              ckpt_path)
-    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu()
-             for k, v in model.state_dict().items()}
-    atomic_torch_save(state, out_path)
-    if os.path.isfile(ckpt_path):  # the weights are complete; a rerun retrains from scratch
-        os.remove(ckpt_path)
-    return {**settings, 'final_loss': float(np.mean(losses[-20:])),
-            'seconds': spent + time.perf_counter() - start,
-            'resumed_at_step': first or None, 'device': str(device), 'workers': workers,
-            'torch': torch.__version__, 'open_clip': open_clip.__version__}
+            save(offset + step + 1)
 
 
-def _resume(path: str, settings: Dict[str, Any], model: torch.nn.Module,
-            opt: torch.optim.Optimizer) -> Tuple[int, List[float], float]:
-    """Load a training checkpoint made with the same ``settings``: ``(next step, losses,
-    seconds spent)``; ``(0, [], 0)`` when there is none."""
+def _read_checkpoint(path: str, settings: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """A training checkpoint made with the same ``settings``, or None when there is none."""
     if not os.path.isfile(path):
-        return 0, [], 0.0
-    ckpt = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
+        return None
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
     if ckpt.get('settings') != settings:
         raise ValueError(f'{path} is a checkpoint of another training run '
                          f'({ckpt.get("settings")}, not {settings}); move it away or choose '
                          'another --out')
-    model.load_state_dict(ckpt['model'])
-    opt.load_state_dict(ckpt['optimizer'])
-    return int(ckpt['step']), list(ckpt['losses']), float(ckpt['seconds'])
+    return ckpt
 
 
 #: Evaluation sets whose hand-prompt accuracy the card records (and the tests check).
