@@ -89,7 +89,8 @@ class TableMemo:
     @staticmethod
     def _key(vocabulary: Any, learner: Optional[torch.nn.Module], device: torch.device):
         # Vocabulary objects are immutable and replaced on change, so their id (kept alive by
-        # the memo itself) identifies the class list without hashing every name per call.
+        # the memo itself, as the learner's) identifies the class list without hashing every
+        # name per call.
         return id(vocabulary), id(learner), device
 
     @staticmethod
@@ -122,6 +123,7 @@ class TableMemo:
             table: torch.Tensor) -> torch.Tensor:
         """Remember ``table`` (detached) for this vocabulary and context; returns it."""
         table = table.detach()
-        self._entry = (self._key(vocabulary, learner, device), vocabulary,
+        # holding the vocabulary and learner keeps their ids from being reused by new objects
+        self._entry = (self._key(vocabulary, learner, device), (vocabulary, learner),
                        self._ctx_state(learner), table)
         return table

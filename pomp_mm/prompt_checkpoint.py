@@ -109,12 +109,9 @@ def load_prompt(path: str) -> PromptCheckpoint:
         return PromptCheckpoint(obj['ctx'].to(torch.float32, copy=True),
                                 dict(obj.get('meta', {})), path)
     state = obj.get('state_dict', obj) if isinstance(obj, dict) else None
+    if isinstance(state, dict):  # DDP / whole-model saves prefix the prompt learner's keys
+        state = {_strip_prefixes(k): v for k, v in state.items()}
     ctx = state.get('ctx') if isinstance(state, dict) else None
-    if ctx is None:
-        for key in ('prompt_learner.ctx', 'module.prompt_learner.ctx'):
-            ctx = state.get(key) if isinstance(state, dict) else None
-            if ctx is not None:
-                break
     if not isinstance(ctx, torch.Tensor) or ctx.dim() not in (2, 3):
         keys = sorted(state)[:10] if isinstance(state, dict) else type(obj).__name__
         raise ValueError(f'{path!r} holds no prompt context vectors (looked for '
@@ -134,6 +131,13 @@ def load_prompt(path: str) -> PromptCheckpoint:
     if isinstance(obj, dict) and isinstance(obj.get('epoch'), int):
         meta['epoch'] = obj['epoch']
     return PromptCheckpoint(ctx.to(torch.float32, copy=True), meta, path)
+
+
+def _strip_prefixes(key: str) -> str:
+    for prefix in ('module.', 'prompt_learner.'):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
 
 
 # State-dict prefixes of prompt learners whose prompt is more than context vectors

@@ -324,6 +324,34 @@ def test_image_conditioned_prompt_learners_are_refused(tmp_path):
         load_prompt(path)
 
 
+@pytest.mark.parametrize('prefix', ['', 'prompt_learner.', 'module.prompt_learner.'])
+def test_maple_prompts_are_refused_and_prefixed_contexts_load(tmp_path, prefix):
+    """A MaPLe prompt learner (deep compound prompts and their projection) is more than
+    context vectors: refused under any key prefix; a plain context under a DDP / whole-model
+    prefix loads."""
+    ctx = torch.randn(4, 64)
+    maple = str(tmp_path / 'maple.pth.tar')
+    torch.save({'state_dict': {prefix + 'ctx': ctx,
+                               prefix + 'compound_prompts_text.0': torch.zeros(2, 64),
+                               prefix + 'proj.weight': torch.zeros(768, 64)}}, maple)
+    with pytest.raises(ValueError, match=r"compound_prompts_text\.0.*CoCoOp / MaPLe"):
+        load_prompt(maple)
+    plain = str(tmp_path / 'coop.pth.tar')
+    torch.save({'state_dict': {prefix + 'ctx': ctx, prefix + 'token_prefix':
+                               torch.zeros(3, 1, 64)}}, plain)
+    assert torch.equal(load_prompt(plain).ctx, ctx)
+
+
+def test_class_token_position_comes_from_the_file_name_not_its_folder(tmp_path):
+    folder = tmp_path / 'vit_b16_nctx4_cscFalse_ctpfront_seed1' / 'prompt_learner'
+    folder.mkdir(parents=True)
+    path = str(folder / 'model.pth.tar-5')
+    _official_checkpoint(path, torch.randn(4, 64))
+    ckpt = load_prompt(path)
+    assert ckpt.class_token_position == 'end'
+    assert ckpt.meta['class_token_position_from'] == 'default'
+
+
 @pytest.mark.parametrize('umask', [0o022, 0o077])
 def test_atomic_writes_get_the_umask_mode(tmp_path, umask):
     """Written through a private temporary file, but readable as a plain open() would make it
@@ -359,3 +387,33 @@ def test_building_from_a_local_file_reads_its_weights_once(tmp_path, tiny_cfg):
     torch.save(state, path)
     built = build_clip(tiny_cfg, path)
     torch.testing.assert_close(built.text_projection, model.text_projection)
+
+
+def test_setting_a_second_prompt_replaces_the_first_everywhere(make_encoder, tmp_path):
+    """set_prompt twice on one encoder: the class embeddings (memoised per prompt) and the
+    recorded source are the second prompt's, as on an encoder built with it."""
+    torch.manual_seed(5)
+    first = save_prompt(str(tmp_path / 'first.pth'), torch.randn(4, 64) * 0.02)
+    second = save_prompt(str(tmp_path / 'second.pth'), torch.randn(4, 64) * 0.02)
+    enc = make_encoder(prompt=first, vocabulary=NAMES)
+    with torch.no_grad():
+        want = {p: make_encoder(prompt=p, vocabulary=NAMES).class_embeddings()
+                for p in (first, second)}
+        assert not torch.allclose(want[first], want[second])
+        # alternate: freed prompt learners' ids get reused, which must not revive a table
+        for path in (first, second, first, second, second, first):
+            enc.set_prompt(load_prompt(path))
+            assert enc.prompt_source == path
+            torch.testing.assert_close(enc.class_embeddings(), want[path], atol=0, rtol=0)
+    # both guards against a revived table: set_prompt forgets it, and a remembered table keeps
+    # its learner alive (a freed learner's id could be the next learner's)
+    enc.set_prompt(load_prompt(first))
+    assert enc._memo.get(enc.vocabulary, enc.prompt_learner, torch.device('cpu')) is None
+    import gc
+    import weakref
+    with torch.no_grad():
+        enc.class_embeddings()
+    learner = weakref.ref(enc.prompt_learner)
+    enc.prompt_learner = None
+    gc.collect()
+    assert learner() is not None

@@ -245,3 +245,25 @@ def test_csv_naming_a_shared_name_lists_the_candidates(tmp_path):
         ImageList(str(csv_path), vocabulary='imagenet21k')
     csv_path.write_text(f'a.jpg,{vocab.ids[second]}\n')
     assert ImageList(str(csv_path), vocabulary='imagenet21k').items[0][1] == second
+
+
+def test_csv_class_index_must_be_inside_the_vocabulary(tmp_path):
+    """Eight classes: index 7 is the last one, 8 is an error naming the row and the range."""
+    names = [f'class {i}' for i in range(8)]
+    csv_path = tmp_path / 'list.csv'
+    csv_path.write_text('a.jpg,7\n')
+    assert ImageList(str(csv_path), vocabulary=names).items[0][1] == 7
+    csv_path.write_text('a.jpg,7\nb.jpg,8\n')
+    with pytest.raises(ValueError, match=r"list.csv:2: class '8' is a class index outside "
+                       r"\[0, 8\)"):
+        ImageList(str(csv_path), vocabulary=names)
+
+
+def test_folders_spelled_with_underscores_find_their_class(tmp_path):
+    """A folder 'golden_retriever' is the vocabulary's 'golden retriever'."""
+    from helpers import write_image_folder
+    write_image_folder(str(tmp_path), ['golden_retriever', 'cat'], 1, size=8)
+    ds = ImageList(str(tmp_path), vocabulary=['cat', 'dog', 'golden retriever'], image_size=8)
+    assert sorted(label for _, label in ds.items) == [0, 2]
+    own = ImageList(str(tmp_path), image_size=8)  # the folders themselves as the vocabulary
+    assert list(own.vocabulary.names) == ['cat', 'golden retriever']

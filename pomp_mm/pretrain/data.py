@@ -171,8 +171,11 @@ def _class_resolver(vocab: Vocabulary, source: str) -> Callable[[str, str], int]
                 ids = ', '.join(repr(vocab.ids[k]) for k in found[:10])
                 raise ValueError(f'{where} names {name!r}, which {len(found)} classes of '
                                  f'vocabulary {vocab.source!r} share (ids {ids}); name it by id')
-        if spec.isdigit() and int(spec) < len(vocab):
-            return int(spec)
+        if spec.isdigit():
+            if int(spec) < len(vocab):
+                return int(spec)
+            raise ValueError(f'{where} is a class index outside [0, {len(vocab)}) of the '
+                             f'vocabulary {vocab.source!r} (read from {source!r})')
         raise ValueError(f'{where} is not in the vocabulary {vocab.source!r} (read from '
                          f'{source!r})')
     return resolve
