@@ -117,6 +117,22 @@ def test_seeded_runs_are_bitwise_identical(tmp_path, image_folder):
     assert torch.equal(a.ctx, b.ctx)
 
 
+def test_official_contrast_trains_through_the_runner_and_resumes_exactly(tmp_path,
+                                                                         image_folder):
+    """contrast='per_image' through tools/pretrain.py: it trains, records its contrast in
+    the prompt, and 2 iterations + resume + 2 give the 4-iteration prompt bit for bit."""
+    extra = {'contrast': 'per_image', 'correction': 'log10', 'mask_duplicate_names': False}
+    cfg4 = _config(tmp_path, image_folder, max_iters=4, extra_model=extra)
+    _pretrain(cfg4, '--work-dir', str(tmp_path / 'straight'))
+    straight = load_prompt(str(tmp_path / 'straight' / 'prompt_latest.pth'))
+    assert straight.meta['loss']['contrast'] == 'per_image' and straight.meta['steps'] == 4
+    resumed = str(tmp_path / 'resumed')
+    _pretrain(cfg4, '--work-dir', resumed, '--cfg-options', 'train_cfg.max_iters=2')
+    _pretrain(cfg4, '--work-dir', resumed, '--resume')
+    again = load_prompt(os.path.join(resumed, 'prompt_latest.pth'))
+    assert torch.equal(again.ctx, straight.ctx)
+
+
 def test_only_the_prompt_trains(tiny_cfg):
     from pomp_mm.pretrain import PompPretrainer
     torch.manual_seed(0)
