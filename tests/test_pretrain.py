@@ -307,6 +307,23 @@ def test_benchmark_pretrain_quick_counts_unpadded_positions():
         assert target in res.stdout, target
 
 
+def test_benchmark_official_column_quick():
+    """--official prints one row per (K, n_ctx) with both methods' times and memory, the
+    ratios pomp_mm / official and the 5x target line."""
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'benchmark_pretrain.py'),
+                          '--quick', '--official', '--official-n-ctx', '4', '--steps', '1',
+                          '--large-classes', '600'],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [[c.strip() for c in line.split('|')[1:-1]] for line in res.stdout.splitlines()
+            if line.startswith('| 128 |')]
+    assert len(rows) == 1 and rows[0][1] == '4'
+    ours, theirs, ratio = (float(v) for v in rows[0][2:5])
+    assert ratio == pytest.approx(ours / theirs, abs=2e-3)
+    assert 'N=600' in res.stdout and 'Target (K=128, n_ctx 4, N=600)' in res.stdout
+    assert 'official' in res.stderr and 'pomp_mm' in res.stderr  # both steps ran
+
+
 @pytest.mark.parametrize('bf16,dtype,scale', [(True, 'bfloat16', 1.0),
                                               (False, 'float16', 'dynamic')])
 def test_amp_picks_bf16_where_supported(monkeypatch, bf16, dtype, scale):
