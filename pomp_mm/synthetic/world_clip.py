@@ -35,8 +35,6 @@ __all__ = ['MODEL_NAME', 'VIT_MODEL_NAME', 'VIT_WEIGHTS_PATH', 'VIT_CARD_PATH', 
 
 #: The world's CLIPs: v1/v2 (a ViT; seg and det in the world run on it) and v3 (a CNN).
 WORLD_MODELS = ('pomp-world-ViT-T-8', 'pomp-world-CNN-T')
-#: v3's image trunk, a timm model registered by :func:`register_world_model`.
-CNN_TRUNK = 'pomp_world_cnn'
 MODEL_NAME = 'pomp-world-ViT-T-8'
 _ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
 
@@ -65,31 +63,10 @@ _STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
 def register_world_model(model_name: str = MODEL_NAME) -> None:
     """Make a world CLIP an open_clip model name (idempotent)."""
     import open_clip
-    _register_cnn_trunk()
+    from .world_cnn import register_trunk
+    register_trunk()
     if model_name not in open_clip.list_models():
         open_clip.add_model_config(asset_path(model_name, '.json'))
-
-
-def _register_cnn_trunk() -> None:
-    """Register :data:`CNN_TRUNK` with timm: a small residual CNN from timm's
-    bring-your-own-blocks family (3x3 stride-2 stem of 32 channels, no stem pooling, one basic
-    block each of 64 / 128 / 256 channels at strides 1 / 2 / 2; 1.2 M parameters), which keeps
-    32 x 32 resolution through its first block, where the objects' outlines are."""
-    import timm
-    if CNN_TRUNK in timm.list_models():
-        return
-    from timm.models import build_model_with_cfg, register_model
-    from timm.models.byobnet import ByobNet, ByoBlockCfg, ByoModelCfg
-    cfg = ByoModelCfg(blocks=tuple(ByoBlockCfg('basic', d=1, c=c, s=s, br=1.0)
-                                   for c, s in ((64, 1), (128, 2), (256, 2))),
-                      stem_type='3x3', stem_pool='', stem_chs=32)
-
-    def pomp_world_cnn(pretrained: bool = False, **kwargs):
-        kwargs.pop('pretrained_cfg', None)  # there are no pretrained weights to describe
-        return build_model_with_cfg(ByobNet, CNN_TRUNK, pretrained, model_cfg=cfg,
-                                    pretrained_cfg=dict(input_size=(3, 64, 64), num_classes=0),
-                                    **kwargs)
-    register_model(pomp_world_cnn)
 
 
 def sha256_file(path: str) -> str:
