@@ -28,7 +28,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
-from synthetic_demo import POMP_CONFIG, prepare_set, run_tool, train_prompt  # noqa: E402
+from synthetic_demo import prepare_set, run_tool, train_prompt  # noqa: E402
+
+#: the prompt of seg and det in the world is trained on the ViT CLIP their heads use
+POMP_CONFIG = os.path.join(ROOT, 'configs/pretrain/pomp_synthetic_vit.py')
 
 WORK = 'work_dirs/synthetic_ov'
 SEG_CONFIGS = {'hand': 'configs/mmseg/handprompt_synthetic-scenes.py',
