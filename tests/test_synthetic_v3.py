@@ -263,7 +263,7 @@ def test_clip_training_resumes_from_its_checkpoint_and_refuses_other_settings(tm
     from pomp_mm.synthetic import world_clip as wc
     kw = dict(steps=3, batch_size=8, captions='v3', hard_share=0.5, checkpoint_every=2,
               model_name='pomp-world-CNN-T', threads=1, progress=False, image_steps=3,
-              image_batch_size=8)
+              image_batch_size=8, shape_first_steps=1)
     whole = str(tmp_path / 'whole.pt')
     record = wc.train_world_clip(whole, **kw)
     assert record['final_image_loss'] > 0 and record['resumed_at_step'] is None

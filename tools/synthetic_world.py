@@ -25,14 +25,16 @@ def _train_clip(args) -> None:
                                  hard_share=args.hard_share, model_name=args.model,
                                  device=args.device, workers=args.workers,
                                  image_steps=args.image_steps,
-                                 image_batch_size=args.image_batch_size)
+                                 image_batch_size=args.image_batch_size,
+                                 shape_first_steps=args.shape_first_steps)
     command = (f'python tools/synthetic_world.py train-clip --model {args.model}' +
                ('' if args.out is None else f' --out {args.out}') +
                f' --steps {args.steps} --batch-size {args.batch_size} --seed {args.seed} '
                f'--threads {args.threads} --captions {args.captions} '
                f'--hard-share {args.hard_share}' +
                (f' --image-steps {args.image_steps} --image-batch-size '
-                f'{args.image_batch_size}' if args.image_steps else ''))
+                f'{args.image_batch_size} --shape-first-steps {args.shape_first_steps}'
+                if args.image_steps else ''))
     card_path = os.path.splitext(out)[0] + '.card.json'
     card = wc.write_card(out, record, command, card_path, version=args.protocol,
                          model_name=args.model)
@@ -123,6 +125,9 @@ def main(argv=None) -> int:
                    help='steps of the labelled image-trunk stage before the contrastive one, '
                    'whose trunk is then locked (v3 recipe: 2500; needs a timm trunk)')
     t.add_argument('--image-batch-size', type=int, default=128)
+    t.add_argument('--shape-first-steps', type=int, default=0,
+                   help='the first steps of the image stage train the shape head alone '
+                   '(v3 recipe: 1200)')
     t.add_argument('--batch-size', type=int, default=256)
     t.add_argument('--seed', type=int, default=0)
     t.add_argument('--threads', type=int, default=2, help='torch threads (part of the recipe: '

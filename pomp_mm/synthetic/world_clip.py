@@ -245,13 +245,16 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
                      checkpoint_every: int = 100, model_name: str = MODEL_NAME,
                      device: str = 'cpu', workers: int = 0, image_steps: int = 0,
                      image_batch_size: int = 128, image_lr: float = 2e-3,
-                     progress: bool = True) -> Dict[str, Any]:
+                     shape_first_steps: int = 0, progress: bool = True) -> Dict[str, Any]:
     """Train the world CLIP from scratch and save it (fp16).
 
     With ``image_steps > 0`` (v3, a timm image trunk) training has two stages, as LiT (Zhai et
     al., CVPR 2022) trains on an image tower pre-trained with labels: first the trunk alone
     learns the attributes of ``image_steps`` batches of ``image_batch_size`` labelled images
-    (one softmax head per attribute, dropped afterwards; pre-training classes only), then the
+    (one softmax head per attribute, dropped afterwards; pre-training classes only; its first
+    ``shape_first_steps`` steps train the shape head alone, a curriculum: with all four from
+    the start, colour and texture features form first and shape is learned several times
+    slower), then the
     trunk is locked (``lock_image_tower``, batch-norm statistics fixed) and ``steps`` steps of
     open_clip's contrastive loss train the text tower, the image projection and the
     temperature. Without it, both towers train contrastively from scratch (v1, v2).
@@ -275,9 +278,10 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
         raise ValueError(f'unknown caption grammar {captions!r}; choose from {GRAMMARS}')
     if steps < 1 or batch_size < 2:
         raise ValueError(f'need steps >= 1 and batch_size >= 2, got {steps}, {batch_size}')
-    if image_steps < 0 or image_batch_size < 2:
-        raise ValueError(f'need image_steps >= 0 and image_batch_size >= 2, got {image_steps}, '
-                         f'{image_batch_size}')
+    if image_steps < 0 or image_batch_size < 2 or not 0 <= shape_first_steps <= image_steps:
+        raise ValueError(f'need image_steps >= 0, image_batch_size >= 2 and 0 <= '
+                         f'shape_first_steps <= image_steps, got {image_steps}, '
+                         f'{image_batch_size}, {shape_first_steps}')
     if not 0.0 <= hard_share <= 1.0:
         raise ValueError(f'hard_share must be in [0, 1], got {hard_share!r}')
     register_world_model(model_name)
@@ -295,7 +299,7 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
                 'captions': captions, 'hard_share': hard_share, 'model': model_name}
     if image_steps:
         settings.update(image_steps=image_steps, image_batch_size=image_batch_size,
-                        image_lr=image_lr)
+                        image_lr=image_lr, shape_first_steps=shape_first_steps)
     ckpt_path = out_path + '.ckpt'
     state = _read_checkpoint(ckpt_path, settings)
     first = state['step'] if state else 0
@@ -320,7 +324,8 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
         if state:
             opt.load_state_dict(state['optimizer'])
         _train_trunk(trunk, heads, opt, first, image_steps, image_batch_size, seed, captions,
-                     image_lr, device, workers, checkpoint_every, losses['image'], progress,
+                     image_lr, shape_first_steps, device, workers, checkpoint_every,
+                     losses['image'], progress,
                      lambda step: save(step, opt, spent + time.perf_counter() - start))
         state = None
     if image_steps:
@@ -347,9 +352,10 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
 
 
 def _train_trunk(trunk, heads, opt, first: int, steps: int, batch_size: int, seed: int,
-                 captions: str, lr: float, device: str, workers: int, checkpoint_every: int,
-                 losses: List[float], progress: bool, save) -> None:
-    """Stage 1: the image trunk learns the four attributes (a softmax head each)."""
+                 captions: str, lr: float, shape_first: int, device: str, workers: int,
+                 checkpoint_every: int, losses: List[float], progress: bool, save) -> None:
+    """Stage 1: the image trunk learns the four attributes (a softmax head each; the shape
+    head alone for the first ``shape_first`` steps)."""
     import torch.nn.functional as F
     from tqdm import tqdm
     trunk.train()
@@ -365,7 +371,8 @@ def _train_trunk(trunk, heads, opt, first: int, steps: int, batch_size: int, see
             group['lr'] = lr * _lr_scale(step, steps, min(50, steps))
         feats = trunk(images.to(device))
         labels = labels.to(device)
-        loss = sum(F.cross_entropy(heads[k](feats), labels[:, i]) for i, k in enumerate(kinds))
+        loss = sum(F.cross_entropy(heads[k](feats), labels[:, i]) for i, k in enumerate(kinds)
+                   if step >= shape_first or k == 'shape')
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
