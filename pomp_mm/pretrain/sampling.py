@@ -219,10 +219,7 @@ class NegativeSampler:
         if not 1 <= int(num_neg) <= self.num_classes:
             raise ValueError(f'per-image contrast draws 1..{self.num_classes} negatives from '
                              f'the {self.num_classes} classes, got {num_neg}')
-        if self.mode == 'hard' and self.bank is None:
-            raise RuntimeError("NegativeSampler(mode='hard') has no class-embedding bank; call "
-                               'update_bank(embeddings) with [num_classes, D] class embeddings '
-                               'before sample()')
+        self._require_bank()
         if self.mode == 'uniform':
             return torch.randperm(self.num_classes, generator=self.generator)[:num_neg], None
         if self.mode == 'frequency':
@@ -237,13 +234,16 @@ class NegativeSampler:
         pi = poisson_inclusion(weights, num_neg)[picked]
         return picked, pi.clamp(min=1.0 / (self.num_classes - 1))
 
-    def _sample_negatives(self, positives: torch.Tensor, num_neg: int
-                          ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Negatives, and the draw weights over all N classes (``None`` for uniform)."""
+    def _require_bank(self) -> None:
         if self.mode == 'hard' and self.bank is None:
             raise RuntimeError("NegativeSampler(mode='hard') has no class-embedding bank; call "
                                'update_bank(embeddings) with [num_classes, D] class embeddings '
                                'before sample()')
+
+    def _sample_negatives(self, positives: torch.Tensor, num_neg: int
+                          ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Negatives, and the draw weights over all N classes (``None`` for uniform)."""
+        self._require_bank()
         none = torch.empty(0, dtype=torch.long)
         if num_neg == 0:
             return none, None
