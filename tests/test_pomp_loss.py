@@ -792,3 +792,13 @@ def test_official_transcription_and_per_image_contrast_agree(tiny_cfg):
         torch.testing.assert_close(ours.prompt_learner.ctx.grad, grad,
                                    atol=1e-3 * grad.abs().max().item(), rtol=0)
     assert official.buffer_bytes() > 0
+
+
+def test_hard_sampling_without_a_bank_says_what_to_call():
+    sampler = NegativeSampler(20, 5, mode='hard')
+    for draw in (lambda: sampler.sample(torch.tensor([1, 2])),
+                 lambda: sampler.sample_shared_negatives(torch.tensor([1, 2]), 4)):
+        with pytest.raises(RuntimeError, match=r'no class-embedding bank; call update_bank'):
+            draw()
+    with pytest.raises(ValueError, match=r'draws 1\.\.20 negatives from the 20 classes, got 21'):
+        NegativeSampler(20, 5).sample_shared_negatives(torch.tensor([1]), 21)
