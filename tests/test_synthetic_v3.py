@@ -337,3 +337,15 @@ def _interrupt_after(wc, calls: int, run):
         return run()
     finally:
         wc._batch, wc._AttributeBatches.__getitem__ = real, real_attr
+
+
+def test_trunk_schedule_restarts_for_the_four_head_phase():
+    """Warm-up and cosine in each phase of the image stage; without a shape-only phase, the
+    schedule is the contrastive stage's (50 warm-up steps, then cosine)."""
+    from pomp_mm.synthetic import world_clip as wc
+    lrs = [wc._trunk_lr_scale(s, 2400, 1200) for s in range(2400)]
+    assert lrs[49] == lrs[1249] == 1.0  # the peak after each warm-up
+    assert lrs[1199] < 1e-5 and lrs[2399] < 1e-5  # each phase ends near 0
+    assert lrs[1200] == pytest.approx(1 / 50)  # the four-head phase warms up again
+    assert [wc._trunk_lr_scale(s, 300, 0) for s in range(300)] == \
+        [wc._lr_scale(s, 300, 50) for s in range(300)]

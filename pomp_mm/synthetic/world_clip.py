@@ -229,6 +229,15 @@ def _lr_scale(step: int, steps: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+def _trunk_lr_scale(step: int, steps: int, shape_first: int) -> float:
+    """Warm-up and cosine over the shape-only phase, then again over the four-head phase,
+    so the attributes added last learn at the full rate too."""
+    if step < shape_first:
+        return _lr_scale(step, shape_first, min(50, shape_first))
+    rest = steps - shape_first
+    return _lr_scale(step - shape_first, rest, min(50, rest))
+
+
 def _adamw(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW with weight decay on weight matrices only (not on norms, biases, embeddings)."""
     named = [(n, p) for n, p in params if p.requires_grad]
@@ -254,7 +263,7 @@ def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, see
     (one softmax head per attribute, dropped afterwards; pre-training classes only; its first
     ``shape_first_steps`` steps train the shape head alone, a curriculum: with all four from
     the start, colour and texture features form first and shape is learned several times
-    slower), then the
+    slower; each phase has its own warm-up and cosine), then the
     trunk is locked (``lock_image_tower``, batch-norm statistics fixed) and ``steps`` steps of
     open_clip's contrastive loss train the text tower, the image projection and the
     temperature. Without it, both towers train contrastively from scratch (v1, v2).
@@ -368,7 +377,7 @@ def _train_trunk(trunk, heads, opt, first: int, steps: int, batch_size: int, see
     kinds = list(ATTRIBUTES)
     for step, (images, labels) in bar:
         for group in opt.param_groups:
-            group['lr'] = lr * _lr_scale(step, steps, min(50, steps))
+            group['lr'] = lr * _trunk_lr_scale(step, steps, shape_first)
         feats = trunk(images.to(device))
         labels = labels.to(device)
         loss = sum(F.cross_entropy(heads[k](feats), labels[:, i]) for i, k in enumerate(kinds)
