@@ -108,6 +108,18 @@ def _autocast(device: str, precision: str):
                           dtype=torch.bfloat16)
 
 
+def _fixed_inputs(model, case: dict, num_classes: int):
+    """Seeded random images ``[batch, views, 3, H, W]`` on the case's device and one label
+    batch per step (warm-up and timed), the same in every case."""
+    size = model.visual.image_size
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(case['batch_size'], case['views'], 3, *size, generator=gen)
+    labels = [torch.randint(num_classes, (case['batch_size'],), generator=gen)
+              for _ in range(case['warmup'] + case['steps'])]
+    return images.to(case['device']), labels
+
+
 def worker(case: dict) -> dict:
     """Run one case in this process; returns step times (s) and peak memory (MB)."""
     import logging
@@ -140,13 +152,9 @@ def worker(case: dict) -> dict:
     tokenize_s = time.perf_counter() - t0
 
     # 2. fixed inputs: images (all views), their frozen features, and one label batch per step
-    size = model.visual.image_size
-    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    images, labels = _fixed_inputs(model, case, len(vocab))
     batch, views = case['batch_size'], case['views']
-    gen = torch.Generator().manual_seed(1)
-    images = torch.randn(batch, views, 3, *size, generator=gen).to(device)
     total = case['warmup'] + case['steps']
-    labels = [torch.randint(len(vocab), (batch,), generator=gen) for _ in range(total)]
     with amp():
         feats = model.encode_images(images)
     if not full_scale:
@@ -237,13 +245,8 @@ def official_worker(case: dict) -> dict:
         official.ctx.copy_(learner.ctx)
     optims = {name: torch.optim.SGD([ctx], lr=0.002, momentum=0.9, weight_decay=5e-4)
               for name, ctx in (('pomp_mm', learner.ctx), ('official', official.ctx))}
-    size = model.visual.image_size
-    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-    batch, views = case['batch_size'], case['views']
-    gen = torch.Generator().manual_seed(1)
-    images = torch.randn(batch, views, 3, *size, generator=gen).to(device)
-    total = case['warmup'] + case['steps']
-    labels = [torch.randint(len(vocab), (batch,), generator=gen) for _ in range(total)]
+    images, labels = _fixed_inputs(model, case, len(vocab))
+    views, total = case['views'], case['warmup'] + case['steps']
     draws = torch.Generator().manual_seed(2)
     amp = lambda: _autocast(device, case['precision'])  # noqa: E731
 
