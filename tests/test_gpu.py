@@ -64,3 +64,26 @@ def test_bf16_pretrain_step_on_cuda_matches_fp32_cpu():
     assert abs(loss_gpu - loss_cpu) <= 2e-2 * abs(loss_cpu), (loss_gpu, loss_cpu)
     cos = torch.nn.functional.cosine_similarity(grad_cpu.flatten(), grad_gpu.flatten(), dim=0)
     assert cos > 0.95, float(cos)
+
+
+def test_official_step_built_on_cuda_matches_per_image_contrast():
+    """The official step built from a tower already on the GPU (as the benchmark builds it)
+    gives pomp_mm's per-image loss for the same draw."""
+    from pomp_mm.pretrain.model import PompPretrainer
+    from pomp_mm.pretrain.official import OfficialPromptStep
+    vocab = _names(300)
+    torch.manual_seed(0)
+    ours = PompPretrainer(clip_model=copy.deepcopy(TINY_CLIP), pretrained=None, vocabulary=vocab,
+                          n_ctx=4, num_sampled=64, contrast='per_image', correction='log10',
+                          mask_duplicate_names=False).cuda().train()
+    official = OfficialPromptStep(ours.text_encoder.tower, vocab, 4, 64,
+                                  ours.text_encoder.tokenizer).cuda()
+    assert official.tokens.is_cuda
+    with torch.no_grad():
+        official.ctx.copy_(ours.prompt_learner.ctx)
+    gen = torch.Generator().manual_seed(3)
+    feats = torch.nn.functional.normalize(torch.randn(8, 32, generator=gen), dim=-1).cuda()
+    labels = torch.randint(300, (4,), generator=gen).cuda()
+    mine = ours.compute_loss(feats, labels, 2)['loss']
+    theirs = official(feats, labels.repeat_interleave(2), ours.last_negatives)
+    assert mine.item() == pytest.approx(theirs.item(), abs=1e-4)

@@ -235,7 +235,8 @@ def official_worker(case: dict) -> dict:
     model = PompPretrainer(clip_model=resolve_clip_spec(case['model']), pretrained=None,
                            vocabulary=vocab, n_ctx=case['n_ctx'], num_sampled=case['k'],
                            contrast='per_image', correction='log10', mask_duplicate_names=False,
-                           chunk_size=case['chunk_size'])
+                           chunk_size=case['chunk_size'],
+                           pack_lengths=case.get('pack_lengths', True))
     model.to(device).train()
     learner, enc = model.prompt_learner, model.text_encoder
     learner.tokenize(list(vocab.names), enc.tokenizer, enc.tower.context_length)
@@ -327,7 +328,7 @@ def _official(args, base: dict) -> None:
     print(f'Same CLIP, batch ({args.batch_size} images x {args.views} views), K and N={n:,} in '
           'one process; the two steps alternate (order flipped every step). pomp_mm: '
           "PompPretrainer(contrast='per_image', correction='log10', mask_duplicate_names=False), "
-          'the union of classes once, shared [SOS, ctx] prefix, own tokens packed. Official: a '
+          f'the union of classes once, {_encoding(args)}. Official: a '
           'transcription of trainers/pomp.py (pomp_mm.pretrain.official), B x views + K - 1 '
           'prompts padded to the full context from per-class embedding buffers. Text side = '
           'sample, embed, loss, backward, SGD on ctx against the image features; full step = '

@@ -45,7 +45,8 @@ class OfficialPromptStep(nn.Module):
         self.num_neg = num_sampled - 1
         prompts = [' '.join(['X'] * n_ctx) + ' ' + name.replace('_', ' ') + '.'
                    for name in classnames]
-        tokens = tokenizer(prompts)
+        # the tokenizer returns CPU ids; the tower may already sit on a GPU
+        tokens = tokenizer(prompts).to(self.tower.token_embedding.weight.device)
         with torch.no_grad():
             embedding = self.tower.embed_tokens(tokens)
         self.register_buffer('tokens', tokens, persistent=False)
