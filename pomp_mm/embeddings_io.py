@@ -98,7 +98,13 @@ def load_embeddings(path: str, names: Optional[Sequence[str]] = None,
             side = json.load(f)
         if side.get('sha256') not in (None, _digest(arr)):
             # two files, two writes: a crash between them, or the .npy rewritten by another
-            # tool, leaves a sidecar describing other numbers; its names cannot be trusted
+            # tool, leaves a sidecar describing other numbers; its names cannot be trusted,
+            # so rows cannot be checked against the classes the caller names
+            if names is not None:
+                raise ValueError(f'{path!r} does not match its sidecar {side_path!r} (sha256 '
+                                 f'{_digest(arr)}, the sidecar records {side["sha256"]}): '
+                                 'the .npy was rewritten without it; export the table again '
+                                 'or delete the stale sidecar')
             logger.warning('ignoring sidecar %s: it describes another version of %s', side_path,
                            path)
             side = {}

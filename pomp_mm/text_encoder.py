@@ -357,9 +357,8 @@ class PompTextEncoder(BaseModule):
         return (self.tower.logit_scale.exp() * emb).to(self.tower.logit_scale.dtype)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        # New tower weights or prompt: forget tables and the weights hash computed from the old.
+        # New tower weights or prompt: forget tables computed from the old.
         self._memo.clear()
-        self.tower._fingerprint = None
         super()._load_from_state_dict(*args, **kwargs)
 
     def init_weights(self) -> None:

@@ -27,13 +27,18 @@ def test_save_load_round_trip(tmp_path):
     assert meta2 == meta
 
 
-def test_sidecar_of_another_version_is_ignored(tmp_path, caplog):
+def test_sidecar_of_another_version_is_ignored_or_refused(tmp_path, caplog):
     """The .npy rewritten (another tool, or a crash between the two writes): the sidecar's
-    class names describe other numbers and must not be adopted."""
-    npy, _ = save_embeddings(str(tmp_path / 'e.npy'), torch.randn(3, 8), ['a', 'b', 'c'])
+    class names describe other numbers and must not be adopted; with class names to check
+    against, that is an error (the rows cannot be checked), without, a warning."""
+    npy, side_path = save_embeddings(str(tmp_path / 'e.npy'), torch.randn(3, 8),
+                                     ['a', 'b', 'c'])
     np.save(npy, np.random.randn(3, 8).astype(np.float32))
+    with pytest.raises(ValueError, match=f"'{npy}' does not match its sidecar '{side_path}' "
+                       r'\(sha256 [0-9a-f]{64}, the sidecar records [0-9a-f]{64}\)'):
+        load_embeddings(npy, names=['a', 'b', 'c'])
     with caplog.at_level('WARNING'):
-        _, side = load_embeddings(npy, names=['x', 'y', 'z'])
+        _, side = load_embeddings(npy)
     assert side is None and 'describes another version' in caplog.text
 
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import DataLoader, Dataset
 
+from ..clip import weights_fingerprint
 from ..fileio import atomic_torch_save, atomic_write
 from .data import collate_views
 
@@ -87,15 +88,9 @@ class _SeededViews(Dataset):
 
 
 def visual_fingerprint(visual: torch.nn.Module) -> str:
-    """Hash of an image tower's weights: a cache is only valid for the tower that made it."""
-    h = hashlib.blake2b(digest_size=12)
-    # the activation is not a weight: GELU and QuickGELU towers give other features
-    h.update(','.join(sorted({type(m).__name__ for m in visual.modules()})).encode())
-    for name, tensor in sorted(visual.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
+    """Hash of an image tower's weights (:func:`~pomp_mm.clip.weights_fingerprint`): a cache
+    is only valid for the tower that made it."""
+    return weights_fingerprint(visual)
 
 
 def _image_encoder(model_or_visual: torch.nn.Module

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
-from ..clip import ClipSpec, build_clip, weights_fingerprint
+from ..clip import ClipSpec, build_clip, sampled_fingerprint, weights_fingerprint
 from ..text_encoder import PompTextEncoder
 from ..vocabulary import VocabularyLike, parse_vocabulary
 from .loss import local_contrast_logits, per_image_logits, pomp_loss
@@ -154,11 +154,15 @@ class PompPretrainer(BaseModel):
     FINGERPRINT_KEY = 'clip_fingerprint'
 
     def clip_fingerprint(self) -> str:
-        """Hash of the frozen image and text towers' weights (computed once)."""
-        if getattr(self, '_clip_fingerprint', None) is None:
-            self._clip_fingerprint = weights_fingerprint(self.visual) + \
-                self.text_encoder.tower.fingerprint()
-        return self._clip_fingerprint
+        """Hash of the frozen image and text towers' weights (:func:`weights_fingerprint`)."""
+        return weights_fingerprint(self.visual) + self.text_encoder.tower.fingerprint()
+
+    def _matches_clip(self, saved: str) -> bool:
+        if len(saved) == 32:  # written before every weight was hashed: the sampled check
+            tower = self.text_encoder.tower
+            return saved == (sampled_fingerprint(self.visual) +
+                             sampled_fingerprint(tower, tower.transformer))
+        return saved == self.clip_fingerprint()
 
     def state_dict(self, *args: Any, destination=None, prefix: str = '',
                    keep_vars: bool = False) -> Dict[str, Any]:
@@ -178,7 +182,7 @@ class PompPretrainer(BaseModel):
         saved = state_dict.pop(prefix + self.FINGERPRINT_KEY, None)
         if saved is not None:
             saved = bytes(saved.to(torch.uint8).tolist()).decode(errors='replace')
-            if saved != self.clip_fingerprint():
+            if not self._matches_clip(saved):
                 raise ValueError(
                     f'this checkpoint was trained with other CLIP weights (fingerprint '
                     f'{saved}) than this run builds ({self.clip_fingerprint()}): resume with '
