@@ -20,18 +20,25 @@ from torch import nn
 
 from .shared_prefix import length_groups, shared_prefix_transformer, supports_shared_prefix
 
-__all__ = ['build_clip', 'clip_model_id', 'mmseg_text_state_dict', 'resolve_clip_spec',
-           'TextTower', 'weights_fingerprint']
+__all__ = ['build_clip', 'clip_model_id', 'mmseg_text_state_dict', 'register_model_config',
+           'resolve_clip_spec', 'TextTower', 'TINY_CLIP', 'weights_fingerprint']
 
 logger = logging.getLogger(__name__)
 
 ClipSpec = Union[str, Dict[str, Any]]
 
+#: A tiny open_clip config (random weights): 64-wide, 2-layer towers; ``'tiny'`` on the command
+#: line, for smoke runs, tests and CPU benchmarks.
+TINY_CLIP: Dict[str, Any] = dict(
+    embed_dim=32,
+    vision_cfg=dict(image_size=32, layers=2, width=64, head_width=32, patch_size=8),
+    text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
+
+
 def resolve_clip_spec(spec: str) -> ClipSpec:
-    """Command-line model spec: ``'tiny'`` (:data:`pomp_mm.testing.TINY_CLIP`), a ``.json``
-    open_clip model config file, or an open_clip model name (returned unchanged)."""
+    """Command-line model spec: ``'tiny'`` (:data:`TINY_CLIP`), a ``.json`` open_clip model
+    config file, or an open_clip model name (returned unchanged)."""
     if spec == 'tiny':
-        from .testing import TINY_CLIP
         return copy.deepcopy(TINY_CLIP)
     if spec.endswith('.json'):
         if not os.path.isfile(spec):
@@ -137,12 +144,24 @@ def _needs_quick_gelu(name: str, pretrained: Optional[str], mmseg_text: bool) ->
     return bool(open_clip.get_pretrained_cfg(name, pretrained).get('quick_gelu', False))
 
 
+def register_model_config(path: str) -> None:
+    """Make the open_clip model config ``path`` (``<model name>.json``) known to open_clip by
+    its name, for ``create_model``, ``get_tokenizer`` and pomp_mm (idempotent)."""
+    import open_clip
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'open_clip model config not found: {path!r}')
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name not in open_clip.list_models():
+        open_clip.add_model_config(path)
+
+
 def ensure_model_config(name: str) -> None:
-    """Register pomp_mm's own open_clip model configs (the synthetic world's CLIP) on first use,
-    so open_clip's name-based calls (``create_model``, ``get_tokenizer``) know them."""
-    from .synthetic.world_clip import WORLD_MODELS, register_world_model
-    if name in WORLD_MODELS:
-        register_world_model(name)
+    """Load pomp_mm's plugins (:mod:`pomp_mm.plugins`) when open_clip does not know ``name``,
+    so model names they register work everywhere a name is taken."""
+    import open_clip
+    if name not in open_clip.list_models():
+        from .plugins import load_plugins
+        load_plugins()
 
 
 def _check_pretrained_path(pretrained: str) -> None:

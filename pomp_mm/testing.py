@@ -8,13 +8,9 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict
 
-__all__ = ['TINY_CLIP', 'TINY_SAN', 'tiny_detector']
+from .clip import TINY_CLIP
 
-#: A tiny open_clip config (random weights): 64-wide, 2-layer towers.
-TINY_CLIP: Dict[str, Any] = dict(
-    embed_dim=32,
-    vision_cfg=dict(image_size=32, layers=2, width=64, head_width=32, patch_size=8),
-    text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
+__all__ = ['TINY_CLIP', 'TINY_SAN', 'tiny_detector']
 
 #: Overrides that shrink the SAN ViT-B/16 configs to a tiny model with random weights (64-wide
 #: 3-layer ViT, 10 queries, 64x64 inputs) for tests and benchmarks; pair it with

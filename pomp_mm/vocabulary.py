@@ -15,7 +15,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 __all__ = [
     'Vocabulary', 'clean_name', 'load_vocabulary', 'builtin_vocabularies', 'parse_vocabulary',
-    'first_difference'
+    'first_difference', 'register_vocabulary'
 ]
 
 logger = logging.getLogger(__name__)
@@ -135,16 +135,6 @@ def _imagenet1k() -> Vocabulary:
     return Vocabulary(tuple(IMAGENET_CLASSNAMES), tuple(wnids), 'imagenet1k')
 
 
-def _synthetic(which: str) -> Callable[[], Vocabulary]:
-    """The synthetic world's vocabularies (pomp_mm.synthetic, no toolkit needed)."""
-    def build() -> Vocabulary:
-        from .synthetic import protocol, world
-        classes = {'synthetic-24k': world.all_classes, 'synthetic-pretrain':
-                   protocol.pretrain_classes, 'synthetic-1k': protocol.coop_classes}[which]()
-        return world.world_vocabulary(classes, which)
-    return build
-
-
 def _from_metainfo(module: str, dataset: str, source: str) -> Vocabulary:
     """Classes from an OpenMMLab dataset's METAINFO, importing the toolkit only when asked."""
     import importlib
@@ -167,11 +157,6 @@ _BUILTINS: Dict[str, Callable[[], Vocabulary]] = {
     'imagenet21k': _imagenet21k,
     'imagenet21k-p': _imagenet21k_p,
     'imagenet1k': _imagenet1k,
-    # the synthetic world: all 24,000 compositions, the 23,900 pre-training ones (held-out
-    # compositions removed) and the CoOp baseline's 1,000
-    'synthetic-24k': _synthetic('synthetic-24k'),
-    'synthetic-pretrain': _synthetic('synthetic-pretrain'),
-    'synthetic-1k': _synthetic('synthetic-1k'),
     'voc': _metainfo('mmseg.datasets', 'PascalVOCDataset', 'voc'),
     'coco': _metainfo('mmdet.datasets', 'CocoDataset', 'coco'),
     'coco-stuff': _metainfo('mmseg.datasets', 'COCOStuffDataset', 'coco-stuff'),
@@ -183,14 +168,30 @@ _BUILTINS: Dict[str, Callable[[], Vocabulary]] = {
 _CACHE: Dict[str, Vocabulary] = {}
 
 
+def register_vocabulary(name: str, build: Callable[[], Vocabulary]) -> None:
+    """Add a built-in vocabulary: ``build()`` makes it on first :func:`load_vocabulary`
+    (how plugins such as the synthetic world add theirs). Re-registering a name replaces it."""
+    key = name.lower().replace('_', '-')
+    if not key or not callable(build):
+        raise ValueError(f'register_vocabulary needs a name and a callable, got {name!r}, '
+                         f'{build!r}')
+    _BUILTINS[key] = build
+    _CACHE.pop(key, None)
+
+
 def builtin_vocabularies() -> List[str]:
-    """Names accepted by :func:`load_vocabulary`."""
+    """Names accepted by :func:`load_vocabulary` (plugins' included)."""
+    from .plugins import load_plugins
+    load_plugins()
     return sorted(_BUILTINS)
 
 
 def load_vocabulary(name: str) -> Vocabulary:
     """A built-in vocabulary by name (see :func:`builtin_vocabularies`)."""
     key = name.lower().replace('_', '-')
+    if key not in _BUILTINS:
+        from .plugins import load_plugins
+        load_plugins()
     if key not in _BUILTINS:
         raise KeyError(f'unknown built-in vocabulary {name!r}; known: '
                        f'{", ".join(builtin_vocabularies())}')

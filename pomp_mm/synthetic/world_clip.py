@@ -61,12 +61,12 @@ _STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
 
 
 def register_world_model(model_name: str = MODEL_NAME) -> None:
-    """Make a world CLIP an open_clip model name (idempotent)."""
-    import open_clip
+    """Make a world CLIP an open_clip model name (idempotent; done when the world is
+    imported)."""
+    from ..clip import register_model_config
     from .world_cnn import register_trunk
     register_trunk()
-    if model_name not in open_clip.list_models():
-        open_clip.add_model_config(asset_path(model_name, '.json'))
+    register_model_config(asset_path(model_name, '.json'))
 
 
 def sha256_file(path: str) -> str:

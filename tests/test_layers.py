@@ -1,0 +1,119 @@
+"""The package's layers: the core imports none of the layers above it (the synthetic world,
+the toolkit adapters, the test fixtures), and no module graph cycle exists in pomp_mm/; the
+world reaches the core only through the core's registration functions and the plugin entry
+point."""
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG = os.path.join(ROOT, 'pomp_mm')
+#: subpackages / modules above the core
+UPPER = ('pomp_mm.synthetic', 'pomp_mm.mmdet', 'pomp_mm.mmseg', 'pomp_mm.testing')
+
+
+def _module_name(path: str) -> str:
+    rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, '.')
+    return rel[:-len('.__init__')] if rel.endswith('.__init__') else rel
+
+
+def _imports(path: str, name: str):
+    """Every pomp_mm module ``path`` imports, at module level or inside functions."""
+    tree = ast.parse(open(path, encoding='utf-8').read())
+    package = name if path.endswith('__init__.py') else name.rsplit('.', 1)[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith('pomp_mm'))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split('.')
+                base = base[:len(base) - node.level + 1]
+                mod = '.'.join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ''
+            if not mod.startswith('pomp_mm'):
+                continue
+            yield mod
+            for alias in node.names:  # "from . import world" names a module
+                yield f'{mod}.{alias.name}'
+
+
+def _graph():
+    modules = {}
+    for folder, _, files in os.walk(PKG):
+        for f in files:
+            if f.endswith('.py'):
+                path = os.path.join(folder, f)
+                modules[_module_name(path)] = path
+    return {name: sorted({m for m in _imports(path, name) if m in modules and m != name})
+            for name, path in modules.items()}
+
+
+def _is_upper(name: str) -> bool:
+    return any(name == u or name.startswith(u + '.') for u in UPPER)
+
+
+def test_the_core_imports_nothing_above_it():
+    graph = _graph()
+    assert 'pomp_mm.clip' in graph and 'pomp_mm.synthetic.world_clip' in graph  # parsed
+    bad = [(a, b) for a, deps in graph.items() if not _is_upper(a) for b in deps if _is_upper(b)]
+    assert not bad, bad
+
+
+def test_no_import_cycle_in_the_package():
+    graph = _graph()
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = 'open'
+        for dep in graph[node]:
+            # a module importing its own package's __init__ (a parent) is not a cycle of code
+            if node.startswith(dep + '.'):
+                continue
+            if state.get(dep) == 'open':
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[node] = 'done'
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, cycles
+
+
+def test_the_world_arrives_through_the_plugin_entry_point():
+    """Importing the core loads no world module; the first world name asked for loads it."""
+    code = ('import sys, pomp_mm; from pomp_mm.clip import build_clip, ensure_model_config; '
+            'assert not [m for m in sys.modules if m.startswith("pomp_mm.synthetic")]; '
+            'v = pomp_mm.load_vocabulary("synthetic-1k"); assert len(v) == 1000, len(v); '
+            'assert "pomp_mm.synthetic" in sys.modules; '
+            'import open_clip; assert "pomp-world-CNN-T" in open_clip.list_models()')
+    res = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_a_plugin_registers_vocabularies_and_a_broken_one_is_named(monkeypatch, caplog):
+    from pomp_mm import plugins, vocabulary
+    from pomp_mm.vocabulary import Vocabulary, load_vocabulary, register_vocabulary
+
+    class EntryPoint:
+        def __init__(self, name, value):
+            self.name, self.value = name, value
+
+    monkeypatch.setattr(plugins, '_LOADED', [])
+    monkeypatch.setattr(vocabulary, '_BUILTINS', dict(vocabulary._BUILTINS))
+    monkeypatch.setattr(plugins, 'entry_points', lambda group: [
+        EntryPoint('broken', 'pomp_mm_no_such_plugin')])
+    with caplog.at_level('WARNING', logger='pomp_mm.plugins'):
+        with pytest.raises(KeyError, match="unknown built-in vocabulary 'fruit'"):
+            load_vocabulary('fruit')
+    assert "plugin 'broken' (pomp_mm_no_such_plugin) failed to import" in caplog.text
+    register_vocabulary('Fruit', lambda: Vocabulary(('apple', 'pear'), ('a', 'p'), 'fruit'))
+    assert load_vocabulary('fruit').names == ('apple', 'pear')
+    with pytest.raises(ValueError, match="needs a name and a callable, got 'x', 3"):
+        register_vocabulary('x', 3)
