@@ -94,13 +94,24 @@ def load_prompt(path: str) -> PromptCheckpoint:
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file holds no context vectors.
+        ValueError: if the file is no readable torch file or holds no context vectors.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f'prompt checkpoint not found: {path!r}')
     # Official Dassl checkpoints carry optimizer/scheduler objects we never use; they load as
     # inert placeholders, so nothing in the file is executed.
-    obj = load_with_placeholders(path)
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if not head.startswith((b'PK', b'\x80')):  # torch.save writes a zip, legacy ones a pickle
+        raise ValueError(f'{path!r} is not a torch checkpoint (starts with {head!r}; '
+                         'torch.save files are zip archives or pickles)')
+    try:
+        obj = load_with_placeholders(path)
+    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+        # torch's own messages (a zip central directory, 'KeyError: 101') name no file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f'{path!r} is not a readable torch checkpoint (truncated, or not '
+                         f'saved by torch.save): {reason[:200]}') from err
     if isinstance(obj, dict) and obj.get('format') == FORMAT:
         if obj.get('version', 0) > FORMAT_VERSION:
             raise ValueError(f'{path!r} is prompt format version {obj["version"]}; this pomp_mm '

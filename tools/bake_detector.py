@@ -137,4 +137,5 @@ def _classes_of(model, dataset_meta: Optional[Dict[str, Any]] = None) -> List[st
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

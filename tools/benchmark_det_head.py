@@ -117,4 +117,5 @@ def main(argv=None) -> float:
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

@@ -15,6 +15,7 @@ import time
 import open_clip
 import torch
 
+from pomp_mm.cli import positive_int  # noqa: E402
 from pomp_mm.clip import TextTower, sampled_fingerprint, weights_fingerprint
 
 
@@ -30,7 +31,7 @@ def _best(fn, repeats: int = 3) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--models', default='ViT-B-16,ViT-L-14')
-    p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--threads', type=positive_int, default=None)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,4 +53,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

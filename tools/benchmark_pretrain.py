@@ -64,6 +64,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pomp_mm._benchmarking import peak_memory_mb, reset_peak_memory, run_case  # noqa: E402
+from pomp_mm.cli import positive_int  # noqa: E402
 
 LARGE_VOCAB = 'imagenet21k'
 SMALL_VOCABS = ('random', 'first', 'imagenet1k')
@@ -407,7 +408,8 @@ def main(argv=None) -> None:
     p.add_argument('--model', help="open_clip model name (random weights), 'tiny' or a .json "
                    "config (default ViT-B-16; tiny with --quick)")
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--batch-size', type=int, help='images per step (default 8; 32 full scale)')
+    p.add_argument('--batch-size', type=positive_int,
+                   help='images per step (default 8; 32 full scale)')
     p.add_argument('--views', type=int, help='views per image (default 2; 4 full scale)')
     p.add_argument('--n-ctx', type=int, default=16)
     p.add_argument('--ks', help='POMP K values for part (1) (default 128,256,512,1000; '
@@ -427,8 +429,9 @@ def main(argv=None) -> None:
                    '--quick, 5 on GPU); a few-prompt kernel warm-up always runs before')
     p.add_argument('--precision', choices=['fp32', 'bf16'],
                    help='bf16 = torch.autocast (default fp32; bf16 with --full-scale)')
-    p.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s own)')
-    p.add_argument('--chunk-size', type=int, default=1024, help='prompts per text-tower call')
+    p.add_argument('--threads', type=positive_int, help='torch CPU threads (default: torch\'s own)')
+    p.add_argument('--chunk-size', type=positive_int, default=1024,
+                   help='prompts per text-tower call')
     p.add_argument('--skip-large-vocab', action='store_true', help='skip part (2)')
     p.add_argument('--no-share-prefix', action='store_true',
                    help='run every prompt through all positions (PompTextEncoder '
@@ -583,4 +586,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

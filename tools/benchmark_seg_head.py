@@ -104,4 +104,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pomp_mm._benchmarking import peak_memory_mb, reset_peak_memory, run_case  # noqa: E402
+from pomp_mm.cli import positive_int  # noqa: E402
 
 
 def _timed(fn, device: str, repeats: int):
@@ -91,7 +92,7 @@ def main(argv=None) -> None:
     p.add_argument('--model', default='ViT-B-16', help='open_clip model name (random weights)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--num-names', type=int, default=512, help='names for part (a)')
-    p.add_argument('--chunk-size', type=int, default=1024)
+    p.add_argument('--chunk-size', type=positive_int, default=1024)
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--skip-full-vocab', action='store_true', help='skip part (b)')
     p.add_argument('--worker', help=argparse.SUPPRESS)
@@ -142,4 +143,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

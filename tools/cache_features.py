@@ -86,4 +86,5 @@ train_dataloader = dict(
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

@@ -83,4 +83,5 @@ def detect(argv=None) -> Tuple[str, Any, List[str]]:
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

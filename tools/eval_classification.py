@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pomp_mm import PompTextEncoder  # noqa: E402
+from pomp_mm.cli import positive_int  # noqa: E402
 from pomp_mm.clip import build_clip, resolve_clip_spec  # noqa: E402
 from pomp_mm.evaluation import (ALL_DATASETS, CROSS_DATASETS, DatasetNotFound,  # noqa: E402
                                 build_dataset, embed_images, image_folder_dataset,
@@ -57,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="skip the row of CLIP's 80 ImageNet templates")
     p.add_argument('--json', default=None, metavar='FILE',
                    help='also write {method: {dataset: top-1 %%}} and the image counts here')
-    p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--batch-size', type=positive_int, default=64)
     p.add_argument('--workers', type=int, default=4, help='DataLoader workers')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--out-dir', default='work_dirs/eval_classification',
@@ -66,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='evaluate at most this many (evenly spaced) images per dataset')
     p.add_argument('--seed', type=int, default=0,
                    help='torch seed set before building CLIP (only matters for random weights)')
-    p.add_argument('--chunk-size', type=int, default=1024, help='classes per text-tower call')
+    p.add_argument('--chunk-size', type=positive_int, default=1024,
+                   help='classes per text-tower call')
     p.add_argument('--cache-dir', default=None, help='embedding cache folder (default: none)')
     args = p.parse_args(argv)
     if args.no_hand and args.no_ensemble and not args.prompts:
@@ -89,6 +91,8 @@ def _parse_folders(specs: List[str]) -> Dict[str, str]:
             raise SystemExit(f'--folder expects NAME=PATH, got {spec!r}')
         if name in out or name.lower() in {n.lower() for n in ALL_DATASETS} | {'mean'}:
             raise SystemExit(f'--folder name {name!r} is already used; pick another')
+        if not os.path.isdir(path):  # named on purpose: an error, not a skipped dataset
+            raise FileNotFoundError(f'--folder {name}: {path!r} is not a folder')
         out[name] = path
     return out
 
@@ -209,6 +213,10 @@ def main(argv=None) -> int:
         del feats, labels
 
     columns = [n for n, _ in todo if n in counts]
+    if not columns:
+        raise FileNotFoundError('nothing was evaluated: ' + '; '.join(
+            [f'{n} missing ({p})' for n, p in skipped.items()] +
+            [f'{n} failed ({e})' for n, e in failed.items()]))
     rows = make_table(results, columns, method_names)
     cross = [c for c in columns if c in CROSS_DATASETS]
     notes = [f'Model: {args.clip_model}' + (f' ({args.pretrained})' if args.pretrained else '')
@@ -235,4 +243,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from pomp_mm.cli import run
+    run(main)

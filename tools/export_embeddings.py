@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pomp_mm import PompTextEncoder, save_embeddings  # noqa: E402
+from pomp_mm.cli import positive_int  # noqa: E402
 from pomp_mm.clip import resolve_clip_spec  # noqa: E402
 from pomp_mm.embedding_cache import default_cache_dir  # noqa: E402
 
@@ -38,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--pretrained', default=None, help='open_clip tag or local weights file')
     p.add_argument('--out', required=True, help='output .npy (the sidecar goes beside it)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--chunk-size', type=int, default=1024)
+    p.add_argument('--chunk-size', type=positive_int, default=1024)
     p.add_argument('--cache-dir', default=default_cache_dir())
     p.add_argument('--no-cache', action='store_true', help='do not read or write the cache')
     return p.parse_args(argv)
@@ -69,4 +70,5 @@ def main(argv=None) -> str:
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

@@ -114,4 +114,5 @@ def segment(argv=None) -> Tuple[str, np.ndarray, List[str]]:
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

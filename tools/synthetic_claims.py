@@ -338,4 +338,5 @@ def main(argv=None) -> str:
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

@@ -267,4 +267,5 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

@@ -201,4 +201,5 @@ def main(argv=None) -> Dict:
 
 
 if __name__ == '__main__':
-    main()
+    from pomp_mm.cli import run
+    run(main)

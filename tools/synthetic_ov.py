@@ -336,4 +336,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from pomp_mm.cli import run
+    run(main)

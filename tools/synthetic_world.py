@@ -16,6 +16,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pomp_mm.cli import positive_int  # noqa: E402
+
 
 def _train_clip(args) -> None:
     from pomp_mm.synthetic import world_clip as wc
@@ -128,10 +130,11 @@ def main(argv=None) -> int:
     t.add_argument('--shape-first-steps', type=int, default=0,
                    help='the first steps of the image stage train the shape head alone '
                    '(v3 recipe: 1200)')
-    t.add_argument('--batch-size', type=int, default=256)
+    t.add_argument('--batch-size', type=positive_int, default=256)
     t.add_argument('--seed', type=int, default=0)
-    t.add_argument('--threads', type=int, default=2, help='torch threads (part of the recipe: '
-                   'another count changes the float sums, hence the weights)')
+    t.add_argument('--threads', type=positive_int, default=2,
+                   help='torch threads (part of the recipe: another count changes the float '
+                   'sums, hence the weights)')
     t.add_argument('--captions', default='v2', choices=('v1', 'v2', 'v3'),
                    help='caption grammar: v2 (photos, sketches, noisy images, captions that '
                    'describe their look; the committed CLIP) or v1 (photos, image-independent '
@@ -159,4 +162,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from pomp_mm.cli import run
+    run(main)

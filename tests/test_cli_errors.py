@@ -1,0 +1,76 @@
+"""A user's mistake on the command line: one line naming the value, exit code 2, the
+traceback only with --debug."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pomp_mm import load_prompt, save_prompt
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tool(name, *args, env=None):
+    extra, env = env or {}, dict(os.environ, OMP_NUM_THREADS='1')
+    env.pop('POMP_MM_DEBUG', None)
+    env.update(extra)
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'tools', name), *args],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+
+
+def _one_line_error(res, tool, message):
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert 'Traceback' not in res.stderr, res.stderr[-2000:]
+    assert lines[-1] == f'{tool}: error: {message} (--debug for the traceback)', lines[-1]
+
+
+def test_a_missing_folder_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    missing = str(tmp_path / 'missing')
+    args = ('--datasets', 'none', '--folder', f'x={missing}', '--clip-model', 'tiny',
+            '--device', 'cpu', '--out-dir', str(tmp_path / 'out'))
+    res = _tool('eval_classification.py', *args)
+    _one_line_error(res, 'eval_classification.py', f"--folder x: '{missing}' is not a folder")
+    assert not (tmp_path / 'out').exists()
+    for debug in (_tool('eval_classification.py', *args, '--debug'),
+                  _tool('eval_classification.py', *args, env={'POMP_MM_DEBUG': '1'})):
+        assert debug.returncode != 0 and 'Traceback' in debug.stderr
+        assert f"FileNotFoundError: --folder x: '{missing}' is not a folder" in debug.stderr
+
+
+def test_a_broken_prompt_file_is_one_line_naming_it(tmp_path):
+    folder = tmp_path / 'set' / 'cat'
+    folder.mkdir(parents=True)
+    bad = tmp_path / 'prompt.pth'
+    bad.write_text('not a checkpoint\n')
+    res = _tool('eval_classification.py', '--datasets', 'none', '--folder',
+                f'x={tmp_path / "set"}', '--clip-model', 'tiny', '--device', 'cpu',
+                '--prompts', str(bad), '--out-dir', str(tmp_path / 'out'))
+    _one_line_error(res, 'eval_classification.py',
+                    f"'{bad}' is not a torch checkpoint (starts with b'not '; torch.save files "
+                    'are zip archives or pickles)')
+
+
+@pytest.mark.parametrize('option', ['--chunk-size', '--batch-size'])
+def test_zero_sizes_are_refused_when_parsing(option, tmp_path):
+    res = _tool('eval_classification.py', '--datasets', 'none', '--clip-model', 'tiny',
+                option, '0')
+    assert res.returncode == 2
+    assert f'argument {option}: 0 is not >= 1' in res.stderr.splitlines()[-1]
+
+
+def test_truncated_and_foreign_prompt_files_name_the_file(tmp_path):
+    good = save_prompt(str(tmp_path / 'good.pth'), torch.randn(4, 64), n_ctx=4)
+    data = open(good, 'rb').read()
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=f"'{cut}' is not a readable torch checkpoint "
+                                         r'\(truncated, or not saved by torch.save\): '):
+        load_prompt(str(cut))
+    text = tmp_path / 'notes.pth'
+    text.write_text('hello')
+    with pytest.raises(ValueError, match=f"'{text}' is not a torch checkpoint"):
+        load_prompt(str(text))
+    assert load_prompt(good).ctx.shape == (4, 64)
