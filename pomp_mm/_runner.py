@@ -43,6 +43,11 @@ def load_config(args: argparse.Namespace) -> Any:
     cfg.launcher = args.launcher
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    seed = (cfg.get('randomness') or {}).get('seed')
+    if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2 ** 32):
+        # numpy's own message names no option
+        raise ValueError(f'randomness.seed={seed!r} is out of range: seeds are integers from 0 '
+                         'to 2**32 - 1 (or None for a random one)')
     if args.work_dir:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

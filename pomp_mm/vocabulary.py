@@ -179,6 +179,13 @@ def register_vocabulary(name: str, build: Callable[[], Vocabulary]) -> None:
     _CACHE.pop(key, None)
 
 
+def _is_builtin(key: str) -> bool:
+    if key not in _BUILTINS:
+        from .plugins import load_plugins
+        load_plugins()
+    return key in _BUILTINS
+
+
 def builtin_vocabularies() -> List[str]:
     """Names accepted by :func:`load_vocabulary` (plugins' included)."""
     from .plugins import load_plugins
@@ -189,10 +196,7 @@ def builtin_vocabularies() -> List[str]:
 def load_vocabulary(name: str) -> Vocabulary:
     """A built-in vocabulary by name (see :func:`builtin_vocabularies`)."""
     key = name.lower().replace('_', '-')
-    if key not in _BUILTINS:
-        from .plugins import load_plugins
-        load_plugins()
-    if key not in _BUILTINS:
+    if not _is_builtin(key):
         raise KeyError(f'unknown built-in vocabulary {name!r}; known: '
                        f'{", ".join(builtin_vocabularies())}')
     if key not in _CACHE:
@@ -231,8 +235,10 @@ def parse_vocabulary(spec: VocabularyLike) -> Vocabulary:
             parts = [p.rstrip(' .').strip() for p in parts]
             return Vocabulary(tuple(p for p in parts if p), (), 'text')
         key = spec.lower().replace('_', '-')
-        if key in _BUILTINS:
+        if _is_builtin(key):
             return load_vocabulary(key)
+        if os.sep in spec or os.path.splitext(spec)[1].lower() in ('.txt', '.csv', '.json'):
+            raise FileNotFoundError(f'vocabulary file not found: {spec!r}')
         raise ValueError(f'vocabulary {spec!r} is neither a file, a " . "-separated list nor a '
                          f'built-in vocabulary (known: {", ".join(builtin_vocabularies())}); '
                          f'for a single class write {spec + " ."!r}')

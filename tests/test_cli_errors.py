@@ -74,3 +74,20 @@ def test_truncated_and_foreign_prompt_files_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=f"'{text}' is not a torch checkpoint"):
         load_prompt(str(text))
     assert load_prompt(good).ctx.shape == (4, 64)
+
+
+@pytest.mark.parametrize('case', ['missing config', 'bad seed'])
+def test_runner_tools_say_what_is_wrong_in_one_line(case, tmp_path):
+    config = os.path.join(ROOT, 'configs', 'pretrain', 'pomp_synthetic.py')
+    if case == 'missing config':
+        missing = str(tmp_path / 'nope.py')
+        res = _tool('pretrain.py', missing, '--work-dir', str(tmp_path / 'w'))
+        assert res.returncode == 2 and 'Traceback' not in res.stderr, res.stderr[-2000:]
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith('pretrain.py: error: ') and missing in last, last
+    else:
+        res = _tool('pretrain.py', config, '--work-dir', str(tmp_path / 'w'),
+                    '--cfg-options', 'randomness.seed=-1')
+        _one_line_error(res, 'pretrain.py', 'randomness.seed=-1 is out of range: seeds are '
+                        'integers from 0 to 2**32 - 1 (or None for a random one)')
+    assert not (tmp_path / 'w').exists()

@@ -89,7 +89,7 @@ def test_the_world_arrives_through_the_plugin_entry_point():
     """Importing the core loads no world module; the first world name asked for loads it."""
     code = ('import sys, pomp_mm; from pomp_mm.clip import build_clip, ensure_model_config; '
             'assert not [m for m in sys.modules if m.startswith("pomp_mm.synthetic")]; '
-            'v = pomp_mm.load_vocabulary("synthetic-1k"); assert len(v) == 1000, len(v); '
+            'v = pomp_mm.parse_vocabulary("synthetic_1k"); assert len(v) == 1000, len(v); '
             'assert "pomp_mm.synthetic" in sys.modules; '
             'import open_clip; assert "pomp-world-CNN-T" in open_clip.list_models()')
     res = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,

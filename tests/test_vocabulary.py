@@ -85,3 +85,12 @@ def test_duplicates_warned_and_kept(caplog):
         v = Vocabulary(('cat', 'Dog', 'dog', 'cat'))
     assert v.names == ('cat', 'Dog', 'dog', 'cat')
     assert "2 duplicate name(s)" in caplog.text and "'dog' (classes 1 and 2)" in caplog.text
+
+
+def test_a_missing_vocabulary_file_is_reported_as_a_file(tmp_path):
+    from pomp_mm.vocabulary import parse_vocabulary
+    for spec in (str(tmp_path / 'classes.txt'), 'data/classes', 'mine.csv'):
+        with pytest.raises(FileNotFoundError, match=f'vocabulary file not found: {spec!r}'):
+            parse_vocabulary(spec)
+    with pytest.raises(ValueError, match="for a single class write 'zebra .'"):
+        parse_vocabulary('zebra')
