@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from mmengine.registry import DATASETS, FUNCTIONS
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch.utils.data import Dataset
 
 from ..fileio import atomic_write
@@ -28,8 +29,8 @@ __all__ = ['ImageNet21K', 'ImageList', 'collate_views', 'few_shot_split', 'build
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN = tuple(OPENAI_DATASET_MEAN)
+CLIP_STD = tuple(OPENAI_DATASET_STD)
 Item = Tuple[str, int]
 
 

@@ -13,7 +13,7 @@ from mmengine.registry import MODELS
 
 from ..clip import ClipSpec, build_clip, sampled_fingerprint, weights_fingerprint
 from ..text_encoder import PompTextEncoder
-from ..vocabulary import VocabularyLike, parse_vocabulary
+from ..vocabulary import VocabularyLike, first_difference, parse_vocabulary
 from .loss import local_contrast_logits, per_image_logits, pomp_loss
 from .sampling import NegativeSampler
 
@@ -217,18 +217,16 @@ class PompPretrainer(BaseModel):
                            'be checked against the model vocabulary (%s, %d classes)',
                            self.vocabulary.source, self.num_classes)
             return
-        names = list(self.vocabulary.names)
-        classes = list(classes)
-        if classes == names:
+        names, classes = list(self.vocabulary.names), list(classes)
+        i = first_difference(names, classes)
+        if i is None:
             return
-        for i, (ours, theirs) in enumerate(zip(names, classes)):
-            if ours != theirs:
-                raise ValueError(
-                    f'dataset label {i} is {theirs!r} but model vocabulary class {i} is '
-                    f'{ours!r}: labels index the dataset\'s class list, so it must equal the '
-                    f'model vocabulary ({self.vocabulary.source}) in the same order; e.g. pass '
-                    f'the same vocabulary to the dataset')
-        i = min(len(names), len(classes))
+        if i < min(len(names), len(classes)):
+            raise ValueError(
+                f'dataset label {i} is {classes[i]!r} but model vocabulary class {i} is '
+                f'{names[i]!r}: labels index the dataset\'s class list, so it must equal the '
+                f'model vocabulary ({self.vocabulary.source}) in the same order; e.g. pass '
+                f'the same vocabulary to the dataset')
         extra = (f'dataset label {i} is {classes[i]!r} but the model vocabulary ends at '
                  f'{len(names)} classes' if len(classes) > len(names) else
                  f'model vocabulary class {i} is {names[i]!r} but the dataset has only '

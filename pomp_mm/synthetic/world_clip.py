@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from .captions import GRAMMARS, caption, draw_domain
 from .protocol import pretrain_classes
@@ -56,8 +57,8 @@ WEIGHTS_PATH = asset_path(MODEL_NAME, '.pt')
 CARD_PATH = asset_path(MODEL_NAME, '.card.json')
 _CAPTION_STREAM = 11
 _BATCH_STREAM = 12
-_MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
-_STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
+_MEAN = torch.tensor(OPENAI_DATASET_MEAN).view(3, 1, 1)
+_STD = torch.tensor(OPENAI_DATASET_STD).view(3, 1, 1)
 
 
 def register_world_model(model_name: str = MODEL_NAME) -> None:
@@ -248,7 +249,7 @@ def _adamw(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
                              eps=1e-6)
 
 
-def train_world_clip(out_path: str, steps: int = 900, batch_size: int = 256, seed: int = 0,
+def train_world_clip(out_path: str, steps: int = 1200, batch_size: int = 256, seed: int = 0,
                      lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 100,
                      threads: int = 2, captions: str = 'v2', hard_share: float = 0.0,
                      checkpoint_every: int = 100, model_name: str = MODEL_NAME,
