@@ -1,10 +1,11 @@
 # Two commands on a fresh machine (both idempotent; the first run creates .venv):
 #   make demo   POMP end to end in the synthetic world (render, pre-train, evaluate, intervals, plot)
 #   make test   run the whole test suite
+# make test-fast: the suite less its end-to-end trainings (tests marked slow); make lint: ruff.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo claims test bench clean
+.PHONY: install demo claims test test-fast lint bench clean
 
 install:
 	VENV=$(VENV) bash tools/install.sh
@@ -17,6 +18,14 @@ claims: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests
+
+# the line length of setup.cfg's [flake8] section, the one place it is set
+lint: install
+	$(PY) -m ruff check --select E,F,W --line-length \
+	  $$(sed -n 's/^max-line-length *= *//p' setup.cfg) pomp_mm tools tests configs
 
 bench: install
 	$(PY) tools/benchmark_text_encoder.py

@@ -4,7 +4,6 @@ Faster / Mask R-CNN with pomp_mm's tiny random CLIP and generated COCO / LVIS fi
 The end-to-end tests inherit configs/mmdet/*.py and swap in the tiny detector and 64x64 images.
 """
 import copy
-import glob
 import json
 import os
 import subprocess

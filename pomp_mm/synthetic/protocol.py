@@ -24,8 +24,9 @@ from .world import (BACKGROUNDS, COLOURS, NUM_CLASSES, PATTERNS, SHAPES, WorldCl
 __all__ = ['PROTOCOL_SEED', 'EVAL_IMAGE_SEED', 'NUM_HELDOUT', 'EvalSet', 'heldout_classes',
            'pretrain_classes', 'coop_classes', 'eval_sets', 'CROSS_DATASET_SETS',
            'CROSS_DOMAIN_SETS', 'SOURCE_SET', 'subset_classes', 'PROTOCOLS', 'PROTOCOL',
-           'check_protocol', 'check_per_class', 'cross_dataset_sets', 'custom_eval_set', 'SceneClass', 'scene_classes',
-           'scene_unseen_ids', 'NUM_SCENE_CLASSES', 'NUM_SCENE_UNSEEN']
+           'check_protocol', 'check_per_class', 'cross_dataset_sets', 'custom_eval_set',
+           'SceneClass', 'scene_classes', 'scene_unseen_ids', 'NUM_SCENE_CLASSES',
+           'NUM_SCENE_UNSEEN']
 
 PROTOCOL_SEED = 2023
 #: Versions of the evaluation sets; :data:`PROTOCOL` is the current one.
