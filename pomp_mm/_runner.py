@@ -8,7 +8,7 @@ import os.path as osp
 from typing import Any
 
 __all__ = ['add_runner_args', 'add_train_args', 'load_config', 'apply_train_args',
-           'build_runner', 'close_distributed']
+           'build_runner', 'ensure_prompt_hook', 'check_schedule', 'close_distributed']
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +105,33 @@ def build_runner(cfg: Any):
         return Runner.from_cfg(cfg)  # sets the default scope from cfg.default_scope itself
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     return RUNNERS.build(cfg)
+
+
+def ensure_prompt_hook(cfg) -> None:
+    """Add a PromptCheckpointHook (prompt saving + label-space check) if the config has none."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') in ('PromptCheckpointHook', 'pomp_mm.PromptCheckpointHook')
+               for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='PromptCheckpointHook')]
+
+
+def check_schedule(cfg) -> None:
+    """Refuse an epoch-based schedule that does not end at ``train_cfg.max_epochs``.
+
+    The configs write ``max_epochs`` into the schedulers' ``end`` / ``T_max`` when they are
+    read, so ``--cfg-options train_cfg.max_epochs=N`` alone would keep the old cosine: the LR
+    would sit at its floor for the extra epochs, or never anneal.
+    """
+    max_epochs = (cfg.get('train_cfg') or {}).get('max_epochs')
+    schedulers = cfg.get('param_scheduler') or []
+    schedulers = [schedulers] if isinstance(schedulers, dict) else list(schedulers)
+    ends = [s['end'] for s in schedulers if s.get('by_epoch', True) and 'end' in s]
+    if max_epochs is None or not ends or max(ends) == max_epochs:
+        return
+    raise ValueError(
+        f'param_scheduler ends at epoch {max(ends)} but train_cfg.max_epochs is {max_epochs}: '
+        'set the schedulers too (end, and T_max of the cosine), e.g. with a config like '
+        'configs/pretrain/pomp_in21k-p_vit-b16_ctx16_ep20.py that sets max_epochs')
 
 
 def close_distributed() -> None:
