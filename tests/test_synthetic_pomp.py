@@ -194,7 +194,9 @@ def test_local_correction_changes_the_loss_by_the_margin(slice_features):
     assert losses['none'] < losses['log10'] < losses['ln']
 
 
-def test_demo_pipeline_end_to_end_through_the_tools(tmp_path, clip):
+def test_demo_pipeline_end_to_end_through_the_tools(tmp_path):
+    """make demo runs on the default world CLIP (v3's CNN since the switch), not this file's."""
+    clip, model = wc.load_world_clip(), wc.MODEL_NAME
     work = tmp_path / 'demo'
     cmd = [sys.executable, os.path.join(ROOT, 'tools', 'synthetic_demo.py'), '--work-dir',
            str(work), '--classes', '200', '--coop-classes', '20', '--coop-shots', '2',
@@ -227,7 +229,7 @@ def test_demo_pipeline_end_to_end_through_the_tools(tmp_path, clip):
     es = protocol.eval_sets()['shapes']
     images, labels = render_eval_set(es, per_class=1)
     from pomp_mm import PompTextEncoder
-    hand = PompTextEncoder(clip_model=MODEL, clip_module=clip, vocabulary=['x'],
+    hand = PompTextEncoder(clip_model=model, clip_module=clip, vocabulary=['x'],
                            templates='single', cat_bg=False)
     with torch.no_grad():
         want = _accuracy(_features(clip, images), labels, hand.encode_text(list(es.classnames)))

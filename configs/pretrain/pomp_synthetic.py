@@ -1,4 +1,4 @@
-# POMP in the synthetic world (pomp_mm.synthetic): the committed pomp-world-ViT-T-8 CLIP, the
+# POMP in the synthetic world (pomp_mm.synthetic): the committed pomp-world-CNN-T CLIP (v3), the
 # 23,900 pre-training compositions (the ImageNet-21K analogue; the 100 held-out ones removed),
 # K = 1,000 sampled classes per step with the ln local correction, n_ctx 4 randomly initialised
 # (as configs/pretrain/pomp_in21k-p_vit-b16.py and CoOp's default). Images: an ImageList CSV
@@ -11,13 +11,13 @@ custom_imports = dict(imports=['pomp_mm', 'pomp_mm.pretrain'], allow_failed_impo
 
 data_root = 'work_dirs/world/pretrain'
 feature_dir = data_root + '/features'  # pomp_synthetic_cached.py reads the cache here
-clip_weights = '{{ fileDirname }}/../../pomp_mm/synthetic/assets/pomp-world-ViT-T-8.pt'
+clip_weights = '{{ fileDirname }}/../../pomp_mm/synthetic/assets/pomp-world-CNN-T.pt'
 max_epochs = 3
 batch_size = 256
 
 model = dict(
     type='PompPretrainer',
-    clip_model='pomp-world-ViT-T-8',
+    clip_model='pomp-world-CNN-T',
     pretrained=clip_weights,
     vocabulary='synthetic-pretrain',
     n_ctx=4,

@@ -1,11 +1,13 @@
-"""The world's small CLIP: its open_clip config, the committed weights and how they were made.
+"""The world's small CLIPs: their open_clip configs, the committed weights and how they were made.
 
-``pomp-world-ViT-T-8`` (ViT 64 px / patch 8, 4 layers x 128 wide; causal text tower 4 x 64,
-context 32; 4.2 M parameters) is registered with open_clip on first use, so every pomp_mm tool
-takes ``--clip-model pomp-world-ViT-T-8 --pretrained <weights>``. The weights were trained by
-:func:`train_world_clip` (``python tools/synthetic_world.py train-clip``) on rendered images of
-the pre-training classes with captions from :mod:`~pomp_mm.synthetic.captions`; the held-out
-compositions never appear in its training pairs.
+``pomp-world-CNN-T`` (world v3, the default: a VGG-style CNN image tower at 64 px, trained on
+attribute labels first and then locked under a contrastive stage on captions v3; causal BPE text
+tower 4 x 64, context 32) and ``pomp-world-ViT-T-8`` (world v2: ViT 64 px / patch 8; the
+segmentation and detection heads of the world need a ViT) are open_clip model names once the
+world is imported (it is a pomp_mm plugin), so every pomp_mm tool takes ``--clip-model <name>
+--pretrained <weights>``. Both were trained by :func:`train_world_clip` (``python
+tools/synthetic_world.py train-clip``, the command is on each card) on rendered images of the
+pre-training classes; the held-out compositions never appear in their training pairs.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ __all__ = ['MODEL_NAME', 'VIT_MODEL_NAME', 'VIT_WEIGHTS_PATH', 'VIT_CARD_PATH', 
 
 #: The world's CLIPs: v1/v2 (a ViT; seg and det in the world run on it) and v3 (a CNN).
 WORLD_MODELS = ('pomp-world-ViT-T-8', 'pomp-world-CNN-T')
-MODEL_NAME = 'pomp-world-ViT-T-8'
+MODEL_NAME = 'pomp-world-CNN-T'
 _ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
 
 
