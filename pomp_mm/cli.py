@@ -30,7 +30,8 @@ def run(main: Callable[[], Optional[int]]) -> NoReturn:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f'{prog}: error: {message} (--debug for the traceback)', file=sys.stderr)
         sys.exit(2)
-    sys.exit(code or 0)
+    # some mains return what they wrote (a path); only an int is an exit status
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def positive_int(text: str) -> int:
