@@ -84,8 +84,11 @@ def test_pretrain_refuses_a_dataset_with_another_class_order(tmp_path, image_fol
     stops before the first step, naming the first differing label, even without the prompt
     hook in the config (tools/pretrain.py adds it)."""
     cfg = _config(tmp_path, image_folder, max_iters=1, dataset_vocab=None, prompt_hook=False)
-    log = _pretrain(cfg, '--work-dir', str(tmp_path / 'w'), expect_rc=1)
-    assert "ValueError: dataset label 0 is 'boat' but model vocabulary class 0 is 'cat'" in log
+    log = _pretrain(cfg, '--work-dir', str(tmp_path / 'w'), expect_rc=2)
+    # a user's mistake: one line naming the labels (pomp_mm.cli), no traceback
+    assert "pretrain.py: error: dataset label 0 is 'boat' but model vocabulary class 0 is " \
+        "'cat'" in log
+    assert 'Traceback' not in log
     assert not os.path.exists(tmp_path / 'w' / 'iter_1.pth')
 
 
