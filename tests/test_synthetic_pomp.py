@@ -267,7 +267,8 @@ def test_headroom_probe_starts_at_the_hand_prompt_and_scores_unseen_images(clip)
         hr.set_images(clip, 'nope', shots=1)
 
 
-def test_domain_pretraining_tool_trains_a_prompt_per_domain_and_scores_sketches(tmp_path, clip):
+def test_domain_pretraining_tool_trains_a_prompt_per_domain_and_scores_sketches(tmp_path):
+    clip, model = wc.load_world_clip(), wc.MODEL_NAME  # the tool runs on the default CLIP
     """tools/synthetic_domain_pomp.py through the real tools: one prompt pre-trained on photo
     renderings and one on sketch renderings; the hand row is the CLIP's own accuracy on sketches
     of the held-out compositions; a rerun reuses the runs and another recipe is refused."""
@@ -288,7 +289,7 @@ def test_domain_pretraining_tool_trains_a_prompt_per_domain_and_scores_sketches(
     assert sketch_set.classnames == held.classnames and sketch_set.domain == 'sketch'
     images, labels = render_eval_set(sketch_set, per_class=1)
     from pomp_mm import PompTextEncoder, load_prompt
-    hand = PompTextEncoder(clip_model=MODEL, clip_module=clip, vocabulary=['x'],
+    hand = PompTextEncoder(clip_model=model, clip_module=clip, vocabulary=['x'],
                            templates='single', cat_bg=False)
     with torch.no_grad():
         want = _accuracy(_features(clip, images), labels,
