@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Callable, NoReturn, Optional
 
-__all__ = ['DEBUG_ENV', 'USER_ERRORS', 'run', 'positive_int', 'non_negative_int']
+__all__ = ['DEBUG_ENV', 'USER_ERRORS', 'run', 'positive_int']
 
 DEBUG_ENV = 'POMP_MM_DEBUG'
 #: what a user's input raises (a missing file, a value out of range, an unknown name)
@@ -36,19 +36,10 @@ def run(main: Callable[[], Optional[int]]) -> NoReturn:
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    return _int_at_least(text, 1)
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return _int_at_least(text, 0)
-
-
-def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f'{value} is not >= {low}')
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{value} is not >= 1')
     return value
