@@ -27,6 +27,7 @@ def _one_line_error(res, tool, message):
     assert lines[-1] == f'{tool}: error: {message} (--debug for the traceback)', lines[-1]
 
 
+@pytest.mark.slow
 def test_a_missing_folder_is_one_line_and_debug_shows_the_traceback(tmp_path):
     missing = str(tmp_path / 'missing')
     args = ('--datasets', 'none', '--folder', f'x={missing}', '--clip-model', 'tiny',
@@ -53,6 +54,7 @@ def test_a_broken_prompt_file_is_one_line_naming_it(tmp_path):
                     'are zip archives or pickles)')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('option', ['--chunk-size', '--batch-size'])
 def test_zero_sizes_are_refused_when_parsing(option, tmp_path):
     res = _tool('eval_classification.py', '--datasets', 'none', '--clip-model', 'tiny',
@@ -76,6 +78,7 @@ def test_truncated_and_foreign_prompt_files_name_the_file(tmp_path):
     assert load_prompt(good).ctx.shape == (4, 64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', ['missing config', 'bad seed'])
 def test_runner_tools_say_what_is_wrong_in_one_line(case, tmp_path):
     config = os.path.join(ROOT, 'configs', 'pretrain', 'pomp_synthetic.py')

@@ -162,6 +162,7 @@ def _read_csv(path):
     return rows[0], {r[0]: r[1:] for r in rows[1:]}
 
 
+@pytest.mark.slow
 def test_cli_accuracies_match_hand_computed(data, reference):
     out = data['tmp'] / 'out'
     res = _run('--data-root', data['root'], '--datasets', 'OxfordPets', 'caltech101',

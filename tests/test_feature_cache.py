@@ -153,6 +153,7 @@ def test_incomplete_cache_is_refused(tmp_path, model, image_folder):
         CachedFeatures(out)
 
 
+@pytest.mark.slow
 def test_cache_features_tool(tmp_path, image_folder):
     from pomp_mm.pretrain import PompPretrainer
     from pomp_mm.pretrain.feature_cache import CachedFeatures, visual_fingerprint

@@ -675,6 +675,7 @@ OV_COCO_KEYS = ('coco/novel_ap50', 'coco/base_ap50', 'coco/novel_ap', 'coco/base
                 'coco/bbox_mAP')
 
 
+@pytest.mark.slow
 def test_ov_coco_train_then_test_tools(coco, coco_training, tmp_path):
     assert 'dropped 2 annotations' in coco_training.output  # the novel 'cat', 'hair drier'
     assert os.path.isfile(coco_training.ckpt)
@@ -687,6 +688,7 @@ def test_ov_coco_train_then_test_tools(coco, coco_training, tmp_path):
     assert all(0.0 <= metrics[k] <= 1.0 for k in OV_COCO_KEYS)  # evaluated, not -1 (absent)
 
 
+@pytest.mark.slow
 def test_mmdet_own_test_tool_runs_the_config(coco, coco_training, tmp_path):
     import mmdet
     tool = os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'tools', 'test.py')
@@ -697,6 +699,7 @@ def test_mmdet_own_test_tool_runs_the_config(coco, coco_training, tmp_path):
     assert 'coco/novel_ap50' in output
 
 
+@pytest.mark.slow
 def test_ov_lvis_training_evaluates_with_lvis_metric(lvis, tmp_path):
     """Mask R-CNN with the federated loss on the tiny LVIS: rare annotations dropped, the
     validation at the end goes through mmdet's LVISMetric (APr included)."""

@@ -423,6 +423,7 @@ def training(tiny, tmp_path_factory):
     return SimpleNamespace(work=work, output=output)
 
 
+@pytest.mark.slow
 def test_train_then_test_tools(tiny, training, tmp_path):
     output = training.output
     ckpt = os.path.join(training.work, 'iter_2.pth')
@@ -624,6 +625,7 @@ def test_text_weights_from_an_mmseg_format_checkpoint(tmp_path):
         PompTextEncoder(clip_model=cfg, pretrained=path, vocabulary=names)
 
 
+@pytest.mark.slow
 def test_mmseg_own_test_tool_runs_the_config(tiny, training, tmp_path):
     """mmseg's own tools/test.py (shipped in its package) works with our config: the config's
     custom_imports load pomp_mm, which also makes the mmengine checkpoint loadable."""

@@ -79,6 +79,7 @@ def test_label_space_check_messages(tiny_cfg, caplog):
     assert 'no metainfo["classes"]' in caplog.text
 
 
+@pytest.mark.slow
 def test_pretrain_refuses_a_dataset_with_another_class_order(tmp_path, image_folder):
     """A folder ImageList without a vocabulary sorts its classes, the model's are not: the run
     stops before the first step, naming the first differing label, even without the prompt
@@ -92,6 +93,7 @@ def test_pretrain_refuses_a_dataset_with_another_class_order(tmp_path, image_fol
     assert not os.path.exists(tmp_path / 'w' / 'iter_1.pth')
 
 
+@pytest.mark.slow
 def test_pretrain_resume_is_exact_and_skips_bad_images(tmp_path, image_folder):
     cfg = _config(tmp_path, image_folder)
     straight, split = str(tmp_path / 'straight'), str(tmp_path / 'split')
@@ -111,6 +113,7 @@ def test_pretrain_resume_is_exact_and_skips_bad_images(tmp_path, image_folder):
     assert os.path.isfile(os.path.join(straight, 'iter_4.pth'))  # full resume checkpoint
 
 
+@pytest.mark.slow
 def test_seeded_runs_are_bitwise_identical(tmp_path, image_folder):
     cfg = _config(tmp_path, image_folder, max_iters=2)
     _pretrain(cfg, '--work-dir', str(tmp_path / 'a'))
@@ -120,6 +123,7 @@ def test_seeded_runs_are_bitwise_identical(tmp_path, image_folder):
     assert torch.equal(a.ctx, b.ctx)
 
 
+@pytest.mark.slow
 def test_official_contrast_trains_through_the_runner_and_resumes_exactly(tmp_path,
                                                                          image_folder):
     """contrast='per_image' through tools/pretrain.py: it trains, records its contrast in
@@ -254,6 +258,7 @@ class RecordSamplesHook(Hook):
 '''
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path, image_folder):
     """torchrun, 2 ranks, gloo: each rank draws its own negatives; the prompt stays equal."""
     (tmp_path / 'rank_hook.py').write_text(RANK_HOOK)
@@ -282,6 +287,7 @@ def test_ddp_two_processes_on_cpu(tmp_path, image_folder):
     assert load_prompt(str(work / 'prompt_latest.pth')).meta['iteration'] == 3
 
 
+@pytest.mark.slow
 def test_benchmark_pretrain_quick_counts_unpadded_positions():
     """The benchmark's smoke run prints both tables and the targets; its token-position column
     is the shared prefix once plus every sampled class's own tokens (no padding)."""
@@ -310,6 +316,7 @@ def test_benchmark_pretrain_quick_counts_unpadded_positions():
         assert target in res.stdout, target
 
 
+@pytest.mark.slow
 def test_benchmark_official_column_quick():
     """--official prints one row per (K, n_ctx) with both methods' times and memory, the
     ratios pomp_mm / official and the 5x target line."""
@@ -452,6 +459,7 @@ def test_pretrain_refuses_max_epochs_without_its_schedule():
         check_schedule(cfg)
 
 
+@pytest.mark.slow
 def test_frequency_sampling_takes_class_counts_from_the_dataset(tmp_path, image_folder):
     """No class_counts in the config: tools/pretrain.py trains with the dataset's own counts
     (lamp has a corrupt image but 3 files; counts are of listed images)."""
@@ -530,6 +538,7 @@ class StallHook(Hook):
 '''
 
 
+@pytest.mark.slow
 def test_resume_checkpoints_hold_the_prompt_not_clip_and_survive_sigkill(tmp_path,
                                                                           image_folder):
     """Resume checkpoints keep what training changes (prompt, optimizer, schedulers, step) and

@@ -135,6 +135,7 @@ def hand_run(scenes, san_weights, tmp_path_factory):
         return ckpt, json.load(f)
 
 
+@pytest.mark.slow
 def test_pomp_config_trains_and_tests_through_the_tools(scenes, san_weights, tmp_path):
     """configs/mmseg/pomp_synthetic-scenes.py with a prompt file for the world CLIP: two
     iterations through tools/train.py, then tools/test.py writes the open-vocabulary metrics."""
@@ -155,6 +156,7 @@ def test_pomp_config_trains_and_tests_through_the_tools(scenes, san_weights, tmp
     assert metrics['hIoU'] == pytest.approx(2 * s * u / (s + u), abs=0.02)
 
 
+@pytest.mark.slow
 def test_short_schedule_segments_unseen_classes(hand_run):
     """Trained on the 15 seen classes only, the model segments the 5 unseen ones through the
     world CLIP's text embeddings (seeded run: 15.5 % mIoU-unseen, 23.6 % seen)."""
@@ -162,6 +164,7 @@ def test_short_schedule_segments_unseen_classes(hand_run):
     assert metrics['mIoU-unseen'] >= UNSEEN_FLOOR, metrics
 
 
+@pytest.mark.slow
 def test_seg_demo_finds_an_unseen_class_in_a_rendered_scene(hand_run, tmp_path):
     """tools/seg_demo.py with a custom vocabulary that includes an unseen class, on a scene
     that holds it: the PNG is written and the unseen class is predicted on its pixels."""
@@ -288,6 +291,7 @@ def test_probe_finds_patch_tokens_blind_and_clip_box_embeddings_not(scenes):
     assert got['ClipRoIExtractor'] >= 50.0, got
 
 
+@pytest.mark.slow
 def test_det_config_trains_and_tests_through_the_tools(scenes, tmp_path):
     """The POMP detection config with a world prompt: one short epoch through tools/train.py,
     then tools/test.py writes base and novel AP50."""
@@ -357,6 +361,7 @@ def hand_det_run(scenes, tmp_path_factory):
         return ckpt, json.load(f)
 
 
+@pytest.mark.slow
 def test_short_det_schedule_detects_novel_classes(hand_det_run):
     """Trained on the 15 base classes only, the detector finds the 5 novel ones through the
     world CLIP's region and text embeddings (seeded run: novel AP50 15.2 %, base 16.5 %)."""
@@ -364,6 +369,7 @@ def test_short_det_schedule_detects_novel_classes(hand_det_run):
     assert metrics['coco/novel_ap50'] >= NOVEL_AP50_FLOOR, metrics
 
 
+@pytest.mark.slow
 def test_det_demo_finds_an_unseen_class_in_a_rendered_scene(hand_det_run, tmp_path):
     """tools/det_demo.py with a custom vocabulary that includes an unseen class, on a scene
     that holds it: the PNG is written and a box on the object carries the unseen name."""
@@ -389,6 +395,7 @@ def test_report_refuses_a_folder_of_another_clip(tmp_path):
         tool.prepare(str(tmp_path), quick=True, quiet=True)
 
 
+@pytest.mark.slow
 def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys, monkeypatch):
     """Finished runs (their test.json) are read back, not retrained; a part not run keeps its
     last summary in results.json; the table shows means and spreads per part."""

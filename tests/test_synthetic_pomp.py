@@ -31,6 +31,7 @@ def _features(clip, images):
         return F.normalize(clip.encode_image(wc.images_to_tensor(images)).float(), dim=-1)
 
 
+@pytest.mark.slow
 def test_committed_clip_matches_its_card(clip):
     card = wc.read_card(CARD)
     assert wc.sha256_file(WEIGHTS) == card['sha256']
@@ -106,6 +107,7 @@ LEARN_SETS = ('heldout-compositions', 'pattern-shape', 'shapes')
 STEPS = 40
 
 
+@pytest.mark.slow
 def test_short_pomp_pretraining_learns_to_hand_prompt_level_on_heldout_sets(
         clip, slice_features):
     """From a random context (mean 31.1 % on the three held-out sets) 40 POMP steps on a
@@ -137,6 +139,7 @@ def test_short_pomp_pretraining_learns_to_hand_prompt_level_on_heldout_sets(
 SKETCH_STEPS = 300
 
 
+@pytest.mark.slow
 def test_short_pomp_pretraining_on_sketches_beats_the_hand_prompt_on_unseen_classes(clip):
     """Where a shared context has room (sketches), 300 POMP steps on one sketch of each of
     2,000 classes lift the mean over two sketch sets of classes outside the slice from 67.9 %
@@ -194,6 +197,7 @@ def test_local_correction_changes_the_loss_by_the_margin(slice_features):
     assert losses['none'] < losses['log10'] < losses['ln']
 
 
+@pytest.mark.slow
 def test_demo_pipeline_end_to_end_through_the_tools(tmp_path):
     """make demo runs on the default world CLIP (v3's CNN since the switch), not this file's."""
     clip, model = wc.load_world_clip(), wc.MODEL_NAME
@@ -267,6 +271,7 @@ def test_headroom_probe_starts_at_the_hand_prompt_and_scores_unseen_images(clip)
         hr.set_images(clip, 'nope', shots=1)
 
 
+@pytest.mark.slow
 def test_domain_pretraining_tool_trains_a_prompt_per_domain_and_scores_sketches(tmp_path):
     clip, model = wc.load_world_clip(), wc.MODEL_NAME  # the tool runs on the default CLIP
     """tools/synthetic_domain_pomp.py through the real tools: one prompt pre-trained on photo

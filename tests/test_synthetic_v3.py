@@ -255,6 +255,7 @@ def test_probe_images_vary_only_the_other_attributes():
         wc.probe_images('shape', per_value=0)
 
 
+@pytest.mark.slow
 def test_clip_training_resumes_from_its_checkpoint_and_refuses_other_settings(tmp_path):
     """An interrupted build loses nothing, in either stage: interrupted in the image-trunk
     stage or in the contrastive one, the resumed build gives the weights of an uninterrupted

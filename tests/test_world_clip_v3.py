@@ -49,6 +49,7 @@ def test_recorded_probes_pass_and_reproduce(card, clip):
         assert abs(got[kind] - want) <= 3.0, (kind, got[kind], want)
 
 
+@pytest.mark.slow
 def test_recorded_hand_prompt_accuracies_reproduce(card, clip):
     sets = protocol.eval_sets('v3')
     got = wc.hand_prompt_accuracy(clip, list(card['hand_prompt_top1']), model_name=MODEL,
