@@ -11,10 +11,10 @@ install:
 	VENV=$(VENV) bash tools/install.sh
 
 demo: install
-	$(PY) tools/synthetic_demo.py
+	$(PY) tools/synthetic/demo.py
 
 claims: install
-	$(PY) tools/synthetic_claims.py
+	$(PY) tools/synthetic/claims.py
 
 test: install
 	$(PY) -m pytest -q tests
@@ -28,7 +28,7 @@ lint: install
 	  $$(sed -n 's/^max-line-length *= *//p' setup.cfg) pomp_mm tools tests configs
 
 bench: install
-	$(PY) tools/benchmark_text_encoder.py
+	$(PY) tools/benchmarks/text_encoder.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

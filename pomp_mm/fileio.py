@@ -2,13 +2,14 @@
 one, since data goes to a temporary file beside the target and is renamed over it."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from typing import IO, Any, Callable
 
 import torch
 
-__all__ = ['atomic_write', 'atomic_torch_save']
+__all__ = ['atomic_write', 'atomic_torch_save', 'atomic_write_json']
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> str:
@@ -47,3 +48,9 @@ def _umask() -> int:
 def atomic_torch_save(obj: Any, path: str) -> str:
     """``torch.save`` through :func:`atomic_write`."""
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_json(path: str, obj: Any) -> str:
+    """``obj`` as indented UTF-8 JSON through :func:`atomic_write`."""
+    data = json.dumps(obj, indent=1, ensure_ascii=False).encode('utf-8')
+    return atomic_write(path, lambda f: f.write(data))

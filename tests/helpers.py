@@ -102,11 +102,21 @@ def assert_same_embeddings_and_grads(enc_a, enc_b, names, atol=1e-5, grad_rtol=1
     torch.testing.assert_close(ga, gb, atol=grad_rtol * gb.abs().max().item(), rtol=0)
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tool_path(name):
+    """``tools/<name>`` (``name`` may hold a subfolder: ``synthetic/demo.py``)."""
+    path = os.path.join(ROOT, 'tools', name)
+    assert os.path.isfile(path), path
+    return path
+
+
 def load_tool(name):
     """Import ``tools/<name>.py`` as a module (the tools are scripts, not a package)."""
     import importlib.util
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(name, os.path.join(root, 'tools', f'{name}.py'))
+    spec = importlib.util.spec_from_file_location(name.replace('/', '_'),
+                                                  tool_path(f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

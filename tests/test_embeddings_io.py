@@ -9,6 +9,7 @@ import torch
 
 from pomp_mm import load_embeddings, save_embeddings
 from pomp_mm.testing import TINY_CLIP
+from helpers import tool_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,7 +85,7 @@ def test_export_tool_round_trip(tmp_path, make_encoder):
     vocab.write_text('headphone\nwebcam\nmug\n')
     out = str(tmp_path / 'out.npy')
     res = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'tools', 'export_embeddings.py'), '--vocab',
+        [sys.executable, tool_path('export_embeddings.py'), '--vocab',
          str(vocab), '--prompt', prompt, '--clip-model', str(cfg), '--pretrained',
          str(weights), '--out', out, '--no-cache', '--device', 'cpu'],
         capture_output=True, text=True, timeout=300)

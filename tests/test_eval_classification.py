@@ -13,6 +13,7 @@ from pomp_mm.testing import TINY_CLIP
 from pomp_mm.evaluation import (DatasetNotFound, accuracy, build_dataset, embed_images, evaluate,
                                 image_folder_dataset, read_coop_split, resolve_dataset_names)
 from pomp_mm.vocabulary import load_vocabulary
+from helpers import tool_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PETS = ['Abyssinian', 'american_bulldog', 'basset_hound']  # as CoOp's JSON spells them
@@ -150,7 +151,7 @@ def reference(data):
 
 def _run(*args):
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'eval_classification.py'),
+    res = subprocess.run([sys.executable, tool_path('eval_classification.py'),
                           *args], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     return res

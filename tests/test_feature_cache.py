@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from helpers import write_image_folder
+from helpers import tool_path, write_image_folder
 from pomp_mm.testing import TINY_CLIP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,7 +171,7 @@ randomness = dict(seed=0)
 """)
     out = tmp_path / 'features'
     res = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'tools', 'cache_features.py'), str(cfg),
+        [sys.executable, tool_path('cache_features.py'), str(cfg),
          '--out-dir', str(out), '--num-views', '2', '--batch-size', '8', '--device', 'cpu',
          '--shard-size', '10', '--cfg-options', 'train_dataloader.dataset.shots=1'],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
@@ -196,7 +196,7 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=1)
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False))
 ''')
     res = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'tools', 'pretrain.py'), str(tmp_path / 'cached.py'),
+        [sys.executable, tool_path('pretrain.py'), str(tmp_path / 'cached.py'),
          '--work-dir', str(tmp_path / 'work')],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
         env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))

@@ -117,3 +117,38 @@ def test_a_plugin_registers_vocabularies_and_a_broken_one_is_named(monkeypatch, 
     assert load_vocabulary('fruit').names == ('apple', 'pear')
     with pytest.raises(ValueError, match="needs a name and a callable, got 'x', 3"):
         register_vocabulary('x', 3)
+
+
+def _tool_files():
+    for folder, _, files in os.walk(os.path.join(ROOT, 'tools')):
+        yield from (os.path.join(folder, f) for f in files if f.endswith('.py'))
+
+
+def test_tools_are_command_lines_over_the_installed_package():
+    """No tool edits sys.path or imports another tool: what tools share lives in pomp_mm."""
+    tools = {os.path.splitext(os.path.basename(p))[0] for p in _tool_files()}
+    assert {'train', 'test', 'pretrain'} <= tools  # the user's three stay at tools/
+    found = []
+    for path in _tool_files():
+        tree = ast.parse(open(path, encoding='utf-8').read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == 'path' and \
+                    isinstance(node.value, ast.Name) and node.value.id == 'sys':
+                found.append(f'{path}: sys.path')
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            found += [f'{path}: imports {n}' for n in names if n.split('.')[0] in tools
+                      and n.split('.')[0] not in sys.stdlib_module_names]
+    assert not found, found
+
+
+def test_the_layer_check_sees_a_tool_importing_a_tool(tmp_path, monkeypatch):
+    """The check above on a planted offender (it must be able to fail)."""
+    bad = tmp_path / 'tools'
+    bad.mkdir()
+    (bad / 'train.py').write_text('')
+    (bad / 'test.py').write_text('')
+    (bad / 'pretrain.py').write_text('import sys\nsys.path.insert(0, ".")\nimport train\n')
+    monkeypatch.setitem(globals(), 'ROOT', str(tmp_path))
+    with pytest.raises(AssertionError, match='imports train'):
+        test_tools_are_command_lines_over_the_installed_package()

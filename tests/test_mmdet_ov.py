@@ -22,7 +22,8 @@ from mmengine.registry import init_default_scope  # noqa: E402
 import pomp_mm  # noqa: E402
 from pomp_mm.testing import TINY_CLIP, tiny_detector  # noqa: E402
 
-from helpers import write_coco_json, write_detection_images, write_lvis_json  # noqa: E402
+from helpers import (load_tool, tool_path, write_coco_json, write_detection_images,  # noqa: E402
+                     write_lvis_json)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COCO_CONFIG = os.path.join(ROOT, 'configs', 'mmdet', 'pomp_faster-rcnn_r50_fpn_ov-coco.py')
@@ -667,7 +668,7 @@ def _run(args, timeout=600):
 def coco_training(coco, tmp_path_factory):
     """tools/train.py on the tiny OV-COCO config, as a user runs it."""
     work = str(tmp_path_factory.mktemp('work_coco'))
-    output = _run([os.path.join(ROOT, 'tools', 'train.py'), coco.config, '--work-dir', work])
+    output = _run([tool_path('train.py'), coco.config, '--work-dir', work])
     return SimpleNamespace(work=work, output=output, ckpt=os.path.join(work, 'iter_3.pth'))
 
 
@@ -680,7 +681,7 @@ def test_ov_coco_train_then_test_tools(coco, coco_training, tmp_path):
     assert 'dropped 2 annotations' in coco_training.output  # the novel 'cat', 'hair drier'
     assert os.path.isfile(coco_training.ckpt)
     out = str(tmp_path / 'metrics.json')
-    _run([os.path.join(ROOT, 'tools', 'test.py'), coco.config, coco_training.ckpt,
+    _run([tool_path('test.py'), coco.config, coco_training.ckpt,
           '--work-dir', str(tmp_path / 'test'), '--out', out], timeout=300)
     with open(out) as f:
         metrics = json.load(f)
@@ -703,7 +704,7 @@ def test_mmdet_own_test_tool_runs_the_config(coco, coco_training, tmp_path):
 def test_ov_lvis_training_evaluates_with_lvis_metric(lvis, tmp_path):
     """Mask R-CNN with the federated loss on the tiny LVIS: rare annotations dropped, the
     validation at the end goes through mmdet's LVISMetric (APr included)."""
-    output = _run([os.path.join(ROOT, 'tools', 'train.py'), lvis.config,
+    output = _run([tool_path('train.py'), lvis.config,
                    '--work-dir', str(tmp_path)])
     assert "dropped 1 annotations of frequencies ['r']" in output
     assert 'loss_cls' in output and 'loss_mask' in output
@@ -715,8 +716,7 @@ def test_bake_keeps_detections_identical(coco, coco_training, tmp_path):
     from mmdet.apis import inference_detector, init_detector
 
     from pomp_mm.mmdet.classifier import zero_shot_classifiers
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    import bake_detector
+    bake_detector = load_tool('bake_detector')
     image = os.path.join(coco.root, 'images', coco.images[4])
     cfg_path, ckpt_path = bake_detector.main([coco.config, coco_training.ckpt, '--out-dir',
                                               str(tmp_path), '--check-image', image])
@@ -777,8 +777,7 @@ def test_bake_keeps_a_names_less_npy_names_less(coco, tmp_path):
     """Baking a Detic-style .npy (no class names) must not invent 'class i' names: the baked
     model then passes the vocabulary check, and dataset_meta keeps the checkpoint's names."""
     from pomp_mm.mmdet import DetVocabularyCheckHook
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    import bake_detector
+    bake_detector = load_tool('bake_detector')
     model = build_detector(coco.cfg).eval()
     np.save(tmp_path / 'test.npy', model.roi_head.bbox_head.fc_cls.class_weight()[:-1].numpy())
     config = tmp_path / 'npy.py'
@@ -802,8 +801,7 @@ def test_bake_keeps_a_names_less_npy_names_less(coco, tmp_path):
 
 def test_det_demo_writes_a_png(coco, coco_training, tmp_path):
     from PIL import Image
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    import det_demo
+    det_demo = load_tool('det_demo')
     out = str(tmp_path / 'demo.png')
     image = os.path.join(coco.root, 'images', coco.images[0])
     assert det_demo.main([image, coco.config, coco_training.ckpt, '--texts',
@@ -829,10 +827,8 @@ def test_custom_vocabulary_through_det_inferencer(coco, coco_training):
 
 
 def test_benchmark_det_head_runs(capsys):
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    import benchmark_det_head
-    ratio = benchmark_det_head.main(['--tiny', '--classes', '20', '--size', '64', '--images', '1',
-                                     '--rounds', '1'])
+    ratio = load_tool('benchmarks/det_head').main(['--tiny', '--classes', '20', '--size', '64',
+                                                   '--images', '1', '--rounds', '1'])
     out = capsys.readouterr().out
     assert ratio > 0 and 'median per-pair time ratio (POMP / plain)' in out
     assert '| POMP (PompBBoxHead) |' in out and '| plain Shared2FCBBoxHead |' in out

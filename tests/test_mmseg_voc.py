@@ -23,6 +23,7 @@ from mmseg.structures import SegDataSample  # noqa: E402
 
 import pomp_mm  # noqa: E402
 from pomp_mm.testing import TINY_CLIP, TINY_SAN  # noqa: E402
+from helpers import tool_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(ROOT, 'configs', 'mmseg', 'pomp_voc.py')
@@ -415,7 +416,7 @@ def test_single_class_needs_a_head_with_no_object(tiny):
 def training(tiny, tmp_path_factory):
     """tools/train.py on the tiny config, as a user runs it: its work dir and output."""
     work = str(tmp_path_factory.mktemp('work'))
-    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'train.py'), tiny.config,
+    res = subprocess.run([sys.executable, tool_path('train.py'), tiny.config,
                           '--work-dir', work], capture_output=True, text=True, cwd=ROOT,
                          timeout=600)
     output = res.stdout + res.stderr
@@ -432,7 +433,7 @@ def test_train_then_test_tools(tiny, training, tmp_path):
     assert all(f'{k}:' in output for k in keys)  # the validation at the end of training
 
     out = str(tmp_path / 'metrics.json')
-    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'test.py'), tiny.config,
+    res = subprocess.run([sys.executable, tool_path('test.py'), tiny.config,
                           ckpt, '--work-dir', str(tmp_path / 'test'), '--out', out],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert res.returncode == 0, f'tools/test.py failed:\n{res.stdout[-3000:]}{res.stderr[-5000:]}'
@@ -453,7 +454,7 @@ def test_seg_demo_writes_an_overlay_with_legend(tiny, training, tmp_path, texts)
 
     from PIL import Image
     spec = importlib.util.spec_from_file_location('seg_demo',
-                                                  os.path.join(ROOT, 'tools', 'seg_demo.py'))
+                                                  tool_path('seg_demo.py'))
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     image = glob.glob(os.path.join(tiny.root, 'JPEGImages', '*.jpg'))[0]

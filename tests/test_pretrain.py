@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pomp_mm import load_prompt
-from helpers import write_image_folder
+from helpers import load_tool, tool_path, write_image_folder
 from pomp_mm.testing import TINY_CLIP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,7 +54,7 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
 
 
 def _pretrain(*args, timeout=600, expect_rc=0):
-    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'pretrain.py'), *args],
+    res = subprocess.run([sys.executable, tool_path('pretrain.py'), *args],
                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
     assert res.returncode == expect_rc, res.stdout[-3000:] + res.stderr[-3000:]
     return res.stdout + res.stderr
@@ -272,7 +272,7 @@ def test_ddp_two_processes_on_cpu(tmp_path, image_folder):
     env = dict(os.environ, PYTHONPATH=f'{tmp_path}:{ROOT}', OMP_NUM_THREADS='1')
     res = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',
-         '--master-port', '29517', os.path.join(ROOT, 'tools', 'pretrain.py'), cfg,
+         '--master-port', '29517', tool_path('pretrain.py'), cfg,
          '--launcher', 'pytorch', '--work-dir', str(work)],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -291,12 +291,8 @@ def test_ddp_two_processes_on_cpu(tmp_path, image_folder):
 def test_benchmark_pretrain_quick_counts_unpadded_positions():
     """The benchmark's smoke run prints both tables and the targets; its token-position column
     is the shared prefix once plus every sampled class's own tokens (no padding)."""
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    try:
-        from benchmark_pretrain import _vocabulary
-    finally:
-        sys.path.pop(0)
-    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'benchmark_pretrain.py'),
+    _vocabulary = load_tool('benchmarks/pretrain')._vocabulary
+    res = subprocess.run([sys.executable, tool_path('benchmarks/pretrain.py'),
                           '--quick', '--steps', '1', '--large-classes', '1500'],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -320,7 +316,7 @@ def test_benchmark_pretrain_quick_counts_unpadded_positions():
 def test_benchmark_official_column_quick():
     """--official prints one row per (K, n_ctx) with both methods' times and memory, the
     ratios pomp_mm / official and the 5x target line."""
-    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'benchmark_pretrain.py'),
+    res = subprocess.run([sys.executable, tool_path('benchmarks/pretrain.py'),
                           '--quick', '--official', '--official-n-ctx', '4', '--steps', '1',
                           '--large-classes', '600'],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -557,12 +553,12 @@ def test_resume_checkpoints_hold_the_prompt_not_clip_and_survive_sigkill(tmp_pat
                                       "custom_hooks = [dict(type='StallHook'), "))
     straight, killed = tmp_path / 'straight', tmp_path / 'killed'
     env = dict(os.environ, PYTHONPATH=f'{tmp_path}:{ROOT}', STALL_AFTER='0')
-    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'pretrain.py'), cfg,
+    res = subprocess.run([sys.executable, tool_path('pretrain.py'), cfg,
                           '--work-dir', str(straight)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     env['STALL_AFTER'] = '4'
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tools', 'pretrain.py'), cfg,
+    proc = subprocess.Popen([sys.executable, tool_path('pretrain.py'), cfg,
                              '--work-dir', str(killed)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -572,7 +568,7 @@ def test_resume_checkpoints_hold_the_prompt_not_clip_and_survive_sigkill(tmp_pat
     proc.wait()
     assert (killed / 'iter_4.pth').exists() and not (killed / 'iter_6.pth').exists()
     env['STALL_AFTER'] = '0'
-    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'pretrain.py'), cfg,
+    res = subprocess.run([sys.executable, tool_path('pretrain.py'), cfg,
                           '--work-dir', str(killed), '--resume'], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 import torch
+from helpers import tool_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,7 +87,7 @@ def test_shipped_config_fragments_build(toolkit, tmp_path, tiny_cfg, make_encode
 def test_test_tool_refuses_a_predictions_out_path(tmp_path):
     """mmdet's / mmseg's own tools/test.py --out dumps predictions (res.pkl); ours writes the
     metrics, so a non-JSON --out is refused before anything runs."""
-    res = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'test.py'), 'cfg.py',
+    res = subprocess.run([sys.executable, tool_path('test.py'), 'cfg.py',
                           'ckpt.pth', '--out', str(tmp_path / 'res.pkl')],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode != 0

@@ -1,4 +1,4 @@
-"""tools/synthetic_claims.py: the tables from recorded runs (no training here)."""
+"""tools/synthetic/claims.py: the tables from recorded runs (no training here)."""
 import json
 
 import pytest
@@ -8,7 +8,7 @@ from pomp_mm.synthetic.world_clip import read_card
 
 
 def _load():
-    return load_tool('synthetic_claims')
+    return load_tool('synthetic/claims')
 
 
 def test_report_means_spreads_and_ratios(tmp_path):
@@ -49,7 +49,7 @@ def test_runs_of_another_clip_are_not_resumed(tmp_path, recorded):
     args = claims.parse_args(['--work-dir', str(tmp_path)])
     want = f"another world CLIP \\(sha256 {recorded or 'not recorded'}, now " \
         f"{read_card()['sha256']}\\)"
-    with pytest.raises(SystemExit, match=want):
+    with pytest.raises(ValueError, match=want):
         claims.Claims(args)
 
 

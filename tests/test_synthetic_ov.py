@@ -82,7 +82,7 @@ def test_conversion_refuses_bad_input():
 
 # ------------------------------------------------------------------- training through the tools
 HAND_CONFIG = os.path.join(ROOT, 'configs', 'mmseg', 'handprompt_synthetic-scenes.py')
-#: the --quick schedule of tools/synthetic_ov.py: 400 scenes, 200 iterations
+#: the --quick schedule of tools/synthetic/ov.py: 400 scenes, 200 iterations
 LEARN_ITERS = 200
 #: mIoU-unseen (%) the seeded short run must reach. A model that never predicts an unseen class
 #: scores 0, uniformly random labels 2.6 (measured on the protocol's validation scenes).
@@ -282,10 +282,10 @@ def test_clip_roi_extractor_embeds_a_box_as_clip_embeds_the_crop():
 
 
 def test_probe_finds_patch_tokens_blind_and_clip_box_embeddings_not(scenes):
-    """tools/synthetic_ov.py probe: ground-truth boxes of the first 50 train scenes, no
+    """tools/synthetic/ov.py probe: ground-truth boxes of the first 50 train scenes, no
     training (all 300 protocol scenes: averaged tokens 5.0 %, ClipRoIExtractor 71.1 %)."""
     from helpers import load_tool
-    got = load_tool('synthetic_ov').probe_regions(scenes, limit=50)
+    got = load_tool('synthetic/ov').probe_regions(scenes, limit=50)
     assert got['chance'] == 5.0 and got['boxes'] > 50
     assert got['patch tokens, averaged'] <= 15.0, got
     assert got['ClipRoIExtractor'] >= 50.0, got
@@ -324,7 +324,7 @@ def test_det_config_trains_and_tests_through_the_tools(scenes, tmp_path):
     assert {'coco/base_ap50', 'coco/novel_ap50'} <= set(metrics)
 
 
-#: the --quick detection schedule of tools/synthetic_ov.py: 400 scenes, DET_LEARN_EPOCHS
+#: the --quick detection schedule of tools/synthetic/ov.py: 400 scenes, DET_LEARN_EPOCHS
 DET_LEARN_EPOCHS = 5
 #: novel AP50 (mmdet's fraction) the seeded short run must reach; a head that cannot name the
 #: novel classes scores 0
@@ -388,9 +388,9 @@ def test_report_refuses_a_folder_of_another_clip(tmp_path):
     """SAN weights, prompt and finished runs belong to one world CLIP: a work dir stamped
     with another CLIP's sha256 is refused before anything is reused."""
     from helpers import load_tool
-    tool = load_tool('synthetic_ov')
+    tool = load_tool('synthetic/ov')
     (tmp_path / 'clip.sha256').write_text('0' * 64 + '\n')
-    with pytest.raises(SystemExit, match=f"another world CLIP \\(sha256 {'0' * 64}, now "
+    with pytest.raises(ValueError, match=f"another world CLIP \\(sha256 {'0' * 64}, now "
                        f"{wc.read_card(wc.VIT_CARD_PATH)['sha256']}\\)"):
         tool.prepare(str(tmp_path), quick=True, quiet=True)
 
@@ -402,7 +402,7 @@ def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys,
     import json
 
     from helpers import load_tool
-    tool = load_tool('synthetic_ov')
+    tool = load_tool('synthetic/ov')
     (tmp_path / 'pomp').mkdir()
     (tmp_path / 'pomp' / 'prompt_latest.pth').write_bytes(b'')  # present: not pre-trained
     paths = tool._paths(str(tmp_path))
@@ -442,13 +442,13 @@ def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys,
 def test_report_refuses_a_run_of_another_config(tmp_path):
     """A finished run folder whose config or options changed since is refused, not reused."""
     from helpers import load_tool
-    tool = load_tool('synthetic_ov')
+    tool = load_tool('synthetic/ov')
     paths = tool._paths(str(tmp_path))
     run = tmp_path / 'det' / 'hand_seed0_epoch1'
     run.mkdir(parents=True)
     (run / 'test.json').write_text('{}')
     options = tool.det_options('hand', 0, paths, 1)
-    with pytest.raises(SystemExit, match=f'{run} holds a run of another config or options '
+    with pytest.raises(ValueError, match=f'{run} holds a run of another config or options '
                        r'\(sha256 none recorded, now [0-9a-f]{64}\)'):
         tool._train_and_test(tool.DET_CONFIGS['hand'], str(run), 'epoch_1.pth', options, True)
     digest = tool.config_digest(tool.DET_CONFIGS['hand'], options)

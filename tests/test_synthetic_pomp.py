@@ -15,6 +15,7 @@ from pomp_mm.synthetic import world_clip as wc
 from pomp_mm.synthetic.datasets import pretrain_image_index, render_eval_set
 from pomp_mm.synthetic.render import render_object
 from pomp_mm.synthetic.world import world_vocabulary
+from helpers import tool_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: these tests, their thresholds and the docs' v2 results are the ViT's (world v2)
@@ -146,7 +147,7 @@ def test_short_pomp_pretraining_on_sketches_beats_the_hand_prompt_on_unseen_clas
     (random context) to 74.8 %, against the hand prompt's 70.0 % (seeded)."""
     from helpers import load_tool
     from pomp_mm import PompTextEncoder
-    dp = load_tool('synthetic_domain_pomp')
+    dp = load_tool('synthetic/domain_pomp')
     sets = {n: dp.eval_set(n, 'v2') for n in ('heldout-sketch', 'domain-sketch')}  # v2 world
     source = set(protocol.coop_classes()[:200])  # domain-sketch's classes
     classes = [c for c in protocol.subset_classes(2200, seed=0) if c not in source][:2000]
@@ -202,7 +203,7 @@ def test_demo_pipeline_end_to_end_through_the_tools(tmp_path):
     """make demo runs on the default world CLIP (v3's CNN since the switch), not this file's."""
     clip, model = wc.load_world_clip(), wc.MODEL_NAME
     work = tmp_path / 'demo'
-    cmd = [sys.executable, os.path.join(ROOT, 'tools', 'synthetic_demo.py'), '--work-dir',
+    cmd = [sys.executable, tool_path('synthetic/demo.py'), '--work-dir',
            str(work), '--classes', '200', '--coop-classes', '20', '--coop-shots', '2',
            '--epochs', '1', '--eval-per-class', '1', '--quiet', '--sets', 'shapes',
            'colour-shape', 'domain-noisy']
@@ -247,11 +248,11 @@ def test_demo_pipeline_end_to_end_through_the_tools(tmp_path):
 
 
 def test_headroom_probe_starts_at_the_hand_prompt_and_scores_unseen_images(clip):
-    """tools/synthetic_headroom.py: step 0 is the hand prompt on the set's evaluation images;
+    """tools/synthetic/headroom.py: step 0 is the hand prompt on the set's evaluation images;
     the fitting images are other renderings of the same classes."""
     from helpers import load_tool
     from pomp_mm import PompTextEncoder
-    hr = load_tool('synthetic_headroom')
+    hr = load_tool('synthetic/headroom')
     names, (fit, fit_labels), (score, score_labels) = hr.set_images(clip, 'shapes', shots=2)
     eval_set = protocol.eval_sets('v2')['shapes']
     assert names == list(eval_set.classnames)
@@ -274,11 +275,11 @@ def test_headroom_probe_starts_at_the_hand_prompt_and_scores_unseen_images(clip)
 @pytest.mark.slow
 def test_domain_pretraining_tool_trains_a_prompt_per_domain_and_scores_sketches(tmp_path):
     clip, model = wc.load_world_clip(), wc.MODEL_NAME  # the tool runs on the default CLIP
-    """tools/synthetic_domain_pomp.py through the real tools: one prompt pre-trained on photo
+    """tools/synthetic/domain_pomp.py through the real tools: one prompt pre-trained on photo
     renderings and one on sketch renderings; the hand row is the CLIP's own accuracy on sketches
     of the held-out compositions; a rerun reuses the runs and another recipe is refused."""
     work = tmp_path / 'domain'
-    cmd = [sys.executable, os.path.join(ROOT, 'tools', 'synthetic_domain_pomp.py'),
+    cmd = [sys.executable, tool_path('synthetic/domain_pomp.py'),
            '--work-dir', str(work), '--seeds', '0', '--classes', '100', '--epochs', '1',
            '--eval-per-class', '1', '--quiet', '--sets', 'heldout-sketch', 'domain-sketch']
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=2400)
@@ -289,7 +290,7 @@ def test_domain_pretraining_tool_trains_a_prompt_per_domain_and_scores_sketches(
     assert all(set(row) >= {'heldout-sketch', 'domain-sketch'} for row in run.values())
     assert state['chance'] == {'heldout-sketch': 1.0, 'domain-sketch': 0.5}
     from helpers import load_tool
-    sketch_set = load_tool('synthetic_domain_pomp').eval_set('heldout-sketch')
+    sketch_set = load_tool('synthetic/domain_pomp').eval_set('heldout-sketch')
     held = protocol.eval_sets()['heldout-compositions']
     assert sketch_set.classnames == held.classnames and sketch_set.domain == 'sketch'
     images, labels = render_eval_set(sketch_set, per_class=1)

@@ -14,10 +14,8 @@ import argparse
 import copy
 import os
 import os.path as osp
-import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import os.path as osp
-import sys
 from typing import Any, List, Tuple
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

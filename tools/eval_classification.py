@@ -17,13 +17,11 @@ import argparse
 import csv
 import logging
 import os
-import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pomp_mm import PompTextEncoder  # noqa: E402
 from pomp_mm.cli import positive_int  # noqa: E402

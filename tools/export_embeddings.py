@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pomp_mm import PompTextEncoder, save_embeddings  # noqa: E402
 from pomp_mm.cli import positive_int  # noqa: E402

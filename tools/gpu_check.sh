@@ -36,14 +36,14 @@ python3 -c 'import torch; print("torch", torch.__version__)' | tee -a "$OUT/gpu.
 status=0
 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log" \
   || status=1
-python3 tools/benchmark_pretrain.py --full-scale > "$OUT/full_scale.md" 2> "$OUT/full_scale.log" \
+python3 tools/benchmarks/pretrain.py --full-scale > "$OUT/full_scale.md" 2> "$OUT/full_scale.log" \
   || status=1
 cat "$OUT/full_scale.md"
-python3 tools/benchmark_pretrain.py --device cuda --steps 10 --warmup 3 \
+python3 tools/benchmarks/pretrain.py --device cuda --steps 10 --warmup 3 \
   > "$OUT/k_and_n.md" 2> "$OUT/k_and_n.log" || status=1
 cat "$OUT/k_and_n.md"
 # packed (one attention call per prompt length) vs padded own tokens: which is faster on a GPU
-python3 tools/benchmark_pretrain.py --device cuda --steps 10 --warmup 3 --ks 128 --no-pack \
+python3 tools/benchmarks/pretrain.py --device cuda --steps 10 --warmup 3 --ks 128 --no-pack \
   > "$OUT/k_and_n_padded.md" 2> "$OUT/k_and_n_padded.log" || status=1
 cat "$OUT/k_and_n_padded.md"
 exit $status

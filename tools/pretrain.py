@@ -12,10 +12,7 @@ Options as tools/train.py (--work-dir, --cfg-options, --amp, --resume, --launche
 from __future__ import annotations
 
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from pomp_mm._runner import (  # noqa: E402
     add_train_args, apply_train_args, build_runner, check_schedule, close_distributed,

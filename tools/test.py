@@ -13,9 +13,7 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from pomp_mm._runner import (  # noqa: E402
     add_runner_args, build_runner, close_distributed, load_config)

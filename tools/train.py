@@ -11,10 +11,7 @@ The toolkit comes from the config's ``default_scope`` ('mmseg', 'mmdet'); its
 from __future__ import annotations
 
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from pomp_mm._runner import (  # noqa: E402
     add_train_args, apply_train_args, build_runner, close_distributed, load_config)

@@ -2,7 +2,7 @@
 # Faster R-CNN with PompBBoxHead, on a frozen world-CLIP backbone; trained on the 15 base scene
 # classes, tested on all 20 (5 novel) with OVCocoMetric (base / novel AP50).
 #
-#   python tools/synthetic_ov.py prepare          # scenes, a POMP prompt
+#   python tools/synthetic/ov.py prepare          # scenes, a POMP prompt
 #   python tools/train.py configs/mmdet/pomp_faster-rcnn_world-vit_synthetic-scenes.py
 #   python tools/test.py configs/mmdet/pomp_faster-rcnn_world-vit_synthetic-scenes.py \
 #       work_dirs/pomp_faster-rcnn_world-vit_synthetic-scenes/epoch_3.pth
@@ -13,7 +13,7 @@
 # space. A class-token ViT does not pool boxes from its patch tokens: averaged last-block tokens
 # of ground-truth boxes score at chance (5 %, 20-way, no training), while ClipRoIExtractor,
 # which resamples each box from the patch embedding map onto the CLIP's 8x8 token grid and runs
-# the frozen tower on it, scores 71 % (`python tools/synthetic_ov.py probe`, train scenes).
+# the frozen tower on it, scores 71 % (`python tools/synthetic/ov.py probe`, train scenes).
 # The backbone returns one stride-8 map (128 px images: 16x16), the patch embeddings and the
 # last block's tokens stacked; the RPN (two 3x3 convs) reads both, the extractor the first.
 _base_ = ['./pomp_faster-rcnn_r50_fpn_ov-coco.py']

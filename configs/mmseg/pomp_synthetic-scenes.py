@@ -4,7 +4,7 @@
 # inherits (OpenVocabEncoderDecoder, PompSideAdapterCLIPHead, IgnoreUnseenClasses,
 # OpenVocabIoUMetric, VocabularyCheckHook).
 #
-#   python tools/synthetic_ov.py prepare          # scenes, SAN-format CLIP, a POMP prompt
+#   python tools/synthetic/ov.py prepare          # scenes, SAN-format CLIP, a POMP prompt
 #   python tools/train.py configs/mmseg/pomp_synthetic-scenes.py
 #   python tools/test.py configs/mmseg/pomp_synthetic-scenes.py \
 #       work_dirs/pomp_synthetic-scenes/iter_800.pth

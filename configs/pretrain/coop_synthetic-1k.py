@@ -1,7 +1,7 @@
 # The CoOp-on-ImageNet-1K baseline of the synthetic world: the same prompt (n_ctx 4, random
 # init), CLIP and schedule as pomp_synthetic.py, trained with a full softmax over the
 # 1,000-class subset 'synthetic-1k' (16 shots: about as many images as POMP's 1-shot 23,900).
-#   python tools/synthetic_world.py render-pretrain --out work_dirs/world/coop --classes coop \
+#   python tools/synthetic/world.py render-pretrain --out work_dirs/world/coop --classes coop \
 #       --shots 16
 _base_ = ['./pomp_synthetic.py']
 

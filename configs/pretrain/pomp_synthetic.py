@@ -3,7 +3,7 @@
 # K = 1,000 sampled classes per step with the ln local correction, n_ctx 4 randomly initialised
 # (as configs/pretrain/pomp_in21k-p_vit-b16.py and CoOp's default). Images: an ImageList CSV
 # written by
-#   python tools/synthetic_world.py render-pretrain --out work_dirs/world/pretrain --shots 1
+#   python tools/synthetic/world.py render-pretrain --out work_dirs/world/pretrain --shots 1
 # No training augmentation (train=False): the renderer already draws position, scale,
 # rotation and clutter at random, and colour augmentations would change the classes' colours.
 # make demo trains from the image-feature cache instead: pomp_synthetic_cached.py.

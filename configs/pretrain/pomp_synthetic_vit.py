@@ -1,5 +1,5 @@
 # POMP in the synthetic world on the ViT world CLIP (pomp-world-ViT-T-8, world v2): the prompt
-# tools/synthetic_ov.py trains for open-vocabulary segmentation and detection in the world,
+# tools/synthetic/ov.py trains for open-vocabulary segmentation and detection in the world,
 # whose SAN and RoI heads need a ViT. Everything else as pomp_synthetic.py.
 _base_ = ['./pomp_synthetic.py']
 

@@ -7,7 +7,7 @@ length, built from per-class token-embedding buffers made once for all ``N`` cla
 runs the ``B`` positives (one per image row, duplicates included) and ``M = K - 1`` negatives
 through the text tower and applies the per-row log10 correction. pomp_mm's
 ``PompPretrainer(contrast='per_image', correction='log10', mask_duplicate_names=False)``
-optimises the same loss; ``tools/benchmark_pretrain.py --official`` times the two side by side.
+optimises the same loss; ``tools/benchmarks/pretrain.py --official`` times the two side by side.
 """
 from __future__ import annotations
 

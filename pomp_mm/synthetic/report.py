@@ -5,6 +5,7 @@ method trained over several seeds has one row per seed.
 """
 from __future__ import annotations
 
+import statistics
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -13,7 +14,7 @@ from ..evaluation.intervals import Interval, paired_bootstrap
 from .protocol import CROSS_DOMAIN_SETS, PROTOCOL, SOURCE_SET, cross_dataset_sets
 
 __all__ = ['PAIRS', 'set_groups', 'pair_intervals', 'accuracy_intervals', 'plot_accuracies',
-           'format_intervals']
+           'format_intervals', 'mean_sd', 'markdown_table']
 
 #: The differences every report gives: (method, baseline).
 PAIRS: Tuple[Tuple[str, str], ...] = (('pomp', 'hand'), ('pomp', 'coop-1k'),
@@ -106,3 +107,23 @@ def plot_accuracies(acc: Mapping[str, Mapping[str, Mapping[str, float]]], path: 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def mean_sd(values: Sequence[float], digits: int = 1) -> str:
+    """``"mean ± sd"`` over seeds; one value as it is, none as ``-``."""
+    if not values:
+        return '-'
+    if len(values) == 1:
+        return f'{values[0]:.{digits}f}'
+    return f'{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}'
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> List[str]:
+    """The lines of a markdown table: first column left-aligned, the others right-aligned."""
+    lines = ['| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * (len(header) - 1)]
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f'a row of {len(row)} cells in a table of {len(header)} '
+                             f'columns: {list(row)}')
+        lines.append('| ' + ' | '.join(str(c) for c in row) + ' |')
+    return lines

@@ -6,7 +6,7 @@ tower 4 x 64, context 32) and ``pomp-world-ViT-T-8`` (world v2: ViT 64 px / patc
 segmentation and detection heads of the world need a ViT) are open_clip model names once the
 world is imported (it is a pomp_mm plugin), so every pomp_mm tool takes ``--clip-model <name>
 --pretrained <weights>``. Both were trained by :func:`train_world_clip` (``python
-tools/synthetic_world.py train-clip``, the command is on each card) on rendered images of the
+tools/synthetic/world.py train-clip``, the command is on each card) on rendered images of the
 pre-training classes; the held-out compositions never appear in their training pairs.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def read_card(path: str = CARD_PATH) -> Dict[str, Any]:
     """The model card of the committed weights."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'world CLIP card not found: {path!r} (rebuild with '
-                                f'python tools/synthetic_world.py train-clip)')
+                                f'python tools/synthetic/world.py train-clip)')
     with open(path, encoding='utf-8') as f:
         return json.load(f)
 
@@ -98,7 +98,7 @@ def world_clip_weights(path: str = WEIGHTS_PATH, card: str = CARD_PATH) -> str:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f'world CLIP weights not found: {path!r} (rebuild with '
-                                f'python tools/synthetic_world.py train-clip)')
+                                f'python tools/synthetic/world.py train-clip)')
     want = read_card(card)['sha256']
     got = sha256_file(path)
     if got != want:

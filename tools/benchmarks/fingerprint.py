@@ -5,7 +5,7 @@ on unchanged weights (per-tensor digests reused), and the sampled hash pomp_mm u
 (65,536 values per tensor, blind to most single-value edits), side by side in one run; best of
 3 (the first call: once, on fresh tensors).
 
-    python tools/benchmark_fingerprint.py [--models ViT-B-16,ViT-L-14] [--threads 2]
+    python tools/benchmarks/fingerprint.py [--models ViT-B-16,ViT-L-14] [--threads 2]
 """
 from __future__ import annotations
 

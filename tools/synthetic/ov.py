@@ -1,11 +1,11 @@
 """Open-vocabulary segmentation and detection in the synthetic world, through the toolkits'
 own tools.
 
-    python tools/synthetic_ov.py prepare         # scenes, SAN-format world CLIP, a POMP prompt
-    python tools/synthetic_ov.py run             # train + test, POMP vs hand, seeds 0 1 2
-    python tools/synthetic_ov.py run --quick     # one seed, a short schedule
-    python tools/synthetic_ov.py run --parts seg # segmentation only
-    python tools/synthetic_ov.py probe           # zero-shot region embeddings of train boxes
+    python tools/synthetic/ov.py prepare         # scenes, SAN-format world CLIP, a POMP prompt
+    python tools/synthetic/ov.py run             # train + test, POMP vs hand, seeds 0 1 2
+    python tools/synthetic/ov.py run --quick     # one seed, a short schedule
+    python tools/synthetic/ov.py run --parts seg # segmentation only
+    python tools/synthetic/ov.py probe           # zero-shot region embeddings of train boxes
 
 ``prepare`` renders the scene sets (pomp_mm.synthetic.scenes) to work_dirs/synthetic_ov/scenes,
 converts the committed world CLIP to SAN's layout (pomp_mm.mmseg.convert) and pre-trains a POMP
@@ -21,17 +21,14 @@ import argparse
 import json
 import os
 import statistics
-import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-
-from synthetic_demo import prepare_set, run_tool, train_prompt  # noqa: E402
+from pomp_mm.synthetic import experiments as exp
+from pomp_mm.synthetic.experiments import prepare_set, run_tool, train_prompt
+from pomp_mm.synthetic.report import markdown_table
 
 #: the prompt of seg and det in the world is trained on the ViT CLIP their heads use
-POMP_CONFIG = os.path.join(ROOT, 'configs/pretrain/pomp_synthetic_vit.py')
+POMP_CONFIG = exp.POMP_VIT_CONFIG
 
 WORK = 'work_dirs/synthetic_ov'
 SEG_CONFIGS = {'hand': 'configs/mmseg/handprompt_synthetic-scenes.py',
@@ -73,7 +70,7 @@ def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
     sha, stamp = wc.read_card(wc.VIT_CARD_PATH)['sha256'], os.path.join(work, 'clip.sha256')
     had = _read(stamp).strip() if os.path.isfile(stamp) else sha
     if had != sha:
-        raise SystemExit(f'{work} was made with another world CLIP (sha256 '
+        raise ValueError(f'{work} was made with another world CLIP (sha256 '
                          f'{had}, now {sha}): use another --work-dir, '
                          'or move that folder away to start over')
     os.makedirs(work, exist_ok=True)
@@ -112,7 +109,7 @@ def _finished(run_dir: str, digest: str) -> Optional[Dict[str, float]]:
     stamp = os.path.join(run_dir, 'config.sha256')
     had = _read(stamp).strip() if os.path.isfile(stamp) else 'none recorded'
     if had != digest:
-        raise SystemExit(f'{run_dir} holds a run of another config or options (sha256 {had}, '
+        raise ValueError(f'{run_dir} holds a run of another config or options (sha256 {had}, '
                          f'now {digest}): move that folder away to rerun it')
     with open(metrics_path, encoding='utf-8') as f:
         return json.load(f)
@@ -210,9 +207,7 @@ def run(work: str, seeds: List[int], quick: bool, quiet: bool,
     # a part not run this time keeps its last summary
     out_path = os.path.join(work, 'results.json')
     results: Dict = {'seg': None, 'det': None}
-    if os.path.isfile(out_path):
-        with open(out_path, encoding='utf-8') as f:
-            results.update(json.load(f))
+    results.update(exp.load_state(out_path, {}))
     if 'seg' in parts:
         per_seed = {m: [_seg_run(m, s, work, paths, iters, quiet) for s in seeds]
                     for m in SEG_CONFIGS}
@@ -223,9 +218,7 @@ def run(work: str, seeds: List[int], quick: bool, quiet: bool,
                     for m in DET_CONFIGS}
         results['det'], results['det_sd'] = _summary(per_seed, DET_KEYS.values())
         results.update(det_epochs=epochs, det_seeds=seeds, det_quick=quick)
-    with open(out_path + '.tmp', 'w', encoding='utf-8') as f:
-        json.dump(results, f, indent=1)
-    os.replace(out_path + '.tmp', out_path)
+    exp.save_state(out_path, results)
     print(format_table(results))
     return results
 
@@ -291,11 +284,9 @@ def probe_regions(scenes: str, split: str = 'train', limit: int = 300) -> Dict[s
 
 
 def _rows(means: Dict, sds: Dict, keys) -> List[str]:
-    lines = ['| prompt | ' + ' | '.join(keys) + ' |', '|---|' + '---:|' * len(keys)]
-    for method, row in means.items():
-        lines.append(f'| {method} | ' + ' | '.join(f'{row[k]:.1f} ± {sds[method][k]:.1f}'
-                                                  for k in keys) + ' |')
-    return lines
+    return markdown_table(['prompt'] + list(keys),
+                          [[method] + [f'{row[k]:.1f} ± {sds[method][k]:.1f}' for k in keys]
+                           for method, row in means.items()])
 
 
 def format_table(results: Dict) -> str:
@@ -336,5 +327,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    from pomp_mm.cli import run
-    run(main)
+    from pomp_mm import cli  # not `import run`: this module has a run() of its own
+    cli.run(main)

@@ -6,20 +6,18 @@ Both models are built from configs/mmseg/pomp_voc.py shrunk to tiny towers (rand
 through both models back to back, in alternating order, and the ratio is the median of the
 per-pair ratios, so drift on a busy machine hits both alike. Target: ratio <= 1.02.
 
-    python tools/benchmark_seg_head.py [--images 10] [--rounds 20] [--device cpu]
+    python tools/benchmarks/seg_head.py [--images 10] [--rounds 20] [--device cpu]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pomp_mm._benchmarking import paired_times  # noqa: E402
 

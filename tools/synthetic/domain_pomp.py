@@ -6,8 +6,8 @@ tools/eval_classification.py on sketches of the pre-training classes (``domain-s
 sketches of the 100 compositions no training saw (``heldout-sketch``) and on photos. Protocol:
 docs/synthetic_world.md, "Does POMP find a context where there is one?".
 
-    python tools/synthetic_domain_pomp.py            # 3 seeds, ~15 min on 2 cores; resumable
-    python tools/synthetic_domain_pomp.py --quick    # one seed, 300 classes, 1 epoch
+    python tools/synthetic/domain_pomp.py            # 3 seeds, ~15 min on 2 cores; resumable
+    python tools/synthetic/domain_pomp.py --quick    # one seed, 300 classes, 1 epoch
 
 Writes work_dir/domain_pomp.json (every seed's numbers, per-class accuracies and the paired
 intervals of the differences) and domain_pomp.md (the tables).
@@ -16,17 +16,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import statistics
-import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-sys.path.insert(0, ROOT)
-
-import synthetic_demo as demo  # noqa: E402
+from pomp_mm.synthetic import experiments as exp
+from pomp_mm.synthetic.report import markdown_table, mean_sd
 
 PRETRAIN_DOMAINS = ('photo', 'sketch')
 HELDOUT_SKETCH = 'heldout-sketch'
@@ -59,18 +53,6 @@ def write_sets(root: str, names: Sequence[str], per_class: Optional[int],
     return chance
 
 
-def _load(path: str) -> Dict:
-    if os.path.isfile(path):
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    return {'runs': {}}
-
-
-def _save(state: Dict, path: str) -> None:
-    from pomp_mm.fileio import atomic_write
-    atomic_write(path, lambda f: f.write(json.dumps(state, indent=1).encode()))
-
-
 def run_seed(args: argparse.Namespace, seed: int, work: str, eval_root: str) -> tuple:
     """Pre-train a prompt per domain for ``seed`` and evaluate both and the hand prompt:
     ``({method: {set: top-1 %}}, {method: {set: per-class top-1 %}})``."""
@@ -78,41 +60,33 @@ def run_seed(args: argparse.Namespace, seed: int, work: str, eval_root: str) -> 
     classes = (protocol.pretrain_classes() if args.classes is None
                else protocol.subset_classes(args.classes, seed=0))
     vocab = 'synthetic-pretrain' if args.classes is None else None
-    opts = demo._epoch_options(args.epochs)
+    opts = exp.epoch_options(args.epochs)
     prompts = {}
     for domain in PRETRAIN_DOMAINS:
-        data = demo.prepare_set(os.path.join(work, 'data', f'{domain}_seed{seed}'), classes, 1,
-                                1 + seed, demo.POMP_CONFIG, vocab, work, args.quiet,
+        data = exp.prepare_set(os.path.join(work, 'data', f'{domain}_seed{seed}'), classes, 1,
+                                1 + seed, exp.POMP_CONFIG, vocab, work, args.quiet,
                                 domain=domain)
         run_dir = os.path.join(work, 'runs', f'pomp-{domain}', f'seed{seed}')
         print(f'[domain_pomp] seed {seed}: pre-training on {domain} renderings', flush=True)
-        demo.train_prompt(demo.POMP_CONFIG, run_dir, data, seed, opts, args.quiet)
+        exp.train_prompt(exp.POMP_CONFIG, run_dir, data, seed, opts, args.quiet)
         prompts[f'pomp-{domain}'] = os.path.join(run_dir, 'prompt_latest.pth')
     out = os.path.join(work, 'eval', f'seed{seed}')
-    result = demo.evaluate(prompts, eval_root, args.sets, out, args.quiet, ensemble=False)
-    return result, demo.per_class(prompts, out)
-
-
-def _cell(values: List[float]) -> str:
-    if len(values) == 1:
-        return f'{values[0]:.1f}'
-    return f'{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}'
+    result = exp.evaluate(prompts, eval_root, args.sets, out, args.quiet, ensemble=False)
+    return result, exp.per_class(prompts, out)
 
 
 def format_table(state: Dict) -> str:
     """Rows: hand prompt, POMP pre-trained on photos, on sketches (mean ± sd over seeds)."""
     seeds = sorted(state['runs'], key=int)
     sets = list(state['chance'])
-    lines = [f'POMP pre-trained on photo vs sketch renderings (top-1 %, seeds '
-             f'{", ".join(seeds)})', '', '| prompt | ' + ' | '.join(sets) + ' |',
-             '|---|' + '---:|' * len(sets)]
     first = state['runs'][seeds[0]]
     rows = [('hand', [first['hand']])] + [
         (m, [state['runs'][s][m] for s in seeds]) for m in (f'pomp-{d}' for d in PRETRAIN_DOMAINS)]
-    for label, per_seed in rows:
-        lines.append(f'| {label} | ' + ' | '.join(_cell([r[s] for r in per_seed])
-                                                 for s in sets) + ' |')
-    lines.append('| chance | ' + ' | '.join(f'{state["chance"][s]:.1f}' for s in sets) + ' |')
+    cells = [[label] + [mean_sd([r[s] for r in per_seed]) for s in sets]
+             for label, per_seed in rows]
+    cells.append(['chance'] + [f'{state["chance"][s]:.1f}' for s in sets])
+    lines = [f'POMP pre-trained on photo vs sketch renderings (top-1 %, seeds '
+             f'{", ".join(seeds)})', ''] + markdown_table(['prompt'] + sets, cells)
     diffs = differences(state)
     if diffs:
         from pomp_mm.synthetic import report
@@ -143,7 +117,7 @@ def differences(state: Dict) -> Dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--work-dir', default=os.path.join(ROOT, 'work_dirs', 'domain_pomp'))
+    p.add_argument('--work-dir', default='work_dirs/domain_pomp')
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--classes', type=int, default=None,
                    help='pre-train on this many classes (default: all 23,900)')
@@ -163,17 +137,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> Dict:
     args = parse_args(argv)
     from pomp_mm.synthetic.render import check_seed
-    try:
-        for seed in args.seeds:
-            check_seed(seed)
-        for name in args.sets:
-            eval_set(name)
-    except ValueError as err:
-        raise SystemExit(f'error: {err}')
+    for seed in args.seeds:
+        check_seed(seed)
+    for name in args.sets:
+        eval_set(name)
     work = os.path.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)
     path = os.path.join(work, 'domain_pomp.json')
-    state = _load(path)
+    state = exp.load_state(path, {'runs': {}})
     from pomp_mm.synthetic import protocol
     from pomp_mm.synthetic.world_clip import read_card
     recipe = {'classes': args.classes, 'epochs': args.epochs,
@@ -181,18 +152,21 @@ def main(argv=None) -> Dict:
               'protocol': protocol.PROTOCOL, 'clip_sha256': read_card()['sha256']}
     if state['runs'] and state.get('recipe') != recipe:
         # resuming would put runs of two recipes in one table
-        raise SystemExit(f'{path} holds runs of {state.get("recipe")}, not {recipe}: use '
+        raise ValueError(f'{path} holds runs of {state.get("recipe")}, not {recipe}: use '
                          'another --work-dir')
     state['recipe'] = recipe
     eval_root = os.path.join(work, 'data', f'eval_{protocol.PROTOCOL}')
     state['chance'] = write_sets(eval_root, args.sets, args.eval_per_class, not args.quiet)
     for seed in args.seeds:
         if str(seed) not in state['runs']:
-            state['runs'][str(seed)], per_class = run_seed(args, seed, work, eval_root)
+            try:
+                state['runs'][str(seed)], per_class = run_seed(args, seed, work, eval_root)
+            except exp.ToolError as err:
+                raise SystemExit(f'domain_pomp: {err}') from None
             state.setdefault('per_class', {})[str(seed)] = per_class
-            _save(state, path)
+            exp.save_state(path, state)
     state['differences'] = differences(state)
-    _save(state, path)
+    exp.save_state(path, state)
     table = format_table(state)
     with open(os.path.join(work, 'domain_pomp.md'), 'w', encoding='utf-8') as f:
         f.write(table + '\n')

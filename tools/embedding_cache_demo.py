@@ -1,22 +1,19 @@
 """Embed a vocabulary with a CLIP text tower twice (text tower, then the on-disk cache) and
-print what happened. ``make demo`` is tools/synthetic_demo.py; this is the embedding cache demo.
+print what happened (the embedding cache at work; ``make demo`` is tools/synthetic/demo.py).
 
 By default the committed synthetic-world CLIP embeds its 24,000 class names; ``--clip-model
 tiny --vocab imagenet21k`` uses a tiny random CLIP on the ImageNet-21K names. With real weights::
 
-    python tools/demo.py --clip-model ViT-B-16 --pretrained openai --prompt pomp_vit_b16.pth.tar \
-        --vocab imagenet21k
+    python tools/embedding_cache_demo.py --clip-model ViT-B-16 --pretrained openai \
+        --prompt pomp_vit_b16.pth.tar --vocab imagenet21k
 """
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pomp_mm import PompTextEncoder  # noqa: E402
 from pomp_mm.clip import resolve_clip_spec  # noqa: E402

@@ -9,7 +9,7 @@ output amounts to after the first call (it is computed once and cached). Each im
 through both back to back, in alternating order; the ratio is the median per-pair ratio.
 Target: ratio <= 1.05.
 
-    python tools/benchmark_det_head.py [--classes 1203] [--images 5] [--rounds 3] [--size 512]
+    python tools/benchmarks/det_head.py [--classes 1203] [--images 5] [--rounds 3] [--size 512]
 """
 from __future__ import annotations
 
@@ -17,15 +17,13 @@ import argparse
 import copy
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pomp_mm._benchmarking import paired_times  # noqa: E402
 

@@ -12,21 +12,18 @@ call) over its resident set at that point.
 Targets: truncation >= 3x faster at n_ctx=16 with max abs diff <= 1e-5; cached 21,841-class
 call < 0.5 s.
 
-    python tools/benchmark_text_encoder.py [--num-names 512] [--device cuda]
+    python tools/benchmarks/text_encoder.py [--num-names 512] [--device cuda]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from pomp_mm._benchmarking import peak_memory_mb, reset_peak_memory, run_case  # noqa: E402
 from pomp_mm.cli import positive_int  # noqa: E402

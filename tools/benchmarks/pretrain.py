@@ -40,12 +40,12 @@ no more memory.
 a step is then the image-tower forward of the 128 views plus the text step above; reports image
 views/s (goal > 1,000) and absolute peak memory (goal < 16 GB).
 
-    python tools/benchmark_pretrain.py --quick                  # smoke test, < 1 min on CPU
-    python tools/benchmark_pretrain.py                          # ViT-B-16, CPU: ~30 min on 2 cores
-    python tools/benchmark_pretrain.py --warmup 0 --threads 1   # the same, ~20 min
-    python tools/benchmark_pretrain.py --device cuda --precision bf16 --batch-size 32 --views 4
-    python tools/benchmark_pretrain.py --full-scale             # on a GPU
-    python tools/benchmark_pretrain.py --official --precision bf16 --threads 1  # ~40 min, CPU
+    python tools/benchmarks/pretrain.py --quick                  # smoke test, < 1 min on CPU
+    python tools/benchmarks/pretrain.py                          # ViT-B-16, CPU: ~30 min on 2 cores
+    python tools/benchmarks/pretrain.py --warmup 0 --threads 1   # the same, ~20 min
+    python tools/benchmarks/pretrain.py --device cuda --precision bf16 --batch-size 32 --views 4
+    python tools/benchmarks/pretrain.py --full-scale             # on a GPU
+    python tools/benchmarks/pretrain.py --official --precision bf16 --threads 1  # ~40 min, CPU
 """
 from __future__ import annotations
 
@@ -60,8 +60,6 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from pomp_mm._benchmarking import peak_memory_mb, reset_peak_memory, run_case  # noqa: E402
 from pomp_mm.cli import positive_int  # noqa: E402

@@ -1,20 +1,18 @@
 """The synthetic world: render its datasets, rebuild its CLIP, measure the renderer.
 
-    python tools/synthetic_world.py train-clip            # rebuild the committed CLIP (~25 min)
-    python tools/synthetic_world.py render-pretrain --out work_dirs/world/pretrain --shots 1
-    python tools/synthetic_world.py render-eval --out work_dirs/world/eval
-    python tools/synthetic_world.py bench                  # rendering throughput, one core
-    python tools/synthetic_world.py check-clip             # sha256 + recorded accuracies
+    python tools/synthetic/world.py train-clip            # rebuild the committed CLIP (~25 min)
+    python tools/synthetic/world.py render-pretrain --out work_dirs/world/pretrain --shots 1
+    python tools/synthetic/world.py render-eval --out work_dirs/world/eval
+    python tools/synthetic/world.py bench                  # rendering throughput, one core
+    python tools/synthetic/world.py check-clip             # sha256 + recorded accuracies
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pomp_mm.cli import positive_int  # noqa: E402
 
@@ -29,7 +27,7 @@ def _train_clip(args) -> None:
                                  image_steps=args.image_steps,
                                  image_batch_size=args.image_batch_size,
                                  shape_first_steps=args.shape_first_steps)
-    command = (f'python tools/synthetic_world.py train-clip --model {args.model}' +
+    command = (f'python tools/synthetic/world.py train-clip --model {args.model}' +
                ('' if args.out is None else f' --out {args.out}') +
                f' --steps {args.steps} --batch-size {args.batch_size} --seed {args.seed} '
                f'--threads {args.threads} --captions {args.captions} '

@@ -6,8 +6,8 @@ scored on images it never saw: the set's usual evaluation images (the pre-traini
 shot 63). Step 0 is the hand prompt, so the gain is the room a shared context has over it on
 that set. Protocol: docs/synthetic_world.md, "Held-out headroom".
 
-    python tools/synthetic_headroom.py                 # 3 seeds, all sets (~10 min on 2 cores)
-    python tools/synthetic_headroom.py --quick         # one seed, shapes only, 20 steps
+    python tools/synthetic/headroom.py                 # 3 seeds, all sets (~10 min on 2 cores)
+    python tools/synthetic/headroom.py --quick         # one seed, shapes only, 20 steps
 
 Writes work_dir/headroom.json (every seed's numbers) and headroom.md (the table).
 """
@@ -17,14 +17,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from pomp_mm.synthetic import protocol  # noqa: E402
 from pomp_mm.synthetic import world_clip as wc  # noqa: E402
@@ -122,7 +119,7 @@ def format_table(results: Dict[str, Dict[str, Dict[int, float]]], steps: Sequenc
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--work-dir', default=os.path.join(ROOT, 'work_dirs', 'headroom'))
+    p.add_argument('--work-dir', default='work_dirs/headroom')
     p.add_argument('--sets', nargs='+', default=[PRETRAIN_SET, *protocol.eval_sets('v2')])
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--shots', type=int, default=8, help='fitting images per class')

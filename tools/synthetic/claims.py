@@ -8,15 +8,15 @@ images and the prompt's training randomness, never the CLIP or the evaluation se
 2. K-of-N sampling with the ln correction vs a full softmax over all N classes. Accuracy at
    N = 2,000 (K = 100, the paper's K/N of about 1/20; 12 shots per class), with the training
    processes' time per iteration and peak memory; and the step cost at N = 23,900 (K = 1,000 vs
-   full softmax) from tools/benchmark_pretrain.py, side by side in one run. (Training a full
+   full softmax) from tools/benchmarks/pretrain.py, side by side in one run. (Training a full
    softmax over 23,900 classes takes ~8 s per iteration here: an hour per seed.)
 3. Local correction ln vs log10 vs none, and the softmax rows: shared (every image against the
    step's classes) vs per_image (the official step: [own class, K - 1 negatives]).
 4. Transfer vs number of pre-training classes (100 / 1,000 / 23,900), at the same number of
    iterations (shots per class min(64, ceil(23,900 / C)), epochs scaled to match).
 
-    python tools/synthetic_claims.py                 # 3 seeds, ~1 h on 2 cores; resumable
-    python tools/synthetic_claims.py --quick         # one seed, 1 epoch, small sets
+    python tools/synthetic/claims.py                 # 3 seeds, ~1 h on 2 cores; resumable
+    python tools/synthetic/claims.py --quick         # one seed, 1 epoch, small sets
 
 Writes work_dir/claims.json (every run's numbers, per-class accuracies and the paired
 intervals), claims.md (the tables) and claims.png.
@@ -24,42 +24,18 @@ intervals), claims.md (the tables) and claims.png.
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import math
 import os
 import statistics
+import subprocess
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-sys.path.insert(0, ROOT)
-
-import synthetic_demo as demo  # noqa: E402
+from pomp_mm.synthetic import experiments as exp
+from pomp_mm.synthetic.report import markdown_table, mean_sd
 
 BASE_EPOCHS = 3
 BATCH = 256
-
-
-def _iter_time(work_dir: str) -> Optional[float]:
-    """Median seconds per training iteration from mmengine's scalars log."""
-    times = []
-    for path in glob.glob(os.path.join(work_dir, '*', 'vis_data', 'scalars.json')):
-        with open(path, encoding='utf-8') as f:
-            for line in f:
-                rec = json.loads(line)
-                if 'time' in rec and rec.get('step', 0) > 20:  # past warm-up iterations
-                    times.append(rec['time'])
-    return statistics.median(times) if times else None
-
-
-def _mean_sd(values: List[float]) -> str:
-    if not values:
-        return '-'
-    if len(values) == 1:
-        return f'{values[0]:.1f}'
-    return f'{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}'
 
 
 class Claims:
@@ -67,26 +43,20 @@ class Claims:
         self.args = args
         self.work = os.path.abspath(args.work_dir)
         self.path = os.path.join(self.work, 'claims.json')
-        self.state: Dict = {'runs': {}}
         self._sets: Dict[tuple, Dict] = {}  # prepared sets, shared by the runs that train on them
-        if os.path.isfile(self.path):
-            with open(self.path, encoding='utf-8') as f:
-                self.state = json.load(f)
+        self.state: Dict = exp.load_state(self.path, {'runs': {}})
         from pomp_mm.synthetic.world_clip import read_card
         sha = read_card()['sha256']
         had = self.state.get('clip_sha256')
         if self.state['runs'] and had != sha:
             # resuming would mix runs of two CLIPs in one table
-            raise SystemExit(f'{self.path} holds runs of another world CLIP (sha256 '
+            raise ValueError(f'{self.path} holds runs of another world CLIP (sha256 '
                              f'{had or "not recorded"}, now {sha}): use another --work-dir, or '
                              'move that folder away to start over')
         self.state['clip_sha256'] = sha
 
     def save(self) -> None:
-        os.makedirs(self.work, exist_ok=True)
-        with open(self.path + '.tmp', 'w', encoding='utf-8') as f:
-            json.dump(self.state, f, indent=1)
-        os.replace(self.path + '.tmp', self.path)
+        exp.save_state(self.path, self.state)
 
     def data(self, seed: int, kind: str, classes: int) -> Dict[str, str]:
         """The rendered, feature-cached set of (seed, kind, classes), prepared once."""
@@ -99,15 +69,15 @@ class Claims:
         from pomp_mm.synthetic import protocol
         if kind == 'coop':
             cls = protocol.coop_classes()[:self.args.coop_classes]
-            shots, config = self.args.coop_shots, demo.COOP_CONFIG
+            shots, config = self.args.coop_shots, exp.COOP_CONFIG
             vocab = 'synthetic-1k' if len(cls) == protocol.NUM_COOP else None
         else:
             full = classes >= len(protocol.pretrain_classes())
             cls = protocol.pretrain_classes() if full else protocol.subset_classes(classes)
             shots = min(64, math.ceil(self.args.classes / len(cls)) * self.args.shots)
-            config, vocab = demo.POMP_CONFIG, ('synthetic-pretrain' if full else None)
+            config, vocab = exp.POMP_CONFIG, ('synthetic-pretrain' if full else None)
         out = os.path.join(self.work, 'data', f'{kind}{classes}_seed{seed}')
-        d = demo.prepare_set(out, cls, shots, 1 + seed, config, vocab, self.work, True)
+        d = exp.prepare_set(out, cls, shots, 1 + seed, config, vocab, self.work, True)
         d['images'] = len(cls) * shots
         return d
 
@@ -122,11 +92,11 @@ class Claims:
         if kind != 'coop' and data['images'] != main_images:
             epochs = max(1, round(epochs * main_images / data['images']))
         work_dir = os.path.join(self.work, 'runs', name, f'seed{seed}')
-        config = demo.COOP_CONFIG if kind == 'coop' else demo.POMP_CONFIG
+        config = exp.COOP_CONFIG if kind == 'coop' else exp.POMP_CONFIG
         print(f'[claims] training {key} ({data["images"]} images, {epochs} epochs)', flush=True)
-        stats = demo.train_prompt(config, work_dir, data, seed,
-                                  demo._epoch_options(epochs) + list(options), quiet=True)
-        stats['iter_seconds'] = _iter_time(work_dir)
+        stats = exp.train_prompt(config, work_dir, data, seed,
+                                  exp.epoch_options(epochs) + list(options), quiet=True)
+        stats['iter_seconds'] = exp.iter_time(work_dir)
         stats['epochs'] = epochs
         stats['prompt'] = os.path.join(work_dir, 'prompt_latest.pth')
         self.state['runs'][key] = stats
@@ -151,11 +121,11 @@ class Claims:
         sets = list(protocol.eval_sets())
         out = os.path.join(self.work, f'eval_{protocol.PROTOCOL}', key)
         os.makedirs(out, exist_ok=True)
-        res = demo.evaluate(todo, self.eval_root, sets, out, quiet=True,
+        res = exp.evaluate(todo, self.eval_root, sets, out, quiet=True,
                             ensemble='ensemble' not in done)
-        done.update(demo.summarise(res))
+        done.update(exp.summarise(res))
         self.state.setdefault('per_class', {}).setdefault(key, {}).update(
-            demo.per_class(todo, out))
+            exp.per_class(todo, out))
         self.state['eval'][key] = done
         self.save()
 
@@ -188,14 +158,13 @@ class Claims:
 
     def benchmark(self) -> None:
         """Step time and memory of K = 1,000 vs full softmax at the full N, one run."""
-        import subprocess
         from pomp_mm.synthetic.world_clip import MODEL_NAME
-        cmd = [sys.executable, os.path.join(ROOT, 'tools', 'benchmark_pretrain.py'), '--model',
+        cmd = [sys.executable, exp.tool_path('benchmarks/pretrain.py'), '--model',
                MODEL_NAME, '--vocabulary', 'synthetic-pretrain', '--num-classes',
                str(self.args.classes), '--ks', '1000', '--n-ctx', '4', '--batch-size',
                str(BATCH), '--views', '1', '--skip-large-vocab', '--steps', '2']
         print('[claims] benchmark: ' + ' '.join(cmd[1:]), flush=True)
-        out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
+        out = subprocess.run(cmd, cwd=exp.REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True)
         self.state['benchmark'] = {'command': ' '.join(cmd[1:]), 'output': out.stdout}
         self.save()
 
@@ -238,63 +207,59 @@ class Claims:
         self.save()
         return report.format_intervals(diffs, ['mean', 'domain_mean', 'source', 'shapes'])
 
+    def _accuracy_rows(self, runs, columns=('mean', 'domain_mean', 'domain-photo')):
+        return [[label] + [mean_sd(self._metric(name, c)) for c in columns]
+                for name, label in runs]
+
     def report(self) -> str:
         from pomp_mm.synthetic import protocol
         seeds = self.args.seeds
         lines = [f'Synthetic world (protocol {protocol.PROTOCOL}), seeds '
                  f'{", ".join(map(str, seeds))}: top-1 %, mean ± sd over seeds. mean: '
                  f'cross-dataset sets ({", ".join(protocol.cross_dataset_sets())}); domain: '
-                 'sketch + noisy; source: domain-photo.', '',
-                 '**1. Prompts**', '', '| method | mean | domain | source |',
-                 '|---|---:|---:|---:|']
-        for m in ('chance', 'hand', 'ensemble', 'coop-1k', 'pomp'):
-            lines.append(f'| {m} | {_mean_sd(self._metric(m, "mean"))} | '
-                         f'{_mean_sd(self._metric(m, "domain_mean"))} | '
-                         f'{_mean_sd(self._metric(m, "domain-photo"))} |')
+                 'sketch + noisy; source: domain-photo.', '', '**1. Prompts**', '']
+        lines += markdown_table(['method', 'mean', 'domain', 'source'], self._accuracy_rows(
+            [(m, m) for m in ('chance', 'hand', 'ensemble', 'coop-1k', 'pomp')]))
         runs = self.state['runs']
 
         def stat(name: str, key: str) -> List[float]:
             return [runs[f'{name}/seed{s}'][key] for s in seeds
                     if f'{name}/seed{s}' in runs and runs[f'{name}/seed{s}'].get(key)]
 
+        def ratio(values: List[float], base: List[float]) -> str:
+            return f'{statistics.mean(values) / statistics.mean(base):.2f}' \
+                if values and base else '-'
+
         m, k = self.args.softmax_classes, self.args.softmax_k
         lines += ['', f'**2. K-of-N vs full softmax** (N = {m:,} pre-training classes; time '
                   'per iteration and peak RSS of the training processes, same machine, same '
-                  'data)', '',
-                  '| loss | mean | domain | s / iter | peak RSS (MB) | time ratio | mem ratio |',
-                  '|---|---:|---:|---:|---:|---:|---:|']
+                  'data)', '']
         base_t, base_m = stat(f'full-{m}', 'iter_seconds'), stat(f'full-{m}', 'peak_rss_mb')
+        rows = []
         for name, label in ((f'full-{m}', 'full softmax'), (f'sampled-{m}', f'K={k}, ln')):
             t, mem = stat(name, 'iter_seconds'), stat(name, 'peak_rss_mb')
-            tr = f'{statistics.mean(t) / statistics.mean(base_t):.2f}' if t and base_t else '-'
-            mr = f'{statistics.mean(mem) / statistics.mean(base_m):.2f}' if mem and base_m \
-                else '-'
-            lines.append(f'| {label} | {_mean_sd(self._metric(name, "mean"))} | '
-                         f'{_mean_sd(self._metric(name, "domain_mean"))} | '
-                         f'{statistics.mean(t) if t else float("nan"):.3f} | '
-                         f'{statistics.mean(mem) if mem else float("nan"):.0f} | {tr} | {mr} |')
+            rows.append([label, mean_sd(self._metric(name, 'mean')),
+                         mean_sd(self._metric(name, 'domain_mean')),
+                         f'{statistics.mean(t):.3f}' if t else '-',
+                         f'{statistics.mean(mem):.0f}' if mem else '-',
+                         ratio(t, base_t), ratio(mem, base_m)])
+        lines += markdown_table(['loss', 'mean', 'domain', 's / iter', 'peak RSS (MB)',
+                                 'time ratio', 'mem ratio'], rows)
         if 'benchmark' in self.state:
             lines += ['', f'Step cost at N = {self.args.classes:,} (`' +
                       self.state['benchmark']['command'] + '`, random weights of the same '
                       'architecture):', '', self.state['benchmark']['output'].strip()]
-        lines += ['', '**3. Local correction**', '', '| correction | mean | domain | source |',
-                  '|---|---:|---:|---:|']
-        for name, label in (('pomp', 'ln'), ('pomp-log10', 'log10'), ('pomp-none', 'none')):
-            lines.append(f'| {label} | {_mean_sd(self._metric(name, "mean"))} | '
-                         f'{_mean_sd(self._metric(name, "domain_mean"))} | '
-                         f'{_mean_sd(self._metric(name, "domain-photo"))} |')
-        lines += ['', 'Softmax rows (both with the ln correction):', '',
-                  '| contrast | mean | domain | source |', '|---|---:|---:|---:|']
-        for name, label in (('pomp', 'shared (ours)'), ('pomp-per-image', 'per_image (official)')):
-            lines.append(f'| {label} | {_mean_sd(self._metric(name, "mean"))} | '
-                         f'{_mean_sd(self._metric(name, "domain_mean"))} | '
-                         f'{_mean_sd(self._metric(name, "domain-photo"))} |')
-        lines += ['', '**4. Pre-training classes**', '', '| classes | mean | domain |',
-                  '|---|---:|---:|']
-        for c in sorted(set(self.args.class_counts) | {self.args.classes}):
-            name = 'pomp' if c >= self.args.classes else f'pomp-{c}cls'
-            lines.append(f'| {c:,} | {_mean_sd(self._metric(name, "mean"))} | '
-                         f'{_mean_sd(self._metric(name, "domain_mean"))} |')
+        lines += ['', '**3. Local correction**', '']
+        lines += markdown_table(['correction', 'mean', 'domain', 'source'], self._accuracy_rows(
+            [('pomp', 'ln'), ('pomp-log10', 'log10'), ('pomp-none', 'none')]))
+        lines += ['', 'Softmax rows (both with the ln correction):', '']
+        lines += markdown_table(['contrast', 'mean', 'domain', 'source'], self._accuracy_rows(
+            [('pomp', 'shared (ours)'), ('pomp-per-image', 'per_image (official)')]))
+        lines += ['', '**4. Pre-training classes**', '']
+        counts = sorted(set(self.args.class_counts) | {self.args.classes})
+        lines += markdown_table(['classes', 'mean', 'domain'], self._accuracy_rows(
+            [('pomp' if c >= self.args.classes else f'pomp-{c}cls', f'{c:,}') for c in counts],
+            ('mean', 'domain_mean')))
         paired = self.intervals()
         if paired:
             lines += ['', '**Differences, paired 95 % intervals** (2,000 bootstrap replicates; '
@@ -332,7 +297,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> str:
-    table = Claims(parse_args(argv)).main()
+    try:
+        table = Claims(parse_args(argv)).main()
+    except exp.ToolError as err:
+        raise SystemExit(f'claims: {err}') from None
     print(table)
     return table
 

@@ -1,0 +1,114 @@
+"""make demo: POMP end to end in the synthetic world, through the real tools, offline.
+
+Renders the few-shot pre-training set over the 23,900 pre-training classes, the CoOp baseline's
+1,000-class set and the downstream sets; caches image features (tools/cache_features.py);
+pre-trains a POMP prompt (configs/pretrain/pomp_synthetic_cached.py) and a CoOp-style prompt
+with a full softmax over 1,000 classes (coop_synthetic-1k_cached.py) with tools/pretrain.py;
+evaluates hand prompt, template ensemble, CoOp-1K and POMP with tools/eval_classification.py;
+prints the table and writes work_dir/results.json (top-1 % per method and set, paired
+intervals of the differences), results.md and results.png.
+
+    python tools/synthetic/demo.py                      # the full demo (protocol v3 sets)
+    python tools/synthetic/demo.py --classes 300 --coop-classes 50 --epochs 1 --eval-per-class 1
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Dict
+
+from pomp_mm.fileio import atomic_write_json
+from pomp_mm.synthetic import experiments as exp
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--work-dir', default='work_dirs/demo')
+    p.add_argument('--seed', type=int, default=0, help='seed of the pre-training images and '
+                   'of prompt training (the CLIP and the evaluation sets are fixed)')
+    p.add_argument('--classes', type=int, default=None,
+                   help='pre-train on this many random pre-training classes (default: all '
+                   '23,900)')
+    p.add_argument('--shots', type=int, default=1, help='images per pre-training class')
+    p.add_argument('--coop-classes', type=int, default=1000,
+                   help='CoOp baseline classes: the first N of the 1,000-class subset')
+    p.add_argument('--coop-shots', type=int, default=16)
+    p.add_argument('--epochs', type=int, default=None, help='override both configs\' epochs')
+    p.add_argument('--eval-per-class', type=int, default=None,
+                   help='images per class of each evaluation set (default: the protocol\'s)')
+    p.add_argument('--sets', nargs='+', default=None, metavar='SET',
+                   help='evaluate only these downstream sets (default: all of the protocol)')
+    p.add_argument('--protocol', default=None, help='evaluation sets of this protocol version '
+                   '(default: the current one)')
+    p.add_argument('--quiet', action='store_true', help='tool output to log files')
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> Dict[str, Dict[str, float]]:
+    try:
+        return _demo(parse_args(argv))
+    except exp.ToolError as err:
+        raise SystemExit(f'make demo: {err}') from None
+
+
+def _demo(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
+    from pomp_mm.synthetic import protocol
+    from pomp_mm.synthetic.datasets import write_eval_sets
+    from pomp_mm.synthetic.render import check_seed
+    from pomp_mm.synthetic.world_clip import world_clip_weights
+    version = protocol.check_protocol(args.protocol or protocol.PROTOCOL)
+    check_seed(args.seed)
+    world_clip_weights()  # fail now on a corrupted checkpoint, not after rendering
+    if not 1 <= args.coop_classes <= protocol.NUM_COOP:
+        raise ValueError(f'--coop-classes must be in 1..{protocol.NUM_COOP}, got '
+                         f'{args.coop_classes}')
+    classes = protocol.pretrain_classes() if args.classes is None else \
+        protocol.subset_classes(args.classes, seed=0)
+    start = time.perf_counter()
+    work = os.path.abspath(args.work_dir)
+    data = os.path.join(work, 'data')
+    eval_root = os.path.join(data, f'eval_{version}')
+    sets = args.sets or list(protocol.eval_sets(version))
+    write_eval_sets(eval_root, sets, args.eval_per_class, progress=not args.quiet,
+                    version=version)
+    full = 'synthetic-pretrain' if args.classes is None else None
+    pomp_data = exp.prepare_set(os.path.join(data, f'pretrain_seed{args.seed}'), classes,
+                                args.shots, 1 + args.seed, exp.POMP_CONFIG, full, work,
+                                args.quiet)
+    coop = protocol.coop_classes()[:args.coop_classes]
+    coop_vocab = 'synthetic-1k' if args.coop_classes == protocol.NUM_COOP else None
+    coop_data = exp.prepare_set(os.path.join(data, f'coop_seed{args.seed}'), coop,
+                                args.coop_shots, 1 + args.seed, exp.COOP_CONFIG, coop_vocab,
+                                work, args.quiet)
+    opts = exp.epoch_options(args.epochs)
+    prompts = {}
+    for method, config, train_data in (('coop-1k', exp.COOP_CONFIG, coop_data),
+                                       ('pomp', exp.POMP_CONFIG, pomp_data)):
+        run_dir = os.path.join(work, method)
+        exp.train_prompt(config, run_dir, train_data, args.seed, opts, args.quiet)
+        prompts[method] = os.path.join(run_dir, 'prompt_latest.pth')
+    eval_dir = os.path.join(work, 'eval')
+    summary = exp.summarise(exp.evaluate(prompts, eval_root, sets, eval_dir, args.quiet),
+                            version)
+    title = f'Synthetic world (protocol {version}), seed {args.seed}'
+    report = exp.intervals_report(exp.per_class(prompts, eval_dir), summary, version,
+                                  os.path.join(work, 'results.png'),
+                                  f'{title}: top-1 % with 95 % class-bootstrap intervals')
+    atomic_write_json(os.path.join(work, 'results.json'),
+                      {'protocol': version, 'seed': args.seed, 'methods': summary,
+                       **report['json']})
+    table = exp.format_results(summary, f'{title}: top-1 % (mean: cross-dataset sets; '
+                               'domain_mean: sketch + noisy)')
+    table += '\n\nDifferences, paired 95 % class-bootstrap intervals:\n\n' + report['table']
+    with open(os.path.join(work, 'results.md'), 'w', encoding='utf-8') as f:
+        f.write(table + '\n')
+    print('\n' + table)
+    print(f'wrote {os.path.join(work, "results.png")}')
+    print(f'\nwrote {os.path.join(work, "results.json")} ({time.perf_counter() - start:.0f} s)')
+    return summary
+
+
+if __name__ == '__main__':
+    from pomp_mm.cli import run
+    run(main)
