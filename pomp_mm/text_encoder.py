@@ -311,9 +311,7 @@ class PompTextEncoder(BaseModule):
             self.prompt_learner.ctx.requires_grad
         key = None
         if self.disk_cache is not None and not grad:
-            key = EmbeddingCache.key(names, model=self.model_id,
-                                     weights=self.tower.fingerprint(),
-                                     prompt=self.prompt_fingerprint())
+            key = self._cache_key(names)
             hit = self.disk_cache.get(key, names)
             if hit is not None:
                 return hit.to(self.tower.token_embedding.weight.device)
@@ -330,6 +328,17 @@ class PompTextEncoder(BaseModule):
             self.disk_cache.put(key, names, emb, {'model': self.model_id,
                                                   'prompt': self.prompt_source})
         return emb
+
+    def _cache_key(self, names: Sequence[str]) -> str:
+        return EmbeddingCache.key(names, model=self.model_id, weights=self.tower.fingerprint(),
+                                  prompt=self.prompt_fingerprint())
+
+    def cache_file(self, names: Sequence[str]) -> Optional[str]:
+        """The disk-cache file that holds (or will hold) the embeddings of ``names`` as given,
+        or None without a ``cache_dir``."""
+        if self.disk_cache is None:
+            return None
+        return self.disk_cache.path(self._cache_key(list(names)))
 
     def class_embeddings(self) -> torch.Tensor:
         """Normalised embeddings of the configured vocabulary [C, D] (cached when unchanged)."""

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from helpers import assert_same_embeddings_and_grads
 from pomp_mm import PompTextEncoder
+from pomp_mm.vocabulary import parse_vocabulary
 
 NAMES = ['cat', 'golden retriever', 'bow (weapon)', 'traffic light', 'hot-air balloon']
 
@@ -247,6 +248,9 @@ def test_disk_cache_second_call_is_a_file_read(make_encoder, tmp_path, monkeypat
         first = enc.encode_text(NAMES)
     files = list((tmp_path / 'embeddings').glob('*.pt'))
     assert len(files) == 1
+    assert enc.cache_file(parse_vocabulary(NAMES).names) == str(files[0])
+    assert enc.cache_file(['other']) != str(files[0])
+    assert make_encoder(n_ctx=4).cache_file(NAMES) is None
     fresh = make_encoder(n_ctx=4, cache_dir=str(tmp_path))
     fresh.prompt_learner.load_state_dict(enc.prompt_learner.state_dict())
 

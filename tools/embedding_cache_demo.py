@@ -53,16 +53,13 @@ def main(argv=None) -> None:
             start = time.perf_counter()
             table = encoder.encode_text(encoder.vocabulary)
             rows.append((attempt, time.perf_counter() - start))
-    key = encoder.disk_cache.key(names, model=encoder.model_id,
-                                 weights=encoder.tower.fingerprint(),
-                                 prompt=encoder.prompt_fingerprint())
     print(f'vocabulary   : {args.vocab} ({len(names)} classes, e.g. {names[:3]})')
     print(f'model        : {encoder.model_id}, prompt: {args.prompt or "ctx_init=a photo of a"}')
     print(f'embeddings   : {tuple(table.shape)} {table.dtype}, '
           f'row norms {table.norm(dim=-1).min():.4f}..{table.norm(dim=-1).max():.4f}')
     for attempt, seconds in rows:
         print(f'{attempt:13s}: {seconds:.3f} s')
-    print(f'cache file   : {encoder.disk_cache.path(key)}')
+    print(f'cache file   : {encoder.cache_file(names)}')
 
 
 if __name__ == '__main__':
