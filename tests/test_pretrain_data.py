@@ -267,3 +267,24 @@ def test_folders_spelled_with_underscores_find_their_class(tmp_path):
     assert sorted(label for _, label in ds.items) == [0, 2]
     own = ImageList(str(tmp_path), image_size=8)  # the folders themselves as the vocabulary
     assert list(own.vocabulary.names) == ['cat', 'golden retriever']
+
+
+def test_pretraining_and_evaluation_list_the_same_images_of_a_folder(tmp_path):
+    """One listing rule: hidden files and folders (macOS ``._x.jpg``, ``.ipynb_checkpoints``)
+    are neither images nor classes for pre-training or evaluation; other extensions are not
+    images; extensions are matched in any case."""
+    from helpers import write_image_folder
+    from pomp_mm.evaluation import image_folder_dataset
+    write_image_folder(str(tmp_path), ['cat', 'dog'], 2, size=8)
+    (tmp_path / 'cat' / '._0.jpg').write_bytes(b'AppleDouble')
+    (tmp_path / 'dog' / 'notes.txt').write_text('not an image')
+    os.rename(tmp_path / 'dog' / '1.jpg', tmp_path / 'dog' / '1.JPG')
+    (tmp_path / '.ipynb_checkpoints').mkdir()
+    (tmp_path / '.ipynb_checkpoints' / 'a.jpg').write_bytes(b'x')
+    pre = ImageList(str(tmp_path), image_size=8)
+    ev = image_folder_dataset(str(tmp_path))
+    want = [(str(tmp_path / c / f), label) for label, c in enumerate(['cat', 'dog'])
+            for f in (['0.jpg', '1.jpg'] if c == 'cat' else ['0.jpg', '1.JPG'])]
+    assert sorted(pre.items) == want
+    assert sorted(ev.items) == want
+    assert list(pre.vocabulary.names) == ['cat', 'dog'] == list(ev.classnames)

@@ -20,6 +20,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch.utils.data import Dataset
 
 from ..fileio import atomic_write
+from ..imagefiles import list_class_folders, list_images
 from ..vocabulary import Vocabulary, load_vocabulary, parse_vocabulary
 from .randaugment import DasslRandAugment
 
@@ -28,7 +29,6 @@ __all__ = ['ImageNet21K', 'ImageList', 'collate_views', 'few_shot_split', 'build
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 CLIP_MEAN = tuple(OPENAI_DATASET_MEAN)
 CLIP_STD = tuple(OPENAI_DATASET_STD)
 Item = Tuple[str, int]
@@ -111,10 +111,6 @@ def build_transform(train: bool, image_size: int = 224, rand_augment: int = 2,
     elif rand_augment:
         ops.append(T.RandAugment(num_ops=rand_augment, magnitude=magnitude))
     return T.Compose(ops + [T.ToTensor(), normalize])
-
-
-def _list_images(folder: str) -> List[str]:
-    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
 def few_shot_split(items: Sequence[Item], shots: int, seed: int) -> List[Item]:
@@ -291,14 +287,12 @@ class ImageNet21K(_ViewsDataset):
         index = {wnid: i for i, wnid in enumerate(vocab.ids)}
         items: List[Item] = []
         unknown = []
-        for wnid in sorted(os.listdir(folder)):
+        for wnid in list_class_folders(folder):
             sub = os.path.join(folder, wnid)
-            if not os.path.isdir(sub):
-                continue
             if wnid not in index:
                 unknown.append(wnid)
                 continue
-            items.extend((os.path.join(sub, f), index[wnid]) for f in _list_images(sub))
+            items.extend((os.path.join(sub, f), index[wnid]) for f in list_images(sub))
         if unknown:
             logger.warning('%d folders are not %s classes and are skipped, e.g. %s',
                            len(unknown), vocab.source, unknown[:3])
@@ -337,8 +331,7 @@ class ImageList(_ViewsDataset):
                  train: bool = True, preprocess: Optional[Mapping[str, Any]] = None,
                  randaugment: str = 'dassl'):
         if os.path.isdir(source):
-            classes = sorted(d for d in os.listdir(source)
-                             if os.path.isdir(os.path.join(source, d)))
+            classes = list_class_folders(source)
             vocab = parse_vocabulary(vocabulary) if vocabulary is not None else \
                 Vocabulary(tuple(c.replace('_', ' ') for c in classes), tuple(classes), source)
             resolve = _class_resolver(vocab, source)
@@ -346,7 +339,7 @@ class ImageList(_ViewsDataset):
             for c in classes:
                 label = resolve(c, f'folder {c!r}')
                 sub = os.path.join(source, c)
-                items.extend((os.path.join(sub, f), label) for f in _list_images(sub))
+                items.extend((os.path.join(sub, f), label) for f in list_images(sub))
         elif os.path.isfile(source):
             if vocabulary is None:
                 raise ValueError(f'a CSV image list ({source!r}) needs a vocabulary')
