@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from helpers import tool_path, write_image_folder
 from pomp_mm import load_prompt, save_prompt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,7 +17,7 @@ def _tool(name, *args, env=None):
     extra, env = env or {}, dict(os.environ, OMP_NUM_THREADS='1')
     env.pop('POMP_MM_DEBUG', None)
     env.update(extra)
-    return subprocess.run([sys.executable, os.path.join(ROOT, 'tools', name), *args],
+    return subprocess.run([sys.executable, tool_path(name), *args],
                           capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
 
 
@@ -94,3 +95,17 @@ def test_runner_tools_say_what_is_wrong_in_one_line(case, tmp_path):
         _one_line_error(res, 'pretrain.py', 'randomness.seed=-1 is out of range: seeds are '
                         'integers from 0 to 2**32 - 1 (or None for a random one)')
     assert not (tmp_path / 'w').exists()
+
+
+def test_a_class_specific_prompt_without_names_is_refused_naming_the_file(tmp_path):
+    """eval_classification reads each dataset with its own names: a class-specific prompt
+    saved without its contexts' names is refused as such, not as a vocabulary-size clash."""
+    write_image_folder(str(tmp_path / 'set'), ['cat', 'dog'], 1, size=8)
+    csc = save_prompt(str(tmp_path / 'csc.pth'), torch.randn(2, 4, 64), n_ctx=4)
+    res = _tool('eval_classification.py', '--datasets', 'none', '--folder',
+                f'x={tmp_path / "set"}', '--clip-model', 'tiny', '--device', 'cpu',
+                '--prompts', csc, '--out-dir', str(tmp_path / 'out'))
+    _one_line_error(res, 'eval_classification.py',
+                    f'{csc} is a class-specific prompt (2 contexts) saved without the class '
+                    "names of its contexts, so it cannot be matched to any dataset's classes: "
+                    'evaluate a shared-context prompt, or one saved with csc_names')

@@ -15,9 +15,9 @@ import time
 import torch
 
 
-from pomp_mm import PompTextEncoder  # noqa: E402
-from pomp_mm.clip import resolve_clip_spec  # noqa: E402
-from pomp_mm.embedding_cache import default_cache_dir  # noqa: E402
+from pomp_mm import PompTextEncoder
+from pomp_mm.clip import resolve_clip_spec
+from pomp_mm.embedding_cache import default_cache_dir
 
 
 def parse_args(argv=None):

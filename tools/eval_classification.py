@@ -23,10 +23,11 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 
-from pomp_mm import PompTextEncoder  # noqa: E402
-from pomp_mm.cli import positive_int  # noqa: E402
-from pomp_mm.clip import build_clip, resolve_clip_spec  # noqa: E402
-from pomp_mm.evaluation import (ALL_DATASETS, CROSS_DATASETS, DatasetNotFound,  # noqa: E402
+from pomp_mm import PompTextEncoder
+from pomp_mm.cli import positive_int
+from pomp_mm.prompt_checkpoint import load_prompt
+from pomp_mm.clip import build_clip, resolve_clip_spec
+from pomp_mm.evaluation import (ALL_DATASETS, CROSS_DATASETS, DatasetNotFound,
                                 build_dataset, embed_images, image_folder_dataset,
                                 per_class_accuracy, predict, resolve_dataset_names)
 
@@ -101,6 +102,17 @@ def _method_names(prompts: List[str]) -> List[str]:
     return [b if bases.count(b) == 1 else p for b, p in zip(bases, prompts)]
 
 
+def _check_shared_context(path: str) -> None:
+    """Every dataset is read with its own class names: a class-specific prompt works only
+    where its contexts name their classes."""
+    ckpt = load_prompt(path)
+    if ckpt.ctx.dim() == 3 and not ckpt.meta.get('csc_names'):
+        raise ValueError(f'{path} is a class-specific prompt ({ckpt.ctx.shape[0]} contexts) '
+                         'saved without the class names of its contexts, so it cannot be '
+                         'matched to any dataset\'s classes: evaluate a shared-context prompt, '
+                         'or one saved with csc_names')
+
+
 def build_methods(args: argparse.Namespace, clip: torch.nn.Module,
                   spec) -> List[Tuple[str, PompTextEncoder]]:
     common = dict(clip_model=spec, pretrained=args.pretrained, clip_module=clip,
@@ -113,6 +125,7 @@ def build_methods(args: argparse.Namespace, clip: torch.nn.Module,
         methods.append(('template ensemble',
                         PompTextEncoder(templates='openai_imagenet', **common)))
     for label, path in zip(_method_names(args.prompts), args.prompts):
+        _check_shared_context(path)
         methods.append((label, PompTextEncoder(prompt=path, **common)))
     return [(m, enc.to(args.device).eval()) for m, enc in methods]
 

@@ -17,10 +17,10 @@ import time
 import torch
 
 
-from pomp_mm import PompTextEncoder, save_embeddings  # noqa: E402
-from pomp_mm.cli import positive_int  # noqa: E402
-from pomp_mm.clip import resolve_clip_spec  # noqa: E402
-from pomp_mm.embedding_cache import default_cache_dir  # noqa: E402
+from pomp_mm import PompTextEncoder, save_embeddings
+from pomp_mm.cli import positive_int
+from pomp_mm.clip import resolve_clip_spec
+from pomp_mm.embedding_cache import default_cache_dir
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 
-from pomp_mm._runner import (  # noqa: E402
+from pomp_mm._runner import (
     add_train_args, apply_train_args, build_runner, check_schedule, close_distributed,
     ensure_prompt_hook, load_config)
 

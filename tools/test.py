@@ -15,7 +15,7 @@ import os
 import os.path as osp
 
 
-from pomp_mm._runner import (  # noqa: E402
+from pomp_mm._runner import (
     add_runner_args, build_runner, close_distributed, load_config)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 
-from pomp_mm._runner import (  # noqa: E402
+from pomp_mm._runner import (
     add_train_args, apply_train_args, build_runner, close_distributed, load_config)
 
 

@@ -15,7 +15,7 @@ import time
 import open_clip
 import torch
 
-from pomp_mm.cli import positive_int  # noqa: E402
+from pomp_mm.cli import positive_int
 from pomp_mm.clip import TextTower, sampled_fingerprint, weights_fingerprint
 
 

@@ -61,8 +61,8 @@ import time
 import torch
 
 
-from pomp_mm._benchmarking import peak_memory_mb, reset_peak_memory, run_case  # noqa: E402
-from pomp_mm.cli import positive_int  # noqa: E402
+from pomp_mm._benchmarking import peak_memory_mb, reset_peak_memory, run_case
+from pomp_mm.cli import positive_int
 
 LARGE_VOCAB = 'imagenet21k'
 SMALL_VOCABS = ('random', 'first', 'imagenet1k')

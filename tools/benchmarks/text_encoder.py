@@ -25,8 +25,8 @@ import time
 import torch
 
 
-from pomp_mm._benchmarking import peak_memory_mb, reset_peak_memory, run_case  # noqa: E402
-from pomp_mm.cli import positive_int  # noqa: E402
+from pomp_mm._benchmarking import peak_memory_mb, reset_peak_memory, run_case
+from pomp_mm.cli import positive_int
 
 
 def _timed(fn, device: str, repeats: int):

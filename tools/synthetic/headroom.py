@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 
-from pomp_mm.synthetic import protocol  # noqa: E402
-from pomp_mm.synthetic import world_clip as wc  # noqa: E402
-from pomp_mm.synthetic.datasets import eval_image, pretrain_image_index  # noqa: E402
-from pomp_mm.synthetic.render import render_object  # noqa: E402
+from pomp_mm.synthetic import protocol
+from pomp_mm.synthetic import world_clip as wc
+from pomp_mm.synthetic.datasets import eval_image, pretrain_image_index
+from pomp_mm.synthetic.render import render_object
 
 PRETRAIN_SET = 'pretrain-2000'
 CTX_INIT = 'a photo of a'

@@ -14,7 +14,7 @@ import os
 import time
 
 
-from pomp_mm.cli import positive_int  # noqa: E402
+from pomp_mm.cli import positive_int
 
 
 def _train_clip(args) -> None:
