@@ -69,7 +69,7 @@ def test_cached_loss_matches_live_loss(tmp_path, model, image_folder):
     assert torch.equal(batch['labels'], labels) and batch['indices'].tolist() == good
 
     def loss(**data):
-        model.step_count.zero_()  # same step -> same sampled negatives
+        model.forward_count.zero_()  # same step -> same sampled negatives
         with torch.no_grad():
             return model(labels=labels, mode='loss', **data)['loss']
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pomp_mm.pretrain import (NegativeSampler, PompLoss, correction_margin, local_contrast_logits,
+from pomp_mm.pretrain import (NegativeSampler, correction_margin, local_contrast_logits,
                               pomp_loss)
 
 
@@ -82,15 +82,13 @@ def test_hand_computed_tiny_case():
     assert pomp_loss(logits, targets, n, 'ln') > pomp_loss(logits, targets, n, 'none')
 
 
-def test_pomp_loss_module_and_gradient():
+def test_pomp_loss_on_local_logits_and_gradient():
     n, b, d = 30, 4, 8
     img = _unit(b, d, seed=5)
     txt = _unit(6, d, seed=6).requires_grad_(True)
     targets = torch.tensor([0, 1, 1, 2])
     scale = torch.tensor(math.log(100.0), dtype=torch.float64).exp()
-    module = PompLoss(num_classes=n)
-    assert module.num_classes == n and module.correction == 'ln'
-    loss = module(img, txt, targets, scale)
+    loss = pomp_loss(local_contrast_logits(img, txt, scale), targets, n)
     ref = pomp_loss(scale * img @ txt.T, targets, n, 'ln')
     assert loss.item() == pytest.approx(ref.item(), abs=1e-12)
     loss.backward()
@@ -98,7 +96,7 @@ def test_pomp_loss_module_and_gradient():
     assert txt.grad.abs().sum() > 0
     assert torch.isfinite(txt.grad).all()
     with pytest.raises(ValueError, match='log10'):
-        PompLoss(n, correction='log2')
+        pomp_loss(scale * img @ txt.T, targets, n, 'log2')
 
 
 def test_pomp_loss_rejects_bad_targets():
@@ -409,7 +407,7 @@ def test_non_uniform_loss_is_finite_with_gradient(mode):
     class_ids, targets, probs = sampler.sample(labels, return_probs=True)
     txt = _unit(n, d, seed=2)[class_ids].requires_grad_(True)
     img = _unit(4, d, seed=3)
-    loss = PompLoss(n)(img, txt, targets, 50.0, inclusion_probs=probs)
+    loss = pomp_loss(local_contrast_logits(img, txt, 50.0), targets, n, inclusion_probs=probs)
     loss.backward()
     # reference: 50 * cosine, margin -log q_j on every non-target column, cross-entropy
     ref_txt = txt.detach().clone().requires_grad_(True)

@@ -162,7 +162,7 @@ def test_only_the_prompt_trains(tiny_cfg):
         for sign in (1, -1):
             with torch.no_grad():
                 ctx[i, j] += sign * 1e-3
-                model.step_count.zero_()
+                model.forward_count.zero_()
                 losses.append(float(model(inputs=images, labels=torch.tensor([1, 5]))['loss']))
                 ctx[i, j] -= sign * 1e-3
         assert (losses[0] - losses[1]) / 2e-3 == pytest.approx(float(grad[i, j]), rel=0.05)
@@ -228,7 +228,7 @@ def test_hard_mode_trains(tiny_cfg):
     torch.testing.assert_close(model.sampler.bank, want, atol=1e-6, rtol=0)
     assert not torch.equal(ctx_at_refresh, trained)
     state = model.state_dict()
-    assert int(state['step_count']) == 3 and int(state['bank_step']) == 2
+    assert int(state['forward_count']) == 3 and int(state['bank_step']) == 2
     # a resumed model hands the saved bank back to its sampler
     torch.manual_seed(0)
     resumed = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=3,
@@ -513,7 +513,7 @@ def test_ddp_does_not_broadcast_the_hard_mode_bank(tiny_cfg, tmp_path):
     finally:
         dist.destroy_process_group()
     assert model.class_bank.numel() and model.class_bank.data_ptr() not in synced
-    assert model.step_count.data_ptr() in synced
+    assert model.forward_count.data_ptr() in synced
 
 
 STALL_HOOK = '''
@@ -578,7 +578,7 @@ def test_resume_checkpoints_hold_the_prompt_not_clip_and_survive_sigkill(tmp_pat
 
     ckpt = torch.load(straight / 'iter_6.pth', map_location='cpu', weights_only=True)
     state = ckpt['state_dict']
-    assert sorted(state) == ['bank_step', 'class_bank', 'clip_fingerprint', 'step_count',
+    assert sorted(state) == ['bank_step', 'class_bank', 'clip_fingerprint', 'forward_count',
                              'text_encoder.prompt_learner.ctx']
     assert {'optimizer', 'param_schedulers', 'message_hub'} <= set(ckpt)
     assert os.path.getsize(straight / 'iter_6.pth') < 64 * 1024  # the tiny CLIP alone: ~2 MB
@@ -586,3 +586,19 @@ def test_resume_checkpoints_hold_the_prompt_not_clip_and_survive_sigkill(tmp_pat
     other = PompPretrainer(clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4, num_sampled=4)
     with pytest.raises(ValueError, match='trained with other CLIP weights'):
         other.load_state_dict(state)
+
+
+def test_a_checkpoint_of_the_old_step_count_name_resumes_its_count(tiny_cfg):
+    """Checkpoints written before the rename hold ``step_count``: it loads as forward_count
+    (the count seeds each forward pass's negatives, so resuming must keep it)."""
+    from pomp_mm.pretrain import PompPretrainer
+    torch.manual_seed(0)
+    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=4)
+    state = model.state_dict()
+    state['step_count'] = torch.tensor(41)
+    del state['forward_count']
+    torch.manual_seed(0)
+    fresh = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=4)
+    result = fresh.load_state_dict(state)
+    assert int(fresh.forward_count) == 41 and not result.missing_keys
+    assert not result.unexpected_keys

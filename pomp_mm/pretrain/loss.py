@@ -215,32 +215,3 @@ def per_image_logits(image_features: Tensor, pos_text: Tensor, neg_text: Tensor,
         else:
             neg = neg - log(_check_probs(inclusion_probs, num_neg)).to(neg)
     return torch.cat([pos, neg], dim=1)
-
-
-class PompLoss(torch.nn.Module):
-    """Module form of :func:`local_contrast_logits` + :func:`pomp_loss`.
-
-    Args:
-        num_classes: ``N``, the full vocabulary size.
-        correction: ``'ln'`` (default, paper), ``'log10'`` (official code) or ``'none'``.
-    """
-
-    def __init__(self, num_classes: int, correction: str = 'ln') -> None:
-        super().__init__()
-        if correction not in CORRECTIONS:
-            raise ValueError(f'unknown correction {correction!r}; '
-                             f'expected one of {list(CORRECTIONS)}')
-        if num_classes < 2:
-            raise ValueError(f'num_classes must be >= 2, got {num_classes}')
-        self.num_classes = int(num_classes)
-        self.correction = correction
-
-    def forward(self, image_features: Tensor, text_features: Tensor, targets: Tensor,
-                logit_scale: Union[Tensor, float],
-                inclusion_probs: Optional[Tensor] = None) -> Tensor:
-        """Loss for ``[B, D]`` image and ``[K', D]`` text features; see :func:`pomp_loss`."""
-        logits = local_contrast_logits(image_features, text_features, logit_scale)
-        return pomp_loss(logits, targets, self.num_classes, self.correction, inclusion_probs)
-
-    def extra_repr(self) -> str:
-        return f'num_classes={self.num_classes}, correction={self.correction!r}'

@@ -126,9 +126,11 @@ class PompPretrainer(BaseModel):
                                        refresh_interval=hard_refresh_interval)
         self.seed, self.rank = seed, get_rank()
         # Resume state as fixed-shape buffers (mmengine broadcasts and reloads state dicts
-        # tensor by tensor): the step, and for hard mode the class bank and its step.
+        # tensor by tensor): the number of forward passes (it seeds each pass's negatives; with
+        # gradient accumulation it is not the optimizer's step), and for hard mode the class
+        # bank and the pass it was embedded at.
         self.register_load_state_dict_post_hook(self._towers_not_missing)
-        self.register_buffer('step_count', torch.zeros((), dtype=torch.long))
+        self.register_buffer('forward_count', torch.zeros((), dtype=torch.long))
         self.register_buffer('bank_step', torch.full((), -1, dtype=torch.long))
         bank_shape = (self.num_classes, self.text_encoder.tower.output_dim)
         self.register_buffer('class_bank', torch.zeros(bank_shape if sampling == 'hard' else 0))
@@ -179,6 +181,8 @@ class PompPretrainer(BaseModel):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
+        if prefix + 'step_count' in state_dict:  # its name in checkpoints before 2026-12
+            state_dict[prefix + 'forward_count'] = state_dict.pop(prefix + 'step_count')
         saved = state_dict.pop(prefix + self.FINGERPRINT_KEY, None)
         if saved is not None:
             saved = bytes(saved.to(torch.uint8).tolist()).decode(errors='replace')
@@ -262,7 +266,7 @@ class PompPretrainer(BaseModel):
 
     @property
     def _step(self) -> int:
-        return int(self.step_count)
+        return int(self.forward_count)
 
     @torch.no_grad()
     def refresh_bank(self) -> None:
@@ -313,7 +317,7 @@ class PompPretrainer(BaseModel):
         with torch.no_grad():
             shown = logits if ignore is None else logits.masked_fill(ignore, float('-inf'))
             acc = (shown.argmax(-1) == targets).float().mean()
-        self.step_count += 1
+        self.forward_count += 1
         return {'loss': loss, 'acc_local': acc,
                 'num_contrasted': torch.tensor(float(len(class_ids))),
                 'masked_twins': torch.tensor(float(twins))}
@@ -346,7 +350,7 @@ class PompPretrainer(BaseModel):
         loss = F.cross_entropy(logits, targets)
         with torch.no_grad():  # rejected columns sit at -1e6: they cannot win the argmax
             acc = (logits.argmax(-1) == 0).float().mean()
-        self.step_count += 1
+        self.forward_count += 1
         return {'loss': loss, 'acc_local': acc,
                 'num_contrasted': torch.tensor(float(1 + negatives.numel())),
                 'masked_twins': torch.tensor(float(twins))}

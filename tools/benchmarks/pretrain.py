@@ -264,7 +264,7 @@ def official_worker(case: dict) -> dict:
         feats = model.encode_images(images)
         for name in optims:
             text_step(name, feats, 0)
-    model.step_count.zero_()
+    model.forward_count.zero_()
     out = {name: {'image_s': [], 'text_s': [], 'text_mb': [], 'full_mb': []} for name in optims}
     for step in range(total):
         order = list(optims) if step % 2 == 0 else list(optims)[::-1]
