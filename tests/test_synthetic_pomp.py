@@ -264,7 +264,7 @@ def test_headroom_probe_starts_at_the_hand_prompt_and_scores_unseen_images(clip)
     hand = PompTextEncoder(clip_model=MODEL, clip_module=clip, vocabulary=['x'],
                            templates='single', cat_bg=False)
     scores = hr.fit_context(names, (fit, fit_labels), (score, score_labels), seed=0, steps=3,
-                            record=[3])
+                            record=[3], model_name=MODEL)
     assert scores[0] == pytest.approx(hr.accuracy(hand, names, score, score_labels))
     assert scores[0] == pytest.approx(wc.read_card(CARD)['hand_prompt_top1']['shapes'], abs=1.0)
     assert set(scores) == {0, 3}

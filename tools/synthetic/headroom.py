@@ -14,7 +14,6 @@ Writes work_dir/headroom.json (every seed's numbers) and headroom.md (the table)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from typing import Dict, List, Sequence, Tuple
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 
 from pomp_mm.synthetic import protocol
+from pomp_mm.fileio import atomic_write_json
 from pomp_mm.synthetic import world_clip as wc
 from pomp_mm.synthetic.datasets import eval_image, pretrain_image_index
 from pomp_mm.synthetic.render import render_object
@@ -80,11 +80,12 @@ def accuracy(encoder, names: Sequence[str], feats: torch.Tensor, labels: torch.T
 
 
 def fit_context(names: Sequence[str], fit, score, seed: int, steps: int,
-                record: Sequence[int], batch_size: int = 256, lr: float = 0.02
-                ) -> Dict[int, float]:
-    """Fit the context on ``fit``; score accuracy on ``score`` at step 0 and each ``record``."""
+                record: Sequence[int], batch_size: int = 256, lr: float = 0.02,
+                model_name: str = wc.MODEL_NAME) -> Dict[int, float]:
+    """Fit the context on ``fit``; score accuracy on ``score`` at step 0 and each ``record``
+    (features of world CLIP ``model_name``)."""
     from pomp_mm.pretrain import PompPretrainer
-    model = PompPretrainer(clip_model=wc.VIT_MODEL_NAME, pretrained=wc.VIT_WEIGHTS_PATH,
+    model = PompPretrainer(clip_model=model_name, pretrained=wc.asset_path(model_name, '.pt'),
                            vocabulary=list(names), n_ctx=None, ctx_init=CTX_INIT,
                            num_sampled=None, seed=seed)
     opt = torch.optim.SGD([model.prompt_learner.ctx], lr=lr, momentum=0.9)
@@ -124,6 +125,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--shots', type=int, default=8, help='fitting images per class')
     p.add_argument('--steps', type=int, default=200)
+    p.add_argument('--world-clip', choices=wc.WORLD_MODELS, default=wc.MODEL_NAME,
+                   help='the committed world CLIP to probe (default: the current one)')
     p.add_argument('--quick', action='store_true', help='one seed, shapes only, 20 steps')
     args = p.parse_args(argv)
     if args.quick:
@@ -138,19 +141,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> Dict:
     args = parse_args(argv)
     from tqdm import tqdm
-    clip = wc.load_world_clip(model_name=wc.VIT_MODEL_NAME)
+    clip = wc.load_world_clip(model_name=args.world_clip)
     record = sorted({min(50, args.steps), args.steps})
     results: Dict[str, Dict[str, Dict[int, float]]] = {}
     for name in tqdm(args.sets, desc='sets'):
         names, fit, score = set_images(clip, name, args.shots)
-        results[name] = {str(seed): fit_context(names, fit, score, seed, args.steps, record)
+        results[name] = {str(seed): fit_context(names, fit, score, seed, args.steps, record,
+                                                model_name=args.world_clip)
                          for seed in args.seeds}
     table = format_table(results, record)
-    title = (f'Held-out headroom: a context fitted from "{CTX_INIT}" on {args.shots} new images '
-             f'per class, scored on unseen images (top-1 %, seeds {args.seeds})')
+    title = (f'Held-out headroom on {args.world_clip}: a context fitted from "{CTX_INIT}" on '
+             f'{args.shots} new images per class, scored on unseen images (top-1 %, seeds '
+             f'{args.seeds})')
     os.makedirs(args.work_dir, exist_ok=True)
-    with open(os.path.join(args.work_dir, 'headroom.json'), 'w', encoding='utf-8') as f:
-        json.dump({'args': vars(args), 'results': results}, f, indent=1)
+    atomic_write_json(os.path.join(args.work_dir, 'headroom.json'),
+                      {'args': vars(args), 'results': results})
     with open(os.path.join(args.work_dir, 'headroom.md'), 'w', encoding='utf-8') as f:
         f.write(f'{title}\n\n{table}\n')
     print(f'\n{title}\n\n{table}')
