@@ -101,8 +101,10 @@ def plot_accuracies(acc: Mapping[str, Mapping[str, Mapping[str, float]]], path: 
     ax.set_xticks(x, [s.replace('-', '-\n', 1) for s in sets], fontsize=7)
     ax.set_ylabel('top-1 %')
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=len(methods) + 1, loc='upper left')
-    ax.set_title(title, fontsize=8)
+    # above the axes: bars near 100 % leave no room for it inside
+    ax.legend(fontsize=7, ncol=len(methods) + 1, loc='lower center', bbox_to_anchor=(0.5, 1.0),
+              frameon=False)
+    ax.set_title(title, fontsize=8, pad=18)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
