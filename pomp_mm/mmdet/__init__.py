@@ -7,14 +7,18 @@ Importing this package registers, in mmdet's registries: :class:`ZeroShotClassif
 :class:`OpenVocabLVISV1Dataset` (``DATASETS``), :class:`DetVocabularyCheckHook` (``HOOKS``).
 It also lets mmdet's ``LVISMetric`` run under numpy >= 1.24 (see :mod:`pomp_mm.mmdet.lvis_compat`).
 """
-from .backbones import OpenClipViT
-from .classifier import (PompBBoxHead, ZeroShotClassifier, check_mask_heads,
+from .._toolkits import require
+
+require('mmdet')  # before any mm import: a missing toolkit is one clear line
+
+from .backbones import OpenClipViT  # noqa: E402
+from .classifier import (PompBBoxHead, ZeroShotClassifier, check_mask_heads,  # noqa: E402
                          set_detector_vocabulary)
-from .datasets import OpenVocabCocoDataset, OpenVocabLVISV1Dataset
-from .hooks import DetVocabularyCheckHook
-from .loss import FederatedSigmoidLoss, lvis_class_frequencies
-from .lvis_compat import patch_lvis_eval
-from .roi_extractors import ClipRoIExtractor
+from .datasets import OpenVocabCocoDataset, OpenVocabLVISV1Dataset  # noqa: E402
+from .hooks import DetVocabularyCheckHook  # noqa: E402
+from .loss import FederatedSigmoidLoss, lvis_class_frequencies  # noqa: E402
+from .lvis_compat import patch_lvis_eval  # noqa: E402
+from .roi_extractors import ClipRoIExtractor  # noqa: E402
 
 patch_lvis_eval()
 
