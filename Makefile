@@ -2,32 +2,39 @@
 #   make demo   POMP end to end in the synthetic world (render, pre-train, evaluate, intervals, plot)
 #   make test   run the whole test suite
 # make test-fast: the suite less its end-to-end trainings (tests marked slow); make lint: ruff.
+# Two install layers (tools/install.sh): the demo, claims and benchmarks need only the core
+# (no mmcv build); the tests and the linter install everything (install-all).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo claims test test-fast lint bench clean
+.PHONY: install install-core install-all demo claims test test-fast lint bench clean
 
-install:
-	VENV=$(VENV) bash tools/install.sh
+install: install-all
 
-demo: install
+install-core:
+	VENV=$(VENV) bash tools/install.sh core
+
+install-all:
+	VENV=$(VENV) bash tools/install.sh all
+
+demo: install-core
 	$(PY) tools/synthetic/demo.py
 
-claims: install
+claims: install-core
 	$(PY) tools/synthetic/claims.py
 
-test: install
+test: install-all
 	$(PY) -m pytest -q tests
 
-test-fast: install
+test-fast: install-all
 	$(PY) -m pytest -q -m "not slow" tests
 
 # the line length of setup.cfg's [flake8] section, the one place it is set
-lint: install
+lint: install-all
 	$(PY) -m ruff check --select E,F,W --line-length \
 	  $$(sed -n 's/^max-line-length *= *//p' setup.cfg) pomp_mm tools tests configs
 
-bench: install
+bench: install-core
 	$(PY) tools/benchmarks/text_encoder.py
 
 clean:

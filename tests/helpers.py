@@ -120,3 +120,30 @@ def load_tool(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+_BLOCKER = '''import importlib.abc, sys
+class _NoToolkits(importlib.abc.MetaPathFinder):
+    """An environment of the core install layer: the OpenMMLab toolkits are not there."""
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('mmcv', 'mmdet', 'mmseg'):
+            raise ModuleNotFoundError(f'No module named {name!r} (blocked: core layer)', name=name)
+sys.meta_path.insert(0, _NoToolkits())
+import importlib.metadata as _md
+_real_version = _md.version
+def _version(dist):
+    if dist in ('mmcv', 'mmdet', 'mmsegmentation'):
+        raise _md.PackageNotFoundError(dist)
+    return _real_version(dist)
+_md.version = _version
+'''
+
+
+def core_layer_env(folder):
+    """Environment variables under which Python processes (and their children) behave as in
+    the core install layer: importing mmcv, mmdet or mmseg fails."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, 'sitecustomize.py'), 'w') as f:
+        f.write(_BLOCKER)
+    path = os.environ.get('PYTHONPATH', '')
+    return dict(os.environ, PYTHONPATH=folder + (os.pathsep + path if path else ''))

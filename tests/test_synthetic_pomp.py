@@ -200,14 +200,17 @@ def test_local_correction_changes_the_loss_by_the_margin(slice_features):
 
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end_through_the_tools(tmp_path):
-    """make demo runs on the default world CLIP (v3's CNN since the switch), not this file's."""
+    """make demo runs on the default world CLIP (v3's CNN since the switch), not this file's,
+    in the core install layer: no tool it runs imports mmcv, mmdet or mmseg."""
+    from helpers import core_layer_env
     clip, model = wc.load_world_clip(), wc.MODEL_NAME
     work = tmp_path / 'demo'
     cmd = [sys.executable, tool_path('synthetic/demo.py'), '--work-dir',
            str(work), '--classes', '200', '--coop-classes', '20', '--coop-shots', '2',
            '--epochs', '1', '--eval-per-class', '1', '--quiet', '--sets', 'shapes',
            'colour-shape', 'domain-noisy']
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                         env=core_layer_env(str(tmp_path / 'core_layer')))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     with open(work / 'results.json') as f:
         report = json.load(f)

@@ -1,41 +1,85 @@
 #!/usr/bin/env bash
-# Create (or refresh) the local virtual environment .venv with the pinned
-# OpenMMLab stack and pomp_mm installed in editable mode.  Idempotent: a stamp
-# file records the hash of this script and setup.cfg, so a second run is a no-op.
+# Create (or refresh) the local virtual environment .venv with pomp_mm installed in editable
+# mode, in one of two layers:
+#   tools/install.sh core   torch, mmengine, open_clip, timm: all that the core and `make demo`
+#                           need (no mmcv, mmdet, mmseg; a few minutes)
+#   tools/install.sh [all]  the core, then the pinned OpenMMLab stack (mmcv built from source
+#                           unless a wheel is found) and the test tools: `make test`
+# Idempotent: a stamp per layer records the hash of this script, setup.cfg and the
+# constraints, so a second run is a no-op (an `all` install also counts as `core`).
 #
 # Environment:
 #   PYTHON          interpreter for the venv (default: python3.11, else python3)
 #   VENV            venv folder (default: .venv)
 #   PIP_FIND_LINKS  extra wheel folders; a prebuilt mmcv-2.1.0 wheel found there
 #                   is used instead of the ~12 minute source build.
+#   POMP_MM_INSTALL_DRY_RUN=1  print the pip commands of the layer instead of running them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+LAYER=${1:-all}
+case "$LAYER" in
+  core|all) ;;
+  *) echo "tools/install.sh: unknown layer '$LAYER' (core or all)" >&2; exit 2 ;;
+esac
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
-STAMP="$VENV/.pomp_mm-installed"
+DRY=${POMP_MM_INSTALL_DRY_RUN:-}
+STAMP="$VENV/.pomp_mm-installed-$LAYER"
 want=$(cat tools/install.sh setup.cfg tools/constraints.txt | sha256sum | cut -d' ' -f1)
 
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+stamped() { [[ -f "$VENV/.pomp_mm-installed-$1" && "$(cat "$VENV/.pomp_mm-installed-$1")" == "$want" ]]; }
+if [[ -z "$DRY" ]] && { stamped "$LAYER" || stamped all; }; then
   exit 0
 fi
 
 log() { printf '\n[install] %s\n' "$*"; }
+# every pip call goes through here, so a dry run lists exactly what a layer asks pip for
+pip_install() {
+  if [[ -n "$DRY" ]]; then echo "pip install $*"; else "${PIP[@]}" "$@"; fi
+}
 
-[[ -x "$VENV/bin/python" ]] || { log "creating $VENV with $PYTHON"; "$PYTHON" -m venv "$VENV"; }
-PY="$(cd "$VENV" && pwd)/bin/python"
+if [[ -n "$DRY" ]]; then
+  PY="$VENV/bin/python"
+else
+  [[ -x "$VENV/bin/python" ]] || { log "creating $VENV with $PYTHON"; "$PYTHON" -m venv "$VENV"; }
+  PY="$(cd "$VENV" && pwd)/bin/python"
+fi
 PIP=("$PY" -m pip install --disable-pip-version-check -c "$ROOT/tools/constraints.txt")
 
 log "build tools (setuptools < 82 still ships pkg_resources, which mmcv's setup.py imports)"
-"${PIP[@]}" -U pip wheel "setuptools>=77.0.3,<82"
+pip_install -U pip wheel "setuptools>=77.0.3,<82"
 
 log "torch 2.14.1 + torchvision 0.29.1"
-"${PIP[@]}" torch==2.14.1 torchvision==0.29.1
+pip_install torch==2.14.1 torchvision==0.29.1
+
+if [[ "$LAYER" == core ]]; then
+  log "mmengine 0.10.7, open_clip_torch, timm and pomp_mm (editable): the core layer"
+  pip_install mmengine==0.10.7 opencv-python-headless numpy
+  pip_install -e .
+  [[ -n "$DRY" ]] && exit 0
+  log "checking the pins"
+  "$PY" - <<'PYEOF'
+import torch, torchvision, mmengine, open_clip
+want = {"torch": "2.14.1", "torchvision": "0.29.1", "mmengine": "0.10.7"}
+got = {"torch": torch.__version__, "torchvision": torchvision.__version__,
+       "mmengine": mmengine.__version__}
+bad = {k: (got[k], v) for k, v in want.items() if not got[k].split("+")[0] == v}
+if bad:
+    raise SystemExit(f"version pins broken (got, wanted): {bad}")
+print("ok (core):", ", ".join(f"{k} {v}" for k, v in got.items()),
+      f"open_clip {open_clip.__version__}")
+PYEOF
+  echo "$want" > "$STAMP"
+  exit 0
+fi
 
 log "mmengine 0.10.7 and mmcv build dependencies"
-"${PIP[@]}" mmengine==0.10.7 ninja packaging addict yapf opencv-python-headless numpy
+pip_install mmengine==0.10.7 ninja packaging addict yapf opencv-python-headless numpy
 
-if "$PY" -c "import mmcv, mmcv.ops" 2>/dev/null && [[ "$("$PY" -c 'import mmcv; print(mmcv.__version__)')" == 2.1.0 ]]; then
+if [[ -n "$DRY" ]]; then
+  echo "pip install --no-deps --force-reinstall --only-binary mmcv mmcv==2.1.0 (else: build mmcv 2.1.0 from source)"
+elif "$PY" -c "import mmcv, mmcv.ops" 2>/dev/null && [[ "$("$PY" -c 'import mmcv; print(mmcv.__version__)')" == 2.1.0 ]]; then
   log "mmcv 2.1.0 with ops already installed"
 # --force-reinstall: an mmcv 2.1.0 that is present but broken (no ops, another torch ABI) would
 # otherwise count as "already satisfied" and never be repaired
@@ -54,7 +98,8 @@ else
 fi
 
 log "mmdet 3.3.0, mmsegmentation 1.2.2, open_clip_torch and pomp_mm (editable)"
-"${PIP[@]}" -e ".[test]"
+pip_install -e ".[test]"
+[[ -n "$DRY" ]] && exit 0
 
 log "checking the pins"
 "$PY" - <<'PYEOF'
