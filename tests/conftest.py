@@ -3,6 +3,7 @@ import copy
 import pytest
 import torch
 
+from helpers import IMAGE_CLASSES, write_image_folder
 from pomp_mm.testing import TINY_CLIP
 
 
@@ -37,3 +38,21 @@ def reference_clip(tiny_cfg):
         return build_clip(tiny_cfg), open_clip.tokenizer.SimpleTokenizer()
 
     return make
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """An image folder of :data:`IMAGE_CLASSES`, 3 random 40 px JPEGs each; ('lamp', 1) is
+    unreadable."""
+    folder = str(tmp_path / 'images')
+    write_image_folder(folder, IMAGE_CLASSES, 3, size=40, corrupt={('lamp', 1)})
+    return folder
+
+
+@pytest.fixture(scope='module')
+def small_image_folder(tmp_path_factory):
+    """One per test module: 2 random 32 px JPEGs per class; ('car', 1) is unreadable (index 3
+    of a dataset over the sorted folders)."""
+    folder = str(tmp_path_factory.mktemp('small_images') / 'images')
+    write_image_folder(folder, IMAGE_CLASSES, 2, corrupt={('car', 1)})
+    return folder

@@ -5,6 +5,10 @@ import os
 import numpy as np
 
 
+#: the class folders of the image-folder fixtures (conftest.py)
+IMAGE_CLASSES = ['cat', 'dog', 'car', 'tree', 'boat', 'lamp', 'cup', 'shoe']
+
+
 def write_image_folder(folder, classes, per_class, size=32, seed=0, corrupt=()):
     """One sub-folder of random JPEGs per class; ``(class, i)`` in ``corrupt`` gets bytes that
     no decoder can read."""

@@ -6,20 +6,12 @@ import sys
 import pytest
 import torch
 
-from helpers import tool_path, write_image_folder
+from helpers import IMAGE_CLASSES, tool_path
 from pomp_mm.testing import TINY_CLIP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLASSES = ['cat', 'dog', 'car', 'tree', 'boat', 'lamp', 'cup', 'shoe']
-BAD = 3
-
-
-@pytest.fixture(scope='module')
-def image_folder(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp('cache_images') / 'images')
-    # folders sorted: dataset index 3 (BAD)
-    write_image_folder(folder, CLASSES, 2, corrupt={('car', 1)})
-    return folder
+CLASSES = IMAGE_CLASSES
+BAD = 3  # ('car', 1) in small_image_folder
 
 
 @pytest.fixture(scope='module')
@@ -47,10 +39,10 @@ def _shards(out):
             for n in sorted(os.listdir(out)) if n.startswith('shard_')}
 
 
-def test_cached_loss_matches_live_loss(tmp_path, model, image_folder):
+def test_cached_loss_matches_live_loss(tmp_path, model, small_image_folder):
     """Same views (seeded per index) give the same loss from the cache as from the images."""
     from pomp_mm.pretrain.feature_cache import CachedFeatures, collate_features, load_views
-    dataset = _dataset(image_folder)
+    dataset = _dataset(small_image_folder)
     assert dataset.items[BAD][0].endswith(os.path.join('car', '1.jpg'))
     good = [i for i in range(len(dataset)) if i != BAD][:6]
     live = [load_views(dataset, i, seed=7) for i in good]
@@ -90,9 +82,9 @@ def test_cached_loss_matches_live_loss(tmp_path, model, image_folder):
     assert diff <= bound and diff < 1e-3
 
 
-def test_resume_recomputes_only_missing_shard(tmp_path, model, image_folder):
+def test_resume_recomputes_only_missing_shard(tmp_path, model, small_image_folder):
     from pomp_mm.pretrain.feature_cache import read_cache_meta
-    dataset = _dataset(image_folder)
+    dataset = _dataset(small_image_folder)
     out = str(tmp_path / 'cache')
     meta = _build(model, dataset, out)
     assert meta['complete'] and meta['num_shards'] == 4 and meta['feature_dim'] == 32
@@ -126,9 +118,9 @@ def test_resume_recomputes_only_missing_shard(tmp_path, model, image_folder):
         _build(model, dataset, out, seed=1)
 
 
-def test_unreadable_image_is_skipped_and_counted(tmp_path, model, image_folder):
+def test_unreadable_image_is_skipped_and_counted(tmp_path, model, small_image_folder):
     from pomp_mm.pretrain.feature_cache import CachedFeatures
-    dataset = _dataset(image_folder)
+    dataset = _dataset(small_image_folder)
     out = str(tmp_path / 'cache')
     meta = _build(model, dataset, out)
     assert meta['skipped_images'] == 1 and meta['num_images'] == len(dataset) - 1 == 15
@@ -142,19 +134,19 @@ def test_unreadable_image_is_skipped_and_counted(tmp_path, model, image_folder):
     assert cached.class_counts == [2, 1, 2, 2, 2, 2, 2, 2]  # car: 1
 
 
-def test_incomplete_cache_is_refused(tmp_path, model, image_folder):
+def test_incomplete_cache_is_refused(tmp_path, model, small_image_folder):
     from pomp_mm.pretrain.feature_cache import CachedFeatures
     with pytest.raises(FileNotFoundError, match='meta.json'):
         CachedFeatures(str(tmp_path))
     out = str(tmp_path / 'cache')
-    _build(model, _dataset(image_folder), out, shard_size=8)
+    _build(model, _dataset(small_image_folder), out, shard_size=8)
     os.unlink(os.path.join(out, 'shard_00001.pt'))
     with pytest.raises(RuntimeError, match=r'1 of 2 shards missing \(shard_00001.pt\)'):
         CachedFeatures(out)
 
 
 @pytest.mark.slow
-def test_cache_features_tool(tmp_path, image_folder):
+def test_cache_features_tool(tmp_path, small_image_folder):
     from pomp_mm.pretrain import PompPretrainer
     from pomp_mm.pretrain.feature_cache import CachedFeatures, visual_fingerprint
     model = dict(type='PompPretrainer', clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4,
@@ -165,7 +157,7 @@ model = {model!r}
 train_dataloader = dict(
     batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True, seed=0),
     collate_fn=dict(type='collate_views'),
-    dataset=dict(type='ImageList', source={image_folder!r}, num_views=1, image_size=32,
+    dataset=dict(type='ImageList', source={small_image_folder!r}, num_views=1, image_size=32,
                  vocabulary={CLASSES!r}))
 randomness = dict(seed=0)
 """)

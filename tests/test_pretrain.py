@@ -8,18 +8,11 @@ import pytest
 import torch
 
 from pomp_mm import load_prompt
-from helpers import load_tool, tool_path, write_image_folder
+from helpers import IMAGE_CLASSES, load_tool, tool_path
 from pomp_mm.testing import TINY_CLIP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLASSES = ['cat', 'dog', 'car', 'tree', 'boat', 'lamp', 'cup', 'shoe']
-
-
-@pytest.fixture
-def image_folder(tmp_path):
-    folder = tmp_path / 'images'
-    write_image_folder(str(folder), CLASSES, 3, size=40, corrupt={('lamp', 1)})
-    return str(folder)
+CLASSES = IMAGE_CLASSES
 
 
 def _config(tmp_path, image_folder, max_iters=4, extra_model=None, batch_size=4,
