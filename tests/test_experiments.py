@@ -106,3 +106,40 @@ def test_ov_tool_main_reaches_its_run_and_refuses_another_clip_in_one_line(tmp_p
     assert res.returncode == 2, res.stderr[-2000:]
     assert res.stderr.strip().count('\n') == 0
     assert f"another world CLIP (sha256 {'0' * 64}" in res.stderr
+
+
+def test_a_watched_tool_reports_its_log_lines_as_they_come(tmp_path):
+    lines = []
+    exp.run_tool(['pretrain.py', '--help'], str(tmp_path / 'help.log'), watch=lines.append)
+    assert lines and lines[0].startswith('usage: pretrain.py')
+    assert lines == [ln for ln in open(tmp_path / 'help.log').read().splitlines() if ln]
+
+
+def test_training_progress_follows_an_mmengine_log():
+    class Bar:
+        total, n = None, 0
+
+        def refresh(self):
+            pass
+    bar = Bar()
+    watch = exp.training_progress(bar)
+    watch('12/04 10:00:00 - mmengine - INFO - Epoch(train) [1][20/94]  lr: 1e-2')  # too early
+    assert bar.total is None
+    watch("train_cfg = dict(max_epochs=3, type='EpochBasedTrainLoop')")
+    watch('12/04 10:00:05 - mmengine - INFO - Epoch(train) [2][ 40/94]  lr: 1e-2')
+    assert (bar.total, bar.n) == (3 * 94, 94 + 40)
+
+
+def test_a_failing_stage_names_itself_and_the_log(tmp_path, capsys):
+    stages = exp.Stages(str(tmp_path / 'logs'))
+    with stages.stage('render', total=2) as bar:
+        bar.update(1)
+    assert list(stages.times) == ['render']
+    with pytest.raises(SystemExit, match=r'(?s)^stage "evaluate" failed: x.py failed with '
+                                         r'exit code 1\nlast lines of .*evaluate.log'):
+        with stages.stage('evaluate'):
+            raise exp.ToolError(f'x.py failed with exit code 1\nlast lines of '
+                                f'{stages.log("evaluate")}:\nTraceback')
+    assert list(stages.times) == ['render']
+    assert stages.summary()[-1].split() == ['total', f'{stages.times["render"]:.0f}', 's']
+    assert exp.Stages(str(tmp_path / 'v'), verbose=True).log('x') is None

@@ -207,13 +207,28 @@ def test_demo_pipeline_end_to_end_through_the_tools(tmp_path):
     work = tmp_path / 'demo'
     cmd = [sys.executable, tool_path('synthetic/demo.py'), '--work-dir',
            str(work), '--classes', '200', '--coop-classes', '20', '--coop-shots', '2',
-           '--epochs', '1', '--eval-per-class', '1', '--quiet', '--sets', 'shapes',
+           '--epochs', '1', '--eval-per-class', '1', '--sets', 'shapes',
            'colour-shape', 'domain-noisy']
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
                          env=core_layer_env(str(tmp_path / 'core_layer')))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # plain console: bars, the table, stage times, where things are; the tools' output in logs
+    console = (res.stdout + res.stderr).splitlines()
+    assert len(console) <= 60, '\n'.join(console)
+    assert 'Using default SimpleTokenizer' not in res.stdout + res.stderr
+    stages = ['render', 'cache features', 'pre-train POMP', 'pre-train CoOp-1K', 'evaluate']
+    for name in stages:
+        assert any(line.strip().startswith(name) and line.strip().endswith(' s')
+                   for line in console), name
+    assert console[-3:] == [f'logs:    {work / "logs"}',
+                            f'results: {work / "results.json"}, results.md',
+                            f'picture: {work / "results.png"}']
+    assert sorted(os.listdir(work / 'logs')) == [
+        'cache_coop-1k.log', 'cache_pomp.log', 'evaluate.log', 'pretrain_coop-1k.log',
+        'pretrain_pomp.log']
     with open(work / 'results.json') as f:
         report = json.load(f)
+    assert list(report['stage_seconds']) == stages
     results = report['methods']
     sets = ['shapes', 'colour-shape', 'domain-noisy']
     assert set(results) == {'hand', 'ensemble', 'coop-1k', 'pomp', 'chance'}

@@ -8,21 +8,23 @@ are command lines over this module.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO
 
 from ..fileio import atomic_write_json
 
 __all__ = ['ToolError', 'REPO_ROOT', 'POMP_CONFIG', 'POMP_VIT_CONFIG', 'COOP_CONFIG', 'METHODS',
            'tool_path', 'run_tool', 'epoch_options', 'prepare_set', 'train_prompt', 'evaluate',
            'per_class', 'summarise', 'intervals_report', 'format_results', 'iter_time',
-           'load_state', 'save_state']
+           'load_state', 'save_state', 'render_set', 'cache_set', 'Stages', 'training_progress']
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 POMP_CONFIG = os.path.join(REPO_ROOT, 'configs', 'pretrain', 'pomp_synthetic.py')
@@ -45,9 +47,13 @@ def tool_path(name: str) -> str:
     return path
 
 
-def run_tool(argv: Sequence[str], log: Optional[str] = None) -> Dict[str, float]:
+def run_tool(argv: Sequence[str], log: Optional[str] = None,
+             watch: Optional[Callable[[str], None]] = None) -> Dict[str, float]:
     """Run ``python tools/<argv[0]> argv[1:]`` from the repository root, its output to ``log``
     (or the console); returns its wall time (s) and peak resident memory (MB).
+
+    Args:
+        watch: Called with each new line of ``log`` while the tool runs (progress bars).
 
     Raises:
         ToolError: the tool failed; the message holds the command and the log's last lines.
@@ -59,7 +65,7 @@ def run_tool(argv: Sequence[str], log: Optional[str] = None) -> Dict[str, float]
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out,
                                 stderr=subprocess.STDOUT if out else None)
         # wait4 rather than wait: it also reports the child's peak memory
-        _, status, usage = os.wait4(proc.pid, 0)
+        status, usage = _wait(proc.pid, log if watch else None, watch)
         code = os.waitstatus_to_exitcode(status)
     finally:
         if out:
@@ -71,6 +77,27 @@ def run_tool(argv: Sequence[str], log: Optional[str] = None) -> Dict[str, float]
                 tail = f'\nlast lines of {log}:\n' + ''.join(f.readlines()[-30:])
         raise ToolError(f'{" ".join(cmd)} failed with exit code {code}{tail}')
     return {'seconds': time.perf_counter() - start, 'peak_rss_mb': usage.ru_maxrss / 1024}
+
+
+def _wait(pid: int, log: Optional[str], watch: Optional[Callable[[str], None]]):
+    if log is None:
+        _, status, usage = os.wait4(pid, 0)
+        return status, usage
+    offset = 0
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        with open(log, encoding='utf-8', errors='replace') as f:
+            f.seek(offset)
+            new = f.read()
+        # a line is whole once its newline is written (tqdm's \r updates count as lines too)
+        cut = max(new.rfind('\n'), new.rfind('\r')) + 1
+        offset += len(new[:cut].encode('utf-8'))
+        for line in re.split(r'[\r\n]+', new[:cut]):
+            if line:
+                watch(line)
+        if done:
+            return status, usage
+        time.sleep(0.5)
 
 
 def epoch_options(epochs: Optional[int]) -> List[str]:
@@ -87,42 +114,59 @@ def _vocab_file(path: str, classes) -> str:
     return path
 
 
-def prepare_set(out_dir: str, classes, shots: int, seed: int, config: str,
-                full_vocab: Optional[str], log_dir: str, quiet: bool,
-                domain: str = 'photo') -> Dict[str, str]:
-    """Render a pre-training set and cache its image features with ``tools/cache_features.py``.
+def render_set(out_dir: str, classes, shots: int, seed: int, progress: bool = False,
+               domain: str = 'photo') -> str:
+    """Render a pre-training set (``shots`` images of each class); returns its CSV."""
+    from .datasets import write_pretrain_set
+    return write_pretrain_set(out_dir, classes, shots, seed, progress=progress, domain=domain)
+
+
+def cache_set(csv_path: str, classes, config: str, full_vocab: Optional[str],
+              log: Optional[str] = None) -> Dict[str, str]:
+    """Cache the image features of a :func:`render_set` set with ``tools/cache_features.py``.
 
     Returns:
         ``{'cache_dir': feature cache folder, 'vocabulary': full_vocab or a class-id file}``.
     """
-    from .datasets import write_pretrain_set
-    csv_path = write_pretrain_set(out_dir, classes, shots, seed, progress=not quiet,
-                                  domain=domain)
+    out_dir = os.path.dirname(csv_path)
     vocab = full_vocab or _vocab_file(os.path.join(out_dir, 'classes.txt'), classes)
     features = os.path.join(out_dir, 'features')
     options = [f'train_dataloader.dataset.source={csv_path}',
                f'train_dataloader.dataset.vocabulary={vocab}', f'model.vocabulary={vocab}']
     run_tool(['cache_features.py', config, '--out-dir', features, '--batch-size', '256',
-              '--cfg-options'] + options,
-             os.path.join(log_dir, f'cache_{os.path.basename(out_dir)}.log') if quiet else None)
+              '--cfg-options'] + options, log)
     return {'cache_dir': features, 'vocabulary': vocab}
 
 
+def prepare_set(out_dir: str, classes, shots: int, seed: int, config: str,
+                full_vocab: Optional[str], log_dir: str, quiet: bool,
+                domain: str = 'photo') -> Dict[str, str]:
+    """:func:`render_set` then :func:`cache_set`; with ``quiet`` the tool's output goes to
+    ``log_dir/cache_<set>.log``."""
+    csv_path = render_set(out_dir, classes, shots, seed, progress=not quiet, domain=domain)
+    log = os.path.join(log_dir, f'cache_{os.path.basename(out_dir)}.log') if quiet else None
+    return cache_set(csv_path, classes, config, full_vocab, log)
+
+
 def train_prompt(config: str, work_dir: str, data: Mapping[str, str], seed: int,
-                 options: Sequence[str] = (), quiet: bool = False) -> Dict[str, float]:
+                 options: Sequence[str] = (), quiet: bool = False, log: Optional[str] = None,
+                 watch: Optional[Callable[[str], None]] = None) -> Dict[str, float]:
     """``tools/pretrain.py`` with ``config``'s ``_cached`` twin on a :func:`prepare_set` set;
-    the prompt lands in ``work_dir/prompt_latest.pth``. Returns :func:`run_tool`'s figures."""
+    the prompt lands in ``work_dir/prompt_latest.pth``. The tool's output goes to ``log``, else
+    with ``quiet`` to ``work_dir/pretrain.log``. Returns :func:`run_tool`'s figures."""
     cached = config.replace('.py', '_cached.py')
     argv = ['pretrain.py', cached, '--work-dir', work_dir, '--cfg-options',
             f'train_dataloader.dataset.cache_dir={data["cache_dir"]}',
             f'model.vocabulary={data["vocabulary"]}', f'model.seed={seed}',
             f'randomness.seed={seed}'] + list(options)
     os.makedirs(work_dir, exist_ok=True)
-    return run_tool(argv, os.path.join(work_dir, 'pretrain.log') if quiet else None)
+    log = log or (os.path.join(work_dir, 'pretrain.log') if quiet else None)
+    return run_tool(argv, log, watch)
 
 
 def evaluate(prompts: Mapping[str, str], eval_root: str, set_names: Sequence[str], out_dir: str,
-             quiet: bool = False, ensemble: bool = True) -> Dict[str, Dict[str, float]]:
+             quiet: bool = False, ensemble: bool = True, log: Optional[str] = None,
+             watch: Optional[Callable[[str], None]] = None) -> Dict[str, Dict[str, float]]:
     """``tools/eval_classification.py`` on the world CLIP and the rendered sets.
 
     Args:
@@ -144,7 +188,7 @@ def evaluate(prompts: Mapping[str, str], eval_root: str, set_names: Sequence[str
         argv += ['--prompts'] + list(prompts.values())
     for name in set_names:
         argv += ['--folder', f'{name}={os.path.join(eval_root, name)}']
-    run_tool(argv, os.path.join(out_dir, 'eval.log') if quiet else None)
+    run_tool(argv, log or (os.path.join(out_dir, 'eval.log') if quiet else None), watch)
     return _relabel(_read_json(json_path)['results'], prompts)
 
 
@@ -240,3 +284,72 @@ def load_state(path: str, default: Mapping[str, Any]) -> Dict[str, Any]:
 def save_state(path: str, state: Mapping[str, Any]) -> str:
     """Write the record atomically: an interrupted run never leaves half a file."""
     return atomic_write_json(path, state)
+
+
+_EPOCH_LINE = re.compile(r'Epoch\(train\)\s*\[(\d+)\]\[\s*(\d+)/(\d+)\]')
+_MAX_EPOCHS = re.compile(r'max_epochs\s*=\s*(\d+)')
+
+
+def training_progress(bar) -> Callable[[str], None]:
+    """A :func:`run_tool` watcher that moves ``bar`` (tqdm) along an mmengine epoch-based
+    training log: the total is epochs x iterations per epoch, once the log shows both."""
+    state = {'epochs': None}
+
+    def watch(line: str) -> None:
+        if state['epochs'] is None:
+            found = _MAX_EPOCHS.search(line)
+            if found:
+                state['epochs'] = int(found.group(1))
+            return
+        found = _EPOCH_LINE.search(line)
+        if found:
+            epoch, it, per_epoch = (int(g) for g in found.groups())
+            bar.total = state['epochs'] * per_epoch
+            bar.n = (epoch - 1) * per_epoch + it
+            bar.refresh()
+    return watch
+
+
+class Stages:
+    """The console of a long experiment: one progress bar per stage, the tools' output in log
+    files, and each stage's time at the end.
+
+    Args:
+        log_dir: Folder of the tools' logs (created).
+        verbose: Tools print to the console instead, and no bars are drawn.
+        stream: Where the bars and lines go.
+    """
+
+    def __init__(self, log_dir: str, verbose: bool = False, stream: Optional[TextIO] = None):
+        self.log_dir, self.verbose = log_dir, verbose
+        self.stream = stream or sys.stderr
+        self.times: Dict[str, float] = {}
+        os.makedirs(log_dir, exist_ok=True)
+
+    def log(self, name: str) -> Optional[str]:
+        """The log file of a tool run named ``name``, or None (console) when verbose."""
+        return None if self.verbose else os.path.join(self.log_dir, f'{name}.log')
+
+    @contextlib.contextmanager
+    def stage(self, name: str, total: Optional[int] = None, unit: str = 'step') -> Iterator:
+        """Time a stage and yield its tqdm bar; a :class:`ToolError` inside ends the program
+        with the stage's name, the log and its last lines."""
+        from tqdm import tqdm
+        start = time.perf_counter()
+        bar = tqdm(total=total, desc=f'{name:<18}', unit=unit, file=self.stream, ncols=90,
+                   disable=self.verbose, leave=True, mininterval=1.0)
+        try:
+            yield bar
+        except ToolError as err:
+            bar.close()
+            raise SystemExit(f'stage "{name}" failed: {err}') from None
+        if bar.total is not None:
+            bar.n = bar.total
+        bar.close()
+        self.times[name] = time.perf_counter() - start
+
+    def summary(self) -> List[str]:
+        """One line per finished stage with its time, and the total."""
+        width = max((len(n) for n in self.times), default=5)
+        lines = [f'  {n:<{width}}  {t:6.0f} s' for n, t in self.times.items()]
+        return lines + [f'  {"total":<{width}}  {sum(self.times.values()):6.0f} s']

@@ -10,12 +10,15 @@ intervals of the differences), results.md and results.png.
 
     python tools/synthetic/demo.py                      # the full demo (protocol v3 sets)
     python tools/synthetic/demo.py --classes 300 --coop-classes 50 --epochs 1 --eval-per-class 1
+
+The console shows one progress bar per stage (render, cache features, pre-train POMP,
+pre-train CoOp-1K, evaluate), the table and each stage's time; the tools' output goes to
+work_dir/logs/ (``--verbose``: to the console).
 """
 from __future__ import annotations
 
 import argparse
 import os
-import time
 from typing import Dict
 
 from pomp_mm.fileio import atomic_write_json
@@ -41,7 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='evaluate only these downstream sets (default: all of the protocol)')
     p.add_argument('--protocol', default=None, help='evaluation sets of this protocol version '
                    '(default: the current one)')
-    p.add_argument('--quiet', action='store_true', help='tool output to log files')
+    p.add_argument('--verbose', action='store_true', help="the tools' output on the console "
+                   '(default: one progress bar per stage; the output in work_dir/logs/)')
     return p.parse_args(argv)
 
 
@@ -65,47 +69,65 @@ def _demo(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
                          f'{args.coop_classes}')
     classes = protocol.pretrain_classes() if args.classes is None else \
         protocol.subset_classes(args.classes, seed=0)
-    start = time.perf_counter()
-    work = os.path.abspath(args.work_dir)
-    data = os.path.join(work, 'data')
-    eval_root = os.path.join(data, f'eval_{version}')
-    sets = args.sets or list(protocol.eval_sets(version))
-    write_eval_sets(eval_root, sets, args.eval_per_class, progress=not args.quiet,
-                    version=version)
-    full = 'synthetic-pretrain' if args.classes is None else None
-    pomp_data = exp.prepare_set(os.path.join(data, f'pretrain_seed{args.seed}'), classes,
-                                args.shots, 1 + args.seed, exp.POMP_CONFIG, full, work,
-                                args.quiet)
     coop = protocol.coop_classes()[:args.coop_classes]
-    coop_vocab = 'synthetic-1k' if args.coop_classes == protocol.NUM_COOP else None
-    coop_data = exp.prepare_set(os.path.join(data, f'coop_seed{args.seed}'), coop,
-                                args.coop_shots, 1 + args.seed, exp.COOP_CONFIG, coop_vocab,
-                                work, args.quiet)
+    sets = args.sets or list(protocol.eval_sets(version))
+    work = os.path.abspath(args.work_dir)
+    data, eval_dir = os.path.join(work, 'data'), os.path.join(work, 'eval')
+    eval_root = os.path.join(data, f'eval_{version}')
+    stages = exp.Stages(os.path.join(work, 'logs'), args.verbose)
+    verbose = args.verbose
+    # the prompts' pre-training sets: (method, folder, classes, shots, config, vocabulary)
+    runs = [('pomp', os.path.join(data, f'pretrain_seed{args.seed}'), classes, args.shots,
+             exp.POMP_CONFIG, 'synthetic-pretrain' if args.classes is None else None),
+            ('coop-1k', os.path.join(data, f'coop_seed{args.seed}'), coop, args.coop_shots,
+             exp.COOP_CONFIG, 'synthetic-1k' if args.coop_classes == protocol.NUM_COOP
+             else None)]
+    print(f'make demo: POMP vs CoOp-1K, hand prompt and template ensemble in the synthetic '
+          f'world (protocol {version}, seed {args.seed}); logs in {stages.log_dir}')
+    with stages.stage('render', total=len(sets) + len(runs), unit='set') as bar:
+        for name in sets:
+            write_eval_sets(eval_root, [name], args.eval_per_class, progress=verbose,
+                            version=version)
+            bar.update(1)
+        csvs = {}
+        for method, folder, cls, shots, _, _ in runs:
+            csvs[method] = exp.render_set(folder, cls, shots, 1 + args.seed, progress=verbose)
+            bar.update(1)
+    train_data = {}
+    with stages.stage('cache features', total=len(runs), unit='set') as bar:
+        for method, folder, cls, _, config, vocab in runs:
+            train_data[method] = exp.cache_set(csvs[method], cls, config, vocab,
+                                               stages.log(f'cache_{method}'))
+            bar.update(1)
     opts = exp.epoch_options(args.epochs)
     prompts = {}
-    for method, config, train_data in (('coop-1k', exp.COOP_CONFIG, coop_data),
-                                       ('pomp', exp.POMP_CONFIG, pomp_data)):
+    for method, _, _, _, config, _ in runs:
         run_dir = os.path.join(work, method)
-        exp.train_prompt(config, run_dir, train_data, args.seed, opts, args.quiet)
+        label = {'pomp': 'pre-train POMP', 'coop-1k': 'pre-train CoOp-1K'}[method]
+        with stages.stage(label, unit='it') as bar:
+            exp.train_prompt(config, run_dir, train_data[method], args.seed, opts,
+                             log=stages.log(f'pretrain_{method}'),
+                             watch=exp.training_progress(bar))
         prompts[method] = os.path.join(run_dir, 'prompt_latest.pth')
-    eval_dir = os.path.join(work, 'eval')
-    summary = exp.summarise(exp.evaluate(prompts, eval_root, sets, eval_dir, args.quiet),
-                            version)
+    prompts = {m: prompts[m] for m in ('coop-1k', 'pomp')}  # the table's row order
+    with stages.stage('evaluate', total=1, unit='run'):
+        results = exp.evaluate(prompts, eval_root, sets, eval_dir, log=stages.log('evaluate'))
+    summary = exp.summarise(results, version)
     title = f'Synthetic world (protocol {version}), seed {args.seed}'
     report = exp.intervals_report(exp.per_class(prompts, eval_dir), summary, version,
                                   os.path.join(work, 'results.png'),
                                   f'{title}: top-1 % with 95 % class-bootstrap intervals')
     atomic_write_json(os.path.join(work, 'results.json'),
                       {'protocol': version, 'seed': args.seed, 'methods': summary,
-                       **report['json']})
+                       'stage_seconds': stages.times, **report['json']})
     table = exp.format_results(summary, f'{title}: top-1 % (mean: cross-dataset sets; '
                                'domain_mean: sketch + noisy)')
     table += '\n\nDifferences, paired 95 % class-bootstrap intervals:\n\n' + report['table']
     with open(os.path.join(work, 'results.md'), 'w', encoding='utf-8') as f:
         f.write(table + '\n')
-    print('\n' + table)
-    print(f'wrote {os.path.join(work, "results.png")}')
-    print(f'\nwrote {os.path.join(work, "results.json")} ({time.perf_counter() - start:.0f} s)')
+    print('\n' + table + '\n\nStage times:\n' + '\n'.join(stages.summary()))
+    print(f'\nlogs:    {stages.log_dir}\nresults: {os.path.join(work, "results.json")}, '
+          f'results.md\npicture: {os.path.join(work, "results.png")}')
     return summary
 
 
