@@ -220,7 +220,7 @@ def test_demo_pipeline_end_to_end_through_the_tools(tmp_path):
     for name in stages:
         assert any(line.strip().startswith(name) and line.strip().endswith(' s')
                    for line in console), name
-    assert console[-3:] == [f'logs:    {work / "logs"}',
+    assert res.stdout.splitlines()[-3:] == [f'logs:    {work / "logs"}',
                             f'results: {work / "results.json"}, results.md',
                             f'picture: {work / "results.png"}']
     assert sorted(os.listdir(work / 'logs')) == [
