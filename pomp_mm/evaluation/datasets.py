@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import Dataset
 
-from ..imagefiles import list_class_folders, list_images
+from ..imagefiles import labelled_images, list_class_folders, list_images
 from ..vocabulary import clean_name, load_vocabulary
 
 __all__ = [
@@ -205,15 +205,8 @@ def image_folder_dataset(folder: str, name: Optional[str] = None,
 def _wnid_folders(name: str, folder: str, wnids: Sequence[str],
                   classnames: Sequence[str]) -> ClassificationDataset:
     """Images in ``<folder>/<wnid>/``, labelled by the wnid's index in ``wnids``."""
-    index = {w: i for i, w in enumerate(wnids)}
-    items: List[Item] = []
-    unknown = []
-    for sub in list_class_folders(folder):  # not e.g. ImageNet-A/R's README.txt
-        path = os.path.join(folder, sub)
-        if sub not in index:
-            unknown.append(sub)
-            continue
-        items.extend((os.path.join(path, f), index[sub]) for f in list_images(path))
+    # folders only: not e.g. ImageNet-A/R's README.txt
+    items, unknown = labelled_images(folder, {w: i for i, w in enumerate(wnids)})
     if unknown:
         logger.warning('%s: %d folders of %s are not among its %d classes and are skipped, '
                        'e.g. %s', name, len(unknown), folder, len(wnids), unknown[:3])

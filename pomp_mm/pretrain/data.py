@@ -20,7 +20,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch.utils.data import Dataset
 
 from ..fileio import atomic_write
-from ..imagefiles import list_class_folders, list_images
+from ..imagefiles import labelled_images, list_class_folders, list_images
 from ..vocabulary import Vocabulary, load_vocabulary, parse_vocabulary
 from .randaugment import DasslRandAugment
 
@@ -284,15 +284,7 @@ class ImageNet21K(_ViewsDataset):
 
     def _scan(self, folder: str, vocab: Vocabulary, shots: Optional[int],
               seed: int) -> List[Item]:
-        index = {wnid: i for i, wnid in enumerate(vocab.ids)}
-        items: List[Item] = []
-        unknown = []
-        for wnid in list_class_folders(folder):
-            sub = os.path.join(folder, wnid)
-            if wnid not in index:
-                unknown.append(wnid)
-                continue
-            items.extend((os.path.join(sub, f), index[wnid]) for f in list_images(sub))
+        items, unknown = labelled_images(folder, {wnid: i for i, wnid in enumerate(vocab.ids)})
         if unknown:
             logger.warning('%d folders are not %s classes and are skipped, e.g. %s',
                            len(unknown), vocab.source, unknown[:3])
