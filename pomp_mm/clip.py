@@ -20,32 +20,39 @@ from torch import nn
 
 from .shared_prefix import length_groups, shared_prefix_transformer, supports_shared_prefix
 
-__all__ = ['build_clip', 'clip_model_id', 'mmseg_text_state_dict', 'register_model_config',
-           'resolve_clip_spec', 'TextTower', 'TINY_CLIP', 'weights_fingerprint']
+__all__ = ['build_clip', 'clip_config', 'clip_model_id', 'mmseg_text_state_dict',
+           'register_model_config', 'resolve_clip_spec', 'TextTower', 'weights_fingerprint']
 
 logger = logging.getLogger(__name__)
 
 ClipSpec = Union[str, Dict[str, Any]]
 
-#: A tiny open_clip config (random weights): 64-wide, 2-layer towers; ``'tiny'`` on the command
-#: line, for smoke runs, tests and CPU benchmarks.
-TINY_CLIP: Dict[str, Any] = dict(
-    embed_dim=32,
-    vision_cfg=dict(image_size=32, layers=2, width=64, head_width=32, patch_size=8),
-    text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
+#: Where pomp_mm's own open_clip model configs live: ``tiny`` (64-wide, 2-layer towers, for
+#: smoke runs, tests and CPU benchmarks with random weights), known to open_clip by name once a
+#: pomp_mm function is asked for it.
+_MODEL_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'model_configs')
 
 
 def resolve_clip_spec(spec: str) -> ClipSpec:
-    """Command-line model spec: ``'tiny'`` (:data:`TINY_CLIP`), a ``.json`` open_clip model
-    config file, or an open_clip model name (returned unchanged)."""
-    if spec == 'tiny':
-        return copy.deepcopy(TINY_CLIP)
+    """Command-line model spec: a ``.json`` open_clip model config file (read into a dict), or an
+    open_clip model name (``'ViT-B-16'``, pomp_mm's ``'tiny'``; returned unchanged)."""
     if spec.endswith('.json'):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f'CLIP model config not found: {spec!r}')
         with open(spec, encoding='utf-8') as f:
             return json.load(f)
     return spec
+
+
+def clip_config(name: str) -> Dict[str, Any]:
+    """A copy of the open_clip model config registered as ``name`` (e.g. ``'tiny'``), for
+    variants such as ``dict(clip_config('tiny'), quick_gelu=True)``."""
+    import open_clip
+    ensure_model_config(name)
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise ValueError(f'unknown open_clip model {name!r}; see open_clip.list_models()')
+    return copy.deepcopy(cfg)
 
 
 def clip_model_id(clip_model: ClipSpec, pretrained: Optional[str] = None) -> str:
@@ -156,10 +163,15 @@ def register_model_config(path: str) -> None:
 
 
 def ensure_model_config(name: str) -> None:
-    """Load pomp_mm's plugins (:mod:`pomp_mm.plugins`) when open_clip does not know ``name``,
-    so model names they register work everywhere a name is taken."""
+    """Make ``name`` known to open_clip if pomp_mm has its config: its own (``'tiny'``), else
+    those its plugins register (:mod:`pomp_mm.plugins`), so the name works everywhere."""
     import open_clip
-    if name not in open_clip.list_models():
+    if name in open_clip.list_models():
+        return
+    own = os.path.join(_MODEL_CONFIG_DIR, f'{name}.json')
+    if os.path.isfile(own):
+        register_model_config(own)
+    else:
         from .plugins import load_plugins
         load_plugins()
 

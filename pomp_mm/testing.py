@@ -8,13 +8,11 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict
 
-from .clip import TINY_CLIP
-
-__all__ = ['TINY_CLIP', 'TINY_SAN', 'tiny_detector']
+__all__ = ['TINY_SAN', 'tiny_detector']
 
 #: Overrides that shrink the SAN ViT-B/16 configs to a tiny model with random weights (64-wide
 #: 3-layer ViT, 10 queries, 64x64 inputs) for tests and benchmarks; pair it with
-#: :data:`TINY_CLIP` for the text side.
+#: ``clip_model='tiny'`` (pomp_mm's tiny open_clip model) for the text side.
 TINY_SAN = dict(
     pretrained=None,
     data_preprocessor=dict(size_divisor=64),

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from pomp_mm import load_prompt, save_prompt
+from pomp_mm.clip import clip_config
 from pomp_mm.compat import load_with_placeholders
 
 NAMES = ['cat', 'golden retriever', 'traffic light']
@@ -364,14 +365,14 @@ def test_atomic_writes_get_the_umask_mode(tmp_path, umask):
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_building_from_a_local_file_reads_its_weights_once(tmp_path, tiny_cfg):
+def test_building_from_a_local_file_reads_its_weights_once(tmp_path):
     """Telling an mmseg-format file from an open_clip one maps the file instead of reading it:
     the weights are read once, by open_clip (bytes read via /proc/self/io)."""
     import open_clip
 
     from pomp_mm.clip import _read_mmseg_text, build_clip
     torch.manual_seed(0)
-    model = open_clip.CLIP(**tiny_cfg)
+    model = open_clip.CLIP(**clip_config('tiny'))
     state = dict(model.state_dict(), padding=torch.zeros(8 * 2 ** 20))  # +32 MB of weights
     path = str(tmp_path / 'clip.pt')
     torch.save(state, path)
@@ -385,7 +386,7 @@ def test_building_from_a_local_file_reads_its_weights_once(tmp_path, tiny_cfg):
     assert read_bytes() - before < 2 ** 20  # the index only, not the 32 MB
     del state['padding']
     torch.save(state, path)
-    built = build_clip(tiny_cfg, path)
+    built = build_clip('tiny', path)
     torch.testing.assert_close(built.text_projection, model.text_projection)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pomp_mm import load_embeddings, save_embeddings
-from pomp_mm.testing import TINY_CLIP
+from pomp_mm.clip import clip_config
 from helpers import tool_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,12 +73,12 @@ def test_export_tool_round_trip(tmp_path, make_encoder):
     from pomp_mm import save_prompt
 
     cfg = tmp_path / 'tiny.json'
-    cfg.write_text(json.dumps(TINY_CLIP))
+    cfg.write_text(json.dumps(clip_config('tiny')))
     weights = tmp_path / 'tiny_clip.pt'
     enc = make_encoder(seed=5, n_ctx=4)
     torch.manual_seed(5)
     from pomp_mm.clip import build_clip
-    torch.save(build_clip(TINY_CLIP).state_dict(), weights)
+    torch.save(build_clip('tiny').state_dict(), weights)
     prompt = str(tmp_path / 'prompt.pth')
     save_prompt(prompt, enc.prompt_learner.ctx)
     vocab = tmp_path / 'classes.txt'

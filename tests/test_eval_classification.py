@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pomp_mm.testing import TINY_CLIP
+from pomp_mm.clip import clip_config
 from pomp_mm.evaluation import (DatasetNotFound, accuracy, build_dataset, embed_images, evaluate,
                                 image_folder_dataset, read_coop_split, resolve_dataset_names)
 from pomp_mm.vocabulary import load_vocabulary
@@ -48,7 +48,7 @@ class Reference:
         from pomp_mm.clip import build_clip
         from pomp_mm.pretrain.data import build_transform
         torch.manual_seed(0)  # the tool's default --seed, set right before build_clip
-        self.clip = build_clip(TINY_CLIP)
+        self.clip = build_clip('tiny')
         self.tok = open_clip.tokenizer.SimpleTokenizer()
         self.transform = build_transform(False, 32)
 
@@ -128,7 +128,7 @@ def reference(data):
     from pomp_mm import PompTextEncoder
     ref = data['ref']
     templates = [t('{}') for t in open_clip.zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES]
-    prompt_enc = PompTextEncoder(clip_model=TINY_CLIP, clip_module=ref.clip,
+    prompt_enc = PompTextEncoder(clip_model='tiny', clip_module=ref.clip,
                                  prompt=data['prompt'], vocabulary=['x']).eval()
     out = {}
     for name, (items, names) in data['sets'].items():
@@ -196,7 +196,7 @@ def _load_tool():
 
 def test_cli_config_json_and_max_images(data, reference, tmp_path):
     cfg = tmp_path / 'tiny.json'
-    cfg.write_text(json.dumps(TINY_CLIP))
+    cfg.write_text(json.dumps(clip_config('tiny')))
     out = tmp_path / 'out'
     # in-process (the subprocess path is tested above); every other dataset of 'all' is
     # missing: skipped, and the run still succeeds
@@ -232,7 +232,7 @@ def test_evaluate_api(data, reference):
     ds = build_dataset('oxford_pets', data['root'])
     assert ds.classnames == ['abyssinian', 'american bulldog', 'basset hound']
     assert ds.items == data['pets_items']
-    enc = PompTextEncoder(clip_model=TINY_CLIP, clip_module=clip, vocabulary=['x'],
+    enc = PompTextEncoder(clip_model='tiny', clip_module=clip, vocabulary=['x'],
                           templates='single', cat_bg=False).eval()
     expected = reference['OxfordPets']['hand prompt']
     assert evaluate(enc, clip.visual, ds, batch_size=2, progress=False) == pytest.approx(expected)

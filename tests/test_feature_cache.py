@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
+from pomp_mm.clip import clip_config
 from helpers import IMAGE_CLASSES, tool_path
-from pomp_mm.testing import TINY_CLIP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = IMAGE_CLASSES
@@ -18,7 +18,7 @@ BAD = 3  # ('car', 1) in small_image_folder
 def model():
     from pomp_mm.pretrain import PompPretrainer
     torch.manual_seed(0)
-    return PompPretrainer(clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4,
+    return PompPretrainer(clip_model='tiny', vocabulary=CLASSES, n_ctx=4,
                           num_sampled=4).eval()
 
 
@@ -149,7 +149,7 @@ def test_incomplete_cache_is_refused(tmp_path, model, small_image_folder):
 def test_cache_features_tool(tmp_path, small_image_folder):
     from pomp_mm.pretrain import PompPretrainer
     from pomp_mm.pretrain.feature_cache import CachedFeatures, visual_fingerprint
-    model = dict(type='PompPretrainer', clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4,
+    model = dict(type='PompPretrainer', clip_model='tiny', vocabulary=CLASSES, n_ctx=4,
                  num_sampled=4)
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(f"""
@@ -178,7 +178,7 @@ randomness = dict(seed=0)
     assert cached[0]['features'].shape == (2, 32)
     # seeded like mmengine's Runner: the cache belongs to the tower a training run builds
     torch.manual_seed(0)
-    same = PompPretrainer(clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4, num_sampled=4)
+    same = PompPretrainer(clip_model='tiny', vocabulary=CLASSES, n_ctx=4, num_sampled=4)
     assert meta['visual_fingerprint'] == visual_fingerprint(same.visual)
     # the printed snippet trains (one step through mmengine's Runner)
     snippet = res.stdout[res.stdout.index('_base_ = '):]
@@ -196,12 +196,12 @@ default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch
     assert os.path.isfile(tmp_path / 'work' / 'iter_1.pth')
 
 
-def test_visual_fingerprint_tells_the_activation_apart(tiny_cfg):
+def test_visual_fingerprint_tells_the_activation_apart():
     """Same weights, GELU vs QuickGELU: other features, so a cache of one is not the other's."""
     from pomp_mm.clip import build_clip
     from pomp_mm.pretrain.feature_cache import visual_fingerprint
     torch.manual_seed(0)
-    gelu = build_clip(tiny_cfg)
-    quick = build_clip(dict(tiny_cfg, quick_gelu=True))
+    gelu = build_clip('tiny')
+    quick = build_clip(dict(clip_config('tiny'), quick_gelu=True))
     quick.load_state_dict(gelu.state_dict())
     assert visual_fingerprint(gelu.visual) != visual_fingerprint(quick.visual)

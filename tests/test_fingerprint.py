@@ -36,11 +36,11 @@ def test_a_few_changed_values_miss_the_disk_cache(make_encoder, tmp_path):
                                    atol=1e-6, rtol=0)
 
 
-def test_dtype_and_device_changes_are_seen_and_unchanged_weights_keep_their_hash(tiny_cfg):
-    clip = build_clip(tiny_cfg)
+def test_dtype_and_device_changes_are_seen_and_unchanged_weights_keep_their_hash():
+    clip = build_clip('tiny')
     first = weights_fingerprint(clip.visual)
     assert weights_fingerprint(clip.visual) == first == visual_fingerprint(clip.visual)
-    twin = build_clip(tiny_cfg)
+    twin = build_clip('tiny')
     twin.load_state_dict(clip.state_dict())
     assert weights_fingerprint(twin.visual) == first  # content, not object identity
     clip.visual.half()
@@ -50,12 +50,12 @@ def test_dtype_and_device_changes_are_seen_and_unchanged_weights_keep_their_hash
     assert weights_fingerprint(clip.visual) == weights_fingerprint(clip.visual)
 
 
-def test_resume_accepts_the_older_sampled_fingerprint_of_the_same_clip(tiny_cfg):
+def test_resume_accepts_the_older_sampled_fingerprint_of_the_same_clip():
     """Checkpoints written before every weight was hashed carry the sampled fingerprint: the
     same CLIP resumes, another is refused."""
     from pomp_mm.pretrain import PompPretrainer
     torch.manual_seed(0)
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=['cat', 'dog', 'cow'], n_ctx=4,
+    model = PompPretrainer(clip_model='tiny', vocabulary=['cat', 'dog', 'cow'], n_ctx=4,
                            num_sampled=2)
     tower = model.text_encoder.tower
     old = sampled_fingerprint(model.visual) + sampled_fingerprint(tower, tower.transformer)
@@ -64,7 +64,7 @@ def test_resume_accepts_the_older_sampled_fingerprint_of_the_same_clip(tiny_cfg)
     state[model.FINGERPRINT_KEY] = torch.frombuffer(bytearray(old.encode()), dtype=torch.uint8)
     model.load_state_dict(state)
     torch.manual_seed(1)
-    other = PompPretrainer(clip_model=tiny_cfg, vocabulary=['cat', 'dog', 'cow'], n_ctx=4,
+    other = PompPretrainer(clip_model='tiny', vocabulary=['cat', 'dog', 'cow'], n_ctx=4,
                            num_sampled=2)
     with pytest.raises(ValueError, match=f'other CLIP weights \\(fingerprint {old}\\)'):
         other.load_state_dict(state)

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from helpers import assert_same_embeddings_and_grads
-from pomp_mm.testing import TINY_CLIP
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
@@ -46,7 +45,7 @@ def test_bf16_pretrain_step_on_cuda_matches_fp32_cpu():
 
     def step(device, autocast):
         torch.manual_seed(0)
-        model = PompPretrainer(clip_model=copy.deepcopy(TINY_CLIP), pretrained=None,
+        model = PompPretrainer(clip_model='tiny', pretrained=None,
                                vocabulary=_names(2000), n_ctx=4, num_sampled=256, seed=5)
         model.to(device).train()
         gen = torch.Generator().manual_seed(1)
@@ -73,7 +72,7 @@ def test_official_step_built_on_cuda_matches_per_image_contrast():
     from pomp_mm.pretrain.official import OfficialPromptStep
     vocab = _names(300)
     torch.manual_seed(0)
-    ours = PompPretrainer(clip_model=copy.deepcopy(TINY_CLIP), pretrained=None, vocabulary=vocab,
+    ours = PompPretrainer(clip_model='tiny', pretrained=None, vocabulary=vocab,
                           n_ctx=4, num_sampled=64, contrast='per_image', correction='log10',
                           mask_duplicate_names=False).cuda().train()
     official = OfficialPromptStep(ours.text_encoder.tower, vocab, 4, 64,

@@ -97,6 +97,27 @@ def test_the_world_arrives_through_the_plugin_entry_point():
     assert res.returncode == 0, res.stderr[-2000:]
 
 
+def test_the_tiny_clip_is_one_open_clip_name_shipped_with_the_package():
+    """'tiny' is pomp_mm's own open_clip config: known by name without the world's plugin, the
+    same model as its config dict, a copy per call, and declared as package data."""
+    code = ('import sys, torch, open_clip; from pomp_mm.clip import build_clip, clip_config; '
+            'cfg = clip_config("tiny"); assert cfg["text_cfg"]["width"] == 64, cfg; '
+            'cfg["embed_dim"] = 0; assert clip_config("tiny")["embed_dim"] == 32; '
+            'assert not [m for m in sys.modules if m.startswith("pomp_mm.synthetic")]; '
+            'torch.manual_seed(0); a = build_clip("tiny").state_dict(); '
+            'torch.manual_seed(0); b = build_clip(clip_config("tiny")).state_dict(); '
+            'assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a); '
+            'tok = open_clip.get_tokenizer("tiny"); assert tok("a cat").shape == (1, 77)')
+    res = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    from pomp_mm.clip import clip_config
+    with pytest.raises(ValueError, match="unknown open_clip model 'no-such-clip'"):
+        clip_config('no-such-clip')
+    with open(os.path.join(ROOT, 'setup.cfg'), encoding='utf-8') as f:
+        assert 'pomp_mm = model_configs/*.json' in f.read()
+
+
 def test_a_plugin_registers_vocabularies_and_a_broken_one_is_named(monkeypatch, caplog):
     from pomp_mm import plugins, vocabulary
     from pomp_mm.vocabulary import Vocabulary, load_vocabulary, register_vocabulary

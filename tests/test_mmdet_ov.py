@@ -20,7 +20,8 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
 import pomp_mm  # noqa: E402
-from pomp_mm.testing import TINY_CLIP, tiny_detector  # noqa: E402
+from pomp_mm.clip import clip_config  # noqa: E402
+from pomp_mm.testing import tiny_detector  # noqa: E402
 
 from helpers import (load_tool, tool_path, write_coco_json, write_detection_images,  # noqa: E402
                      write_lvis_json)
@@ -44,14 +45,14 @@ def write_tiny_weights(root):
                                  clip_model='tiny')
     torch.manual_seed(0)
     clip = os.path.join(root, 'clip.pt')
-    torch.save(build_clip(copy.deepcopy(TINY_CLIP)).state_dict(), clip)
+    torch.save(build_clip('tiny').state_dict(), clip)
     return prompt, clip
 
 
 def tiny_model_override(root, with_mask=False):
     """Tiny detector + tiny CLIP text encoder from saved weights (no download, no cache)."""
     prompt, clip = write_tiny_weights(root)
-    text = dict(_delete_=True, type='PompTextEncoder', clip_model=copy.deepcopy(TINY_CLIP),
+    text = dict(_delete_=True, type='PompTextEncoder', clip_model='tiny',
                 pretrained=clip, prompt=prompt, cache_dir=None)
     # score_thr 0: an untrained detector's scores are low, and the metrics need detections
     return _merge(tiny_detector(with_mask),
@@ -207,7 +208,7 @@ def _classifier(**kwargs):
 
 
 def _text_cfg(prompt):
-    return dict(type='PompTextEncoder', clip_model=copy.deepcopy(TINY_CLIP), prompt=prompt)
+    return dict(type='PompTextEncoder', clip_model='tiny', prompt=prompt)
 
 
 def test_npy_and_text_encoder_give_the_same_logits(coco, tmp_path):
@@ -398,7 +399,7 @@ def test_detector_build_loads_no_text_encoder(coco, monkeypatch):
     model = build_detector(coco.cfg)
     clf = model.roi_head.bbox_head.fc_cls
     assert built == [] and clf._encoder is None
-    assert clf.embed_dim == TINY_CLIP['embed_dim'] and clf.proj.out_features == 32
+    assert clf.embed_dim == clip_config('tiny')['embed_dim'] and clf.proj.out_features == 32
     model.eval()
     assert clf.class_weight().shape == (len(coco.all_classes) + 1, 32) and built == [1]
     # a named open_clip model: its width without its (here missing) weights
@@ -896,7 +897,7 @@ def test_exported_embeddings_bring_their_class_names(tmp_path):
 def test_hand_prompt_baseline_keeps_the_single_prompt(coco):
     """A classifier's encoder without a prompt is detection's hand-prompt baseline: the single
     "a photo of a {}." (not the text encoder's mmseg default, ViLD's 14) and no background row."""
-    cfg = dict(type='PompTextEncoder', clip_model=copy.deepcopy(TINY_CLIP))
+    cfg = dict(type='PompTextEncoder', clip_model='tiny')
     clf = _classifier(out_features=len(coco.base) + 1, text_encoder=cfg, vocabulary=coco.base,
                       embed_dim=32)
     assert clf.text_encoder.templates == ['a photo of a {}.']

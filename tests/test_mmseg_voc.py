@@ -22,7 +22,8 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 
 import pomp_mm  # noqa: E402
-from pomp_mm.testing import TINY_CLIP, TINY_SAN  # noqa: E402
+from pomp_mm.clip import clip_config  # noqa: E402
+from pomp_mm.testing import TINY_SAN  # noqa: E402
 from helpers import tool_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,7 +106,7 @@ def tiny(tmp_path_factory):
                                  clip_model='tiny')
     config = os.path.join(root, 'tiny_voc.py')
     with open(config, 'w') as f:
-        f.write(TINY_CONFIG.format(base=BASE_CONFIG, root=root, clip=TINY_CLIP, prompt=prompt,
+        f.write(TINY_CONFIG.format(base=BASE_CONFIG, root=root, clip='tiny', prompt=prompt,
                                   tiny_san=TINY_SAN))
     return SimpleNamespace(root=root, config=config, prompt=prompt, cfg=Config.fromfile(config))
 
@@ -279,13 +280,13 @@ def test_documented_snippet_builds_on_mmseg_san_config(source, tiny, tiny_clip_c
     snippet.write_text(_documented_snippets()[source])
     ckpt, state = tiny_clip_checkpoint
     tiny_model = dict(TINY_SAN, pretrained=ckpt,
-                      text_encoder=dict(clip_model=dict(TINY_CLIP, _delete_=True),
+                      text_encoder=dict(clip_model='tiny',
                                         pretrained=None, prompt=tiny.prompt))
     config = tmp_path / 'tiny.py'
     config.write_text(f'_base_ = [{str(snippet)!r}]\nmodel = {tiny_model!r}\n')
     cfg = Config.fromfile(str(config))
     assert cfg.model.text_encoder.to_dict() == dict(
-        type='PompTextEncoder', clip_model=TINY_CLIP, pretrained=None, prompt=tiny.prompt,
+        type='PompTextEncoder', clip_model='tiny', pretrained=None, prompt=tiny.prompt,
         dataset_name='coco-stuff', cat_bg=True,
         **({'prompt_trainable': False} if source == 'fragment' else {}))
     init_default_scope('mmseg')
@@ -614,7 +615,7 @@ def test_text_weights_from_an_mmseg_format_checkpoint(tmp_path):
         torch.nn.init.normal_(p, std=0.05)
     path = str(tmp_path / 'san_clip.pth')
     torch.save({f'text_encoder.{k}': v for k, v in ref_enc.state_dict().items()}, path)
-    cfg = dict(TINY_CLIP, quick_gelu=True)  # mmseg's CLIP text encoder uses QuickGELU
+    cfg = dict(clip_config('tiny'), quick_gelu=True)  # mmseg's CLIP text encoder uses QuickGELU
     enc = PompTextEncoder(clip_model=cfg, pretrained=path, vocabulary=names,
                           templates='vild').eval()
     with torch.no_grad():

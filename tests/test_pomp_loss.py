@@ -421,12 +421,12 @@ def test_non_uniform_loss_is_finite_with_gradient(mode):
     torch.testing.assert_close(txt.grad, ref_txt.grad, atol=1e-6, rtol=1e-5)
 
 
-def _pretrainer_step(tiny_cfg, num_classes, images, labels, **kwargs):
+def _pretrainer_step(num_classes, images, labels, **kwargs):
     """One PompPretrainer loss, the sampler's draw, and the step's logits rebuilt by hand."""
     from pomp_mm.pretrain import PompPretrainer
     names = [f'class {i}' for i in range(num_classes)]
     torch.manual_seed(0)
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=names, n_ctx=4, **kwargs)
+    model = PompPretrainer(clip_model='tiny', vocabulary=names, n_ctx=4, **kwargs)
     drawn = []
     sample = model.sampler.sample
     model.sampler.sample = lambda *a, **k: drawn.append(sample(*a, **k)) or drawn[-1]
@@ -438,9 +438,9 @@ def _pretrainer_step(tiny_cfg, num_classes, images, labels, **kwargs):
     return loss, drawn[0], logits
 
 
-def test_pretrainer_frequency_mode_uses_per_negative_margins(tiny_cfg):
+def test_pretrainer_frequency_mode_uses_per_negative_margins():
     loss, (class_ids, targets, probs), logits = _pretrainer_step(
-        tiny_cfg, 12, torch.randn(2, 1, 3, 32, 32), torch.tensor([2, 7]), num_sampled=5,
+        12, torch.randn(2, 1, 3, 32, 32), torch.tensor([2, 7]), num_sampled=5,
         sampling='frequency', class_counts=list(range(1, 13)))
     want = _manual_loss(logits, targets, [-math.log(q) for q in probs.tolist()])
     assert loss.item() == pytest.approx(want, abs=1e-5)
@@ -450,18 +450,18 @@ def test_pretrainer_frequency_mode_uses_per_negative_margins(tiny_cfg):
 
 @pytest.mark.parametrize('correction,margin', [('ln', math.log(7 / 3)),
                                                ('log10', math.log10(7 / 3)), ('none', 0.0)])
-def test_pretrainer_uniform_loss_is_eq5_with_views_in_order(tiny_cfg, correction, margin):
+def test_pretrainer_uniform_loss_is_eq5_with_views_in_order(correction, margin):
     """The default path end to end: N=8, K=4, two images of two views each; every non-target
     column gets log((N-1)/(K-1)) and each image's views keep that image's class."""
     loss, (class_ids, _, _), logits = _pretrainer_step(
-        tiny_cfg, 8, torch.randn(2, 2, 3, 32, 32), torch.tensor([5, 1]), num_sampled=4,
+        8, torch.randn(2, 2, 3, 32, 32), torch.tensor([5, 1]), num_sampled=4,
         correction=correction)
     assert class_ids[:2].tolist() == [5, 1] and len(class_ids) == 4
     want = _manual_loss(logits, torch.tensor([0, 0, 1, 1]), [margin] * 4)
     assert loss.item() == pytest.approx(want, abs=1e-5)
 
 
-def test_classes_sharing_a_name_are_left_out_of_each_others_softmax(tiny_cfg):
+def test_classes_sharing_a_name_are_left_out_of_each_others_softmax():
     """Twin names (ImageNet-21K lemma collisions) give identical prompts: by default a twin of
     the target is masked out of that image's softmax (reference: cross-entropy without that
     column); mask_duplicate_names=False keeps the official behaviour (all columns)."""
@@ -474,7 +474,7 @@ def test_classes_sharing_a_name_are_left_out_of_each_others_softmax(tiny_cfg):
     out = {}
     for mask in (True, False):
         torch.manual_seed(0)
-        model = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, num_sampled=None,
+        model = PompPretrainer(clip_model='tiny', vocabulary=vocab, n_ctx=4, num_sampled=None,
                                correction='none', mask_duplicate_names=mask)
         res = model.compute_loss(feats, labels, 1)
         ids = model.last_class_ids.tolist()
@@ -603,12 +603,12 @@ def test_per_image_logits_bad_input_names_the_value():
         per_image_logits(image, text[labels], text[neg_labels], labels, neg_labels[:3], 30.0, n)
 
 
-def _per_image_step(tiny_cfg, vocab, features, labels, num_views, **kwargs):
+def _per_image_step(vocab, features, labels, num_views, **kwargs):
     """One per-image PompPretrainer loss on given features, and the same step rebuilt with the
     official transcription from the negatives the model drew."""
     from pomp_mm.pretrain import PompPretrainer
     torch.manual_seed(0)
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, contrast='per_image',
+    model = PompPretrainer(clip_model='tiny', vocabulary=vocab, n_ctx=4, contrast='per_image',
                            **kwargs)
     out = model.compute_loss(features, labels, num_views)
     neg = model.last_negatives
@@ -619,7 +619,7 @@ def _per_image_step(tiny_cfg, vocab, features, labels, num_views, **kwargs):
     return model, out, neg, text, rows, scale
 
 
-def test_pretrainer_per_image_contrast_is_the_official_step(tiny_cfg):
+def test_pretrainer_per_image_contrast_is_the_official_step():
     """N=12, K=6: 5 negatives from all 12 classes, two images of two views; the loss is the
     official transcription's (log10 margins counted per row, own label rejected)."""
     vocab = [f'class {i}' for i in range(12)]
@@ -628,7 +628,7 @@ def test_pretrainer_per_image_contrast_is_the_official_step(tiny_cfg):
     hits = 0
     for seed in range(6):  # several draws, so some row rejects its own label
         model, out, neg, text, rows, scale = _per_image_step(
-            tiny_cfg, vocab, feats, labels, 2, num_sampled=6, correction='log10', seed=seed)
+            vocab, feats, labels, 2, num_sampled=6, correction='log10', seed=seed)
         assert neg.numel() == 5 and len(set(neg.tolist())) == 5
         logits = _official_logits(feats.double(), text[rows], text[neg], rows, neg, scale, 12)
         want = F.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
@@ -640,14 +640,14 @@ def test_pretrainer_per_image_contrast_is_the_official_step(tiny_cfg):
     assert hits  # the rejection branch was exercised
 
 
-def test_pretrainer_per_image_twins_follow_each_view(tiny_cfg):
+def test_pretrainer_per_image_twins_follow_each_view():
     """vocabulary [cat, dog, Cat, bird], labels [0, 2], two views: each view of the cat image
     rejects 'Cat' (and the other way round) when drawn, and the loss stays finite."""
     vocab = ['cat', 'dog', 'Cat', 'bird']
     feats = _unit(4, 32, seed=6, dtype=torch.float32)
     labels = torch.tensor([0, 2])
     model, out, neg, text, rows, scale = _per_image_step(
-        tiny_cfg, vocab, feats, labels, 2, num_sampled=4, correction='log10')
+        vocab, feats, labels, 2, num_sampled=4, correction='log10')
     assert len(neg) == 3  # M = 3 of 4: a twin of some row is among them
     twin_of = {0: 2, 2: 0}
     ignore = torch.stack([neg == twin_of[int(r)] for r in rows])
@@ -662,7 +662,7 @@ def test_pretrainer_per_image_twins_follow_each_view(tiny_cfg):
 
 
 @pytest.mark.parametrize('sampling', ['frequency', 'hard'])
-def test_pretrainer_per_image_non_uniform_uses_each_draws_probability(tiny_cfg, sampling):
+def test_pretrainer_per_image_non_uniform_uses_each_draws_probability(sampling):
     vocab = [f'class {i}' for i in range(12)]
     feats = _unit(2, 32, seed=7, dtype=torch.float32)
     labels = torch.tensor([1, 4])
@@ -677,7 +677,7 @@ def test_pretrainer_per_image_non_uniform_uses_each_draws_probability(tiny_cfg, 
     NegativeSampler.sample_shared_negatives = spy
     try:
         model, out, neg, text, rows, scale = _per_image_step(
-            tiny_cfg, vocab, feats, labels, 1, num_sampled=5, sampling=sampling,
+            vocab, feats, labels, 1, num_sampled=5, sampling=sampling,
             correction='ln', **kwargs)
     finally:
         NegativeSampler.sample_shared_negatives = orig
@@ -689,25 +689,25 @@ def test_pretrainer_per_image_non_uniform_uses_each_draws_probability(tiny_cfg, 
     assert out['loss'].item() == pytest.approx(want.item(), abs=1e-5)
 
 
-def test_pretrainer_contrast_bad_input_names_the_value(tiny_cfg):
+def test_pretrainer_contrast_bad_input_names_the_value():
     from pomp_mm.pretrain import PompPretrainer
     vocab = [f'class {i}' for i in range(6)]
     with pytest.raises(ValueError, match=r"unknown contrast 'official'"):
-        PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, contrast='official')
+        PompPretrainer(clip_model='tiny', vocabulary=vocab, contrast='official')
     for k in (7, None, 1):
         with pytest.raises(ValueError, match=rf'in \[2, N=6\], got {k}'):
-            PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, contrast='per_image',
+            PompPretrainer(clip_model='tiny', vocabulary=vocab, contrast='per_image',
                            num_sampled=k)
 
 
-def test_twins_are_masked_per_view_and_in_acc_local(tiny_cfg):
+def test_twins_are_masked_per_view_and_in_acc_local():
     """Shared contrast, vocabulary [cat, dog, Cat, bird], labels [0, 2], two views each: every
     view of 'cat' drops 'Cat' and the other way round (reference: cross-entropy without those
     columns), and acc_local does not count a tie with the twin as an error."""
     from pomp_mm.pretrain import PompPretrainer
     vocab = ['cat', 'dog', 'Cat', 'bird']
     torch.manual_seed(0)
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, num_sampled=None,
+    model = PompPretrainer(clip_model='tiny', vocabulary=vocab, n_ctx=4, num_sampled=None,
                            correction='none')
     with torch.no_grad():
         text = model.text_encoder.encode_names(vocab)
@@ -726,7 +726,7 @@ def test_twins_are_masked_per_view_and_in_acc_local(tiny_cfg):
     assert res['acc_local'].item() == 1.0
 
 
-def test_ranks_draw_different_negatives_for_the_same_labels(tiny_cfg):
+def test_ranks_draw_different_negatives_for_the_same_labels():
     """Two ranks with identical labels at the same step: the rank is part of the step seed."""
     from pomp_mm.pretrain import PompPretrainer
     vocab = [f'class {i}' for i in range(40)]
@@ -734,7 +734,7 @@ def test_ranks_draw_different_negatives_for_the_same_labels(tiny_cfg):
     drawn = []
     for rank in (0, 1, 0):
         torch.manual_seed(0)
-        model = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, num_sampled=8)
+        model = PompPretrainer(clip_model='tiny', vocabulary=vocab, n_ctx=4, num_sampled=8)
         model.rank = rank
         model.compute_loss(feats, torch.tensor([3, 9]), 1)
         drawn.append(model.last_class_ids.tolist())
@@ -762,7 +762,7 @@ def test_inclusion_floor_caps_the_margin_at_log_n_minus_1():
     assert (probs >= 1 / (n - 1) - 1e-15).all()
 
 
-def test_official_transcription_and_per_image_contrast_agree(tiny_cfg):
+def test_official_transcription_and_per_image_contrast_agree():
     """Two implementations of one loss: the official step (full-length padded prompts from
     per-class buffers, B + M prompts) and PompPretrainer(contrast='per_image') (shared prefix,
     packed union of classes) give the same loss and prompt gradient for the same draw."""
@@ -771,7 +771,7 @@ def test_official_transcription_and_per_image_contrast_agree(tiny_cfg):
     vocab = ['cat', 'dog', 'sea lion', 'golden retriever', 'car', 'tree', 'fire truck', 'cup',
              'shoe', 'red wine', 'boat', 'lamp']
     torch.manual_seed(0)
-    ours = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, num_sampled=6,
+    ours = PompPretrainer(clip_model='tiny', vocabulary=vocab, n_ctx=4, num_sampled=6,
                           contrast='per_image', correction='log10', mask_duplicate_names=False)
     official = OfficialPromptStep(ours.text_encoder.tower, vocab, 4, 6,
                                   ours.text_encoder.tokenizer)

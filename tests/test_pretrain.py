@@ -9,7 +9,6 @@ import torch
 
 from pomp_mm import load_prompt
 from helpers import IMAGE_CLASSES, load_tool, tool_path
-from pomp_mm.testing import TINY_CLIP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = IMAGE_CLASSES
@@ -17,7 +16,7 @@ CLASSES = IMAGE_CLASSES
 
 def _config(tmp_path, image_folder, max_iters=4, extra_model=None, batch_size=4,
             dataset_vocab=CLASSES, prompt_hook=True):
-    model = dict(type='PompPretrainer', clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4,
+    model = dict(type='PompPretrainer', clip_model='tiny', vocabulary=CLASSES, n_ctx=4,
                  num_sampled=4, seed=3)
     model.update(extra_model or {})
     cfg = f"""
@@ -53,9 +52,9 @@ def _pretrain(*args, timeout=600, expect_rc=0):
     return res.stdout + res.stderr
 
 
-def test_label_space_check_messages(tiny_cfg, caplog):
+def test_label_space_check_messages(caplog):
     from pomp_mm.pretrain import PompPretrainer
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=3)
+    model = PompPretrainer(clip_model='tiny', vocabulary=CLASSES, n_ctx=4, num_sampled=3)
     model.check_label_space(tuple(CLASSES))  # tuples (metainfo) and lists compare equal
     # a folder dataset without a vocabulary sorts its classes: index 0 differs
     with pytest.raises(ValueError, match=r"dataset label 0 is 'boat' but model vocabulary "
@@ -133,10 +132,10 @@ def test_official_contrast_trains_through_the_runner_and_resumes_exactly(tmp_pat
     assert torch.equal(again.ctx, straight.ctx)
 
 
-def test_only_the_prompt_trains(tiny_cfg):
+def test_only_the_prompt_trains():
     from pomp_mm.pretrain import PompPretrainer
     torch.manual_seed(0)
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=3)
+    model = PompPretrainer(clip_model='tiny', vocabulary=CLASSES, n_ctx=4, num_sampled=3)
     model.train()
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable == ['text_encoder.prompt_learner.ctx']
@@ -161,11 +160,11 @@ def test_only_the_prompt_trains(tiny_cfg):
         assert (losses[0] - losses[1]) / 2e-3 == pytest.approx(float(grad[i, j]), rel=0.05)
 
 
-def test_full_softmax_baseline_matches_cross_entropy(tiny_cfg):
+def test_full_softmax_baseline_matches_cross_entropy():
     """num_sampled=None contrasts all N classes: plain cross-entropy over the vocabulary."""
     from pomp_mm.pretrain import PompPretrainer
     torch.manual_seed(0)
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4,
+    model = PompPretrainer(clip_model='tiny', vocabulary=CLASSES, n_ctx=4,
                            num_sampled=None, correction='none')
     images, labels = torch.randn(3, 1, 3, 32, 32), torch.tensor([0, 7, 2])
     with torch.no_grad():
@@ -177,7 +176,7 @@ def test_full_softmax_baseline_matches_cross_entropy(tiny_cfg):
     torch.testing.assert_close(loss, ref, atol=1e-5, rtol=0)
 
 
-def test_padded_prompts_give_the_packed_loss_and_gradient(tiny_cfg):
+def test_padded_prompts_give_the_packed_loss_and_gradient():
     """pack_lengths=False (own tokens padded to the step's longest) is only a speed/memory
     trade: same loss and prompt gradient as the packed default."""
     from pomp_mm.pretrain import PompPretrainer
@@ -185,7 +184,7 @@ def test_padded_prompts_give_the_packed_loss_and_gradient(tiny_cfg):
     results = []
     for pack in (True, False):
         torch.manual_seed(0)
-        model = PompPretrainer(clip_model=tiny_cfg, vocabulary=names, n_ctx=4, num_sampled=4,
+        model = PompPretrainer(clip_model='tiny', vocabulary=names, n_ctx=4, num_sampled=4,
                                pack_lengths=pack)
         assert model.text_encoder.pack_lengths is pack
         images = torch.randn(2, 1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -197,10 +196,10 @@ def test_padded_prompts_give_the_packed_loss_and_gradient(tiny_cfg):
     torch.testing.assert_close(grad_a, grad_b, atol=1e-4 * grad_b.abs().max().item(), rtol=0)
 
 
-def test_hard_mode_trains(tiny_cfg):
+def test_hard_mode_trains():
     from pomp_mm.pretrain import PompPretrainer
     torch.manual_seed(0)
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=3,
+    model = PompPretrainer(clip_model='tiny', vocabulary=CLASSES, n_ctx=4, num_sampled=3,
                            sampling='hard', hard_refresh_interval=2)
     opt = torch.optim.SGD([model.prompt_learner.ctx], lr=0.1)
     for step in range(3):
@@ -224,7 +223,7 @@ def test_hard_mode_trains(tiny_cfg):
     assert int(state['forward_count']) == 3 and int(state['bank_step']) == 2
     # a resumed model hands the saved bank back to its sampler
     torch.manual_seed(0)
-    resumed = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=3,
+    resumed = PompPretrainer(clip_model='tiny', vocabulary=CLASSES, n_ctx=4, num_sampled=3,
                              sampling='hard', hard_refresh_interval=2)
     resumed.load_state_dict(state)
     resumed._sync_bank()
@@ -459,7 +458,7 @@ def test_frequency_sampling_takes_class_counts_from_the_dataset(tmp_path, image_
     out = _pretrain(cfg, '--work-dir', str(tmp_path / 'w'))
     assert 'frequency sampling: class counts from the training dataset (24 images, 8 of 8 ' \
            'classes present)' in out
-    model = PompPretrainer(clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4, num_sampled=4,
+    model = PompPretrainer(clip_model='tiny', vocabulary=CLASSES, n_ctx=4, num_sampled=4,
                            sampling='frequency')
     with pytest.raises(RuntimeError, match="sampling='frequency' has no class_counts"):
         model.compute_loss(torch.randn(2, 32), torch.tensor([0, 1]), 1)
@@ -470,12 +469,12 @@ def test_frequency_sampling_takes_class_counts_from_the_dataset(tmp_path, image_
     assert not model.counts_pending
 
 
-def test_each_step_draws_other_negatives(tiny_cfg):
+def test_each_step_draws_other_negatives():
     """The per-step seed depends on the step: the same batch gets other negatives at the next
     step (with a step-independent seed every step would contrast the same classes)."""
     from pomp_mm.pretrain import PompPretrainer
     vocab = [f'class {i}' for i in range(200)]
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, num_sampled=20,
+    model = PompPretrainer(clip_model='tiny', vocabulary=vocab, n_ctx=4, num_sampled=20,
                            seed=0)
     feats = torch.nn.functional.normalize(torch.randn(2, 32), dim=-1)
     drawn = []
@@ -484,19 +483,19 @@ def test_each_step_draws_other_negatives(tiny_cfg):
             model.compute_loss(feats, torch.tensor([3, 7]), 1)
         drawn.append(set(model.last_class_ids[2:].tolist()))
     assert drawn[0] != drawn[1] and drawn[1] != drawn[2]
-    again = PompPretrainer(clip_model=tiny_cfg, vocabulary=vocab, n_ctx=4, num_sampled=20, seed=0)
+    again = PompPretrainer(clip_model='tiny', vocabulary=vocab, n_ctx=4, num_sampled=20, seed=0)
     with torch.no_grad():
         again.compute_loss(feats, torch.tensor([3, 7]), 1)
     assert set(again.last_class_ids[2:].tolist()) == drawn[0]  # and a rerun draws the same
 
 
-def test_ddp_does_not_broadcast_the_hard_mode_bank(tiny_cfg, tmp_path):
+def test_ddp_does_not_broadcast_the_hard_mode_bank(tmp_path):
     """The N x D class bank stays out of DDP's per-forward buffer broadcast (each rank computes
     the same one); the other buffers are still synchronised."""
     import torch.distributed as dist
 
     from pomp_mm.pretrain import PompPretrainer
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=4,
+    model = PompPretrainer(clip_model='tiny', vocabulary=CLASSES, n_ctx=4, num_sampled=4,
                            sampling='hard')
     dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0,
                             world_size=1)
@@ -576,22 +575,22 @@ def test_resume_checkpoints_hold_the_prompt_not_clip_and_survive_sigkill(tmp_pat
     assert {'optimizer', 'param_schedulers', 'message_hub'} <= set(ckpt)
     assert os.path.getsize(straight / 'iter_6.pth') < 64 * 1024  # the tiny CLIP alone: ~2 MB
     torch.manual_seed(123)  # other random CLIP weights than the run's
-    other = PompPretrainer(clip_model=TINY_CLIP, vocabulary=CLASSES, n_ctx=4, num_sampled=4)
+    other = PompPretrainer(clip_model='tiny', vocabulary=CLASSES, n_ctx=4, num_sampled=4)
     with pytest.raises(ValueError, match='trained with other CLIP weights'):
         other.load_state_dict(state)
 
 
-def test_a_checkpoint_of_the_old_step_count_name_resumes_its_count(tiny_cfg):
+def test_a_checkpoint_of_the_old_step_count_name_resumes_its_count():
     """Checkpoints written before the rename hold ``step_count``: it loads as forward_count
     (the count seeds each forward pass's negatives, so resuming must keep it)."""
     from pomp_mm.pretrain import PompPretrainer
     torch.manual_seed(0)
-    model = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=4)
+    model = PompPretrainer(clip_model='tiny', vocabulary=CLASSES, n_ctx=4, num_sampled=4)
     state = model.state_dict()
     state['step_count'] = torch.tensor(41)
     del state['forward_count']
     torch.manual_seed(0)
-    fresh = PompPretrainer(clip_model=tiny_cfg, vocabulary=CLASSES, n_ctx=4, num_sampled=4)
+    fresh = PompPretrainer(clip_model='tiny', vocabulary=CLASSES, n_ctx=4, num_sampled=4)
     result = fresh.load_state_dict(state)
     assert int(fresh.forward_count) == 41 and not result.missing_keys
     assert not result.unexpected_keys

@@ -23,20 +23,20 @@ def test_core_imports_without_toolkits():
 
 
 @pytest.mark.parametrize('registry', ['mmengine', 'mmdet', 'mmseg'])
-def test_build_from_registry(registry, tiny_cfg):
+def test_build_from_registry(registry):
     import importlib
 
     import pomp_mm  # noqa: F401
     models = importlib.import_module(f'{registry}.registry').MODELS
     torch.manual_seed(0)
-    enc = models.build(dict(type='PompTextEncoder', clip_model=tiny_cfg,
+    enc = models.build(dict(type='PompTextEncoder', clip_model='tiny',
                             vocabulary=['cat', 'dog', 'car'], ctx_init='a photo of a',
                             cat_bg=True))
     assert type(enc).__name__ == 'PompTextEncoder'
     assert enc().shape == (4, 32)
 
 
-def test_custom_imports_from_a_config(tmp_path, tiny_cfg):
+def test_custom_imports_from_a_config(tmp_path):
     """What a user's MM config does: custom_imports, then a model dict naming our type."""
     from mmengine.config import Config
     from mmengine.registry import MODELS
@@ -44,7 +44,7 @@ def test_custom_imports_from_a_config(tmp_path, tiny_cfg):
     cfg_file = tmp_path / 'user_cfg.py'
     cfg_file.write_text(
         "custom_imports = dict(imports=['pomp_mm'], allow_failed_imports=False)\n"
-        f"text_encoder = dict(type='PompTextEncoder', clip_model={tiny_cfg!r},\n"
+        "text_encoder = dict(type='PompTextEncoder', clip_model='tiny',\n"
         "                    dataset_name='imagenet1k', templates='simple_imagenet')\n")
     cfg = Config.fromfile(str(cfg_file))
     enc = MODELS.build(cfg.text_encoder)
@@ -52,7 +52,7 @@ def test_custom_imports_from_a_config(tmp_path, tiny_cfg):
 
 
 @pytest.mark.parametrize('toolkit', ['mmseg', 'mmdet'])
-def test_shipped_config_fragments_build(toolkit, tmp_path, tiny_cfg, make_encoder):
+def test_shipped_config_fragments_build(toolkit, tmp_path, make_encoder):
     """The _base_ fragments users inherit, with the weights swapped for tiny local ones."""
     from mmengine.config import Config
     from mmengine.registry import MODELS
@@ -64,7 +64,7 @@ def test_shipped_config_fragments_build(toolkit, tmp_path, tiny_cfg, make_encode
     cfg = Config.fromfile(os.path.join(ROOT, 'configs', toolkit, '_base_',
                                        'pomp_text_encoder.py'))
     assert cfg.custom_imports.imports[0] == 'pomp_mm'
-    enc_cfg = dict(cfg.pomp_text_encoder, clip_model=tiny_cfg, pretrained=None, prompt=prompt,
+    enc_cfg = dict(cfg.pomp_text_encoder, clip_model='tiny', pretrained=None, prompt=prompt,
                    cache_dir=str(tmp_path / 'cache'))
     if toolkit == 'mmseg':
         enc = MODELS.build(enc_cfg)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from helpers import assert_same_embeddings_and_grads
 from pomp_mm import PompTextEncoder
+from pomp_mm.clip import clip_config
 from pomp_mm.vocabulary import parse_vocabulary
 
 NAMES = ['cat', 'golden retriever', 'bow (weapon)', 'traffic light', 'hot-air balloon']
@@ -297,17 +298,17 @@ def test_too_long_name_names_class_and_token_count(make_encoder):
         base.encode_text([' '.join(['giraffe'] * 74)])
 
 
-def test_vocabulary_and_dataset_name_exclusive(tiny_cfg):
+def test_vocabulary_and_dataset_name_exclusive():
     with pytest.raises(ValueError, match='exactly one of vocabulary and dataset_name'):
-        PompTextEncoder(clip_model=tiny_cfg, vocabulary=['cat'], dataset_name='voc')
+        PompTextEncoder(clip_model='tiny', vocabulary=['cat'], dataset_name='voc')
     with pytest.raises(ValueError, match='exactly one of vocabulary and dataset_name'):
-        PompTextEncoder(clip_model=tiny_cfg)
+        PompTextEncoder(clip_model='tiny')
 
 
-def test_unknown_dataset_name_lists_known(tiny_cfg):
+def test_unknown_dataset_name_lists_known():
     with pytest.raises(KeyError,
                        match=r"unknown built-in vocabulary 'pascal'; known: .*imagenet21k"):
-        PompTextEncoder(clip_model=tiny_cfg, dataset_name='pascal')
+        PompTextEncoder(clip_model='tiny', dataset_name='pascal')
 
 
 def test_prompt_with_n_ctx_is_rejected(make_encoder, tmp_path):
@@ -315,12 +316,12 @@ def test_prompt_with_n_ctx_is_rejected(make_encoder, tmp_path):
         make_encoder(prompt=str(tmp_path / 'p.pth'), n_ctx=4)
 
 
-def test_unknown_model_and_missing_weights(tiny_cfg, tmp_path):
+def test_unknown_model_and_missing_weights(tmp_path):
     with pytest.raises(ValueError, match="unknown open_clip model 'ViT-Q-99'"):
         PompTextEncoder(clip_model='ViT-Q-99', vocabulary=['cat'])
     missing = str(tmp_path / 'nope.pt')
     with pytest.raises(FileNotFoundError, match='nope.pt'):
-        PompTextEncoder(clip_model=tiny_cfg, pretrained=missing, vocabulary=['cat'])
+        PompTextEncoder(clip_model='tiny', pretrained=missing, vocabulary=['cat'])
 
 
 @pytest.mark.parametrize('n_ctx,chunk_size', [(1, 3), (4, 3), (16, 3), (4, 1024)])
@@ -418,7 +419,7 @@ def test_unknown_blocks_fall_back_to_whole_prompts(make_encoder):
     ('ViT-B-16', 'laion2b_s34b_b88k', False),
     ('ViT-B-16-quickgelu', 'metaclip_400m', True),
 ])
-def test_named_weights_get_the_activation_they_were_trained_with(monkeypatch, tiny_cfg, name,
+def test_named_weights_get_the_activation_they_were_trained_with(monkeypatch, name,
                                                                  tag, quick):
     import open_clip
 
@@ -427,21 +428,21 @@ def test_named_weights_get_the_activation_they_were_trained_with(monkeypatch, ti
 
     def fake_create_model(model_name, pretrained=None, force_quick_gelu=False, **kwargs):
         seen.update(name=model_name, pretrained=pretrained, quick=force_quick_gelu)
-        return open_clip.CLIP(**dict(tiny_cfg, quick_gelu=force_quick_gelu))
+        return open_clip.CLIP(**dict(clip_config('tiny'), quick_gelu=force_quick_gelu))
 
     monkeypatch.setattr(open_clip, 'create_model', fake_create_model)
     build_clip(name, tag)
     assert seen == dict(name=name, pretrained=tag, quick=quick)
 
 
-def test_mmseg_format_weights_run_with_quick_gelu(tiny_cfg, tmp_path, caplog):
+def test_mmseg_format_weights_run_with_quick_gelu(tmp_path, caplog):
     """mmseg's CLIPTextEncoder is OpenAI CLIP (QuickGELU): its weights get that activation even
     when the model config forgets it, and caches cannot confuse the two activations."""
     from open_clip.transformer import QuickGELU
 
     from pomp_mm.clip import build_clip, mmseg_text_state_dict
     torch.manual_seed(0)
-    source = build_clip(dict(tiny_cfg, quick_gelu=True))
+    source = build_clip(dict(clip_config('tiny'), quick_gelu=True))
     # write it in mmseg's layout (the inverse of mmseg_text_state_dict's key map)
     from pomp_mm.clip import _MMSEG_LAYER_KEYS
     back = {v: k for k, v in _MMSEG_LAYER_KEYS.items()}
@@ -457,18 +458,22 @@ def test_mmseg_format_weights_run_with_quick_gelu(tiny_cfg, tmp_path, caplog):
     path = str(tmp_path / 'san_clip.pth')
     torch.save(state, path)
     with caplog.at_level(logging.WARNING, logger='pomp_mm.clip'):
-        enc = PompTextEncoder(clip_model=tiny_cfg, pretrained=path, vocabulary=NAMES,
+        enc = PompTextEncoder(clip_model=clip_config('tiny'), pretrained=path, vocabulary=NAMES,
                               templates='single', cat_bg=False)
-    assert 'quick_gelu=True' in caplog.text
+    assert 'quick_gelu=True' in caplog.text  # a config dict that says GELU is overruled, loudly
     assert any(isinstance(m, QuickGELU) for m in enc.tower.transformer.modules())
-    ref = PompTextEncoder(clip_model=dict(tiny_cfg, quick_gelu=True), clip_module=source,
+    named = PompTextEncoder(clip_model='tiny', pretrained=path, vocabulary=NAMES,
+                            templates='single', cat_bg=False)
+    assert any(isinstance(m, QuickGELU) for m in named.tower.transformer.modules())
+    ref = PompTextEncoder(clip_model=dict(clip_config('tiny'), quick_gelu=True), clip_module=source,
                           vocabulary=NAMES, templates='single', cat_bg=False)
     with torch.no_grad():
-        torch.testing.assert_close(enc.encode_text(NAMES), ref.encode_text(NAMES), atol=1e-6,
-                                   rtol=0)
-    gelu = build_clip(tiny_cfg)
+        for built in (enc, named):
+            torch.testing.assert_close(built.encode_text(NAMES), ref.encode_text(NAMES),
+                                       atol=1e-6, rtol=0)
+    gelu = build_clip('tiny')
     gelu.load_state_dict(source.state_dict())
-    assert PompTextEncoder(clip_model=tiny_cfg, clip_module=gelu, vocabulary=NAMES,
+    assert PompTextEncoder(clip_model='tiny', clip_module=gelu, vocabulary=NAMES,
                            cat_bg=False).tower.fingerprint() != enc.tower.fingerprint()
 
 

@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     folders = _parse_folders(args.folder)
 
     spec = resolve_clip_spec(args.clip_model)
-    if isinstance(spec, str) and not args.pretrained:
+    if isinstance(spec, str) and spec != 'tiny' and not args.pretrained:
         # a named model without weights is randomly initialised: near-chance accuracies that
         # look like a result
         raise SystemExit(f'--clip-model {args.clip_model!r} needs --pretrained (an open_clip tag '

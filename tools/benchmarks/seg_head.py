@@ -35,12 +35,11 @@ def build(text_encoder: dict, device: str):
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    from pomp_mm.testing import TINY_CLIP
     init_default_scope('mmseg')
     cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'mmseg', 'pomp_voc.py'))
     cfg.merge_from_dict(dict(model=TINY_SAN))
     if text_encoder['type'] == 'PompTextEncoder':
-        text_encoder = dict(text_encoder, clip_model=TINY_CLIP)
+        text_encoder = dict(text_encoder, clip_model='tiny')
     model_cfg = cfg.model
     model_cfg.text_encoder = ConfigDict(text_encoder)  # SAN reads its configs by attribute
     torch.manual_seed(0)
