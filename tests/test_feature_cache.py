@@ -205,3 +205,24 @@ def test_visual_fingerprint_tells_the_activation_apart():
     quick = build_clip(dict(clip_config('tiny'), quick_gelu=True))
     quick.load_state_dict(gelu.state_dict())
     assert visual_fingerprint(gelu.visual) != visual_fingerprint(quick.visual)
+
+
+def test_image_features_run_convolutional_towers_channels_last_with_the_same_values():
+    """A CNN tower runs channels-last (its weights converted once, the fingerprint unchanged);
+    the features match the plain forward; a ViT's single patch convolution is left alone."""
+    from pomp_mm.clip import build_clip, image_features, weights_fingerprint
+    from pomp_mm.synthetic.world_cnn import WorldCNN
+    torch.manual_seed(0)
+    cnn = WorldCNN().eval()
+    images = torch.randn(2, 3, 3, 32, 32)
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(cnn(images.reshape(-1, 3, 32, 32)), dim=-1)
+        before = weights_fingerprint(cnn)
+        got = image_features(cnn, images)
+    assert got.shape == (6, 256)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    assert cnn.features[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert weights_fingerprint(cnn) == before
+    vit = build_clip('tiny').visual
+    image_features(vit, torch.randn(2, 3, 32, 32))
+    assert vit.conv1.weight.is_contiguous()

@@ -177,3 +177,41 @@ def test_writer_bad_requests(tmp_path):
         from pomp_mm.synthetic.datasets import write_eval_sets
         write_eval_sets(str(tmp_path), ['cars'])
     assert not os.listdir(tmp_path) or os.listdir(tmp_path) == ['images']
+
+
+def test_rendering_processes_write_the_same_files_as_one(tmp_path, monkeypatch):
+    """Forked rendering gives byte-identical images (pre-training and a custom evaluation set
+    whose draw is a lambda), resumes over what is there, and refuses a bad worker count."""
+    from pomp_mm.synthetic import datasets
+    monkeypatch.setattr(datasets, '_PARALLEL_MIN', 8)
+    classes = [class_at(i) for i in range(0, 24000, 1500)]
+    one = write_pretrain_set(str(tmp_path / 'one'), classes, shots=2, seed=1, progress=False,
+                             workers=1)
+    os.makedirs(tmp_path / 'two' / 'images')
+    first = sorted(os.listdir(tmp_path / 'one' / 'images'))[0]
+    with open(tmp_path / 'two' / 'images' / first, 'wb') as f:
+        f.write(b'kept')  # already there: not rendered again
+    two = write_pretrain_set(str(tmp_path / 'two'), classes, shots=2, seed=1, progress=False,
+                             workers=2)
+    names = sorted(os.listdir(tmp_path / 'one' / 'images'))
+    assert names == sorted(os.listdir(tmp_path / 'two' / 'images')) and len(names) == 32
+    for name in names[1:]:
+        with open(tmp_path / 'one' / 'images' / name, 'rb') as a, \
+                open(tmp_path / 'two' / 'images' / name, 'rb') as b:
+            assert a.read() == b.read(), name
+    with open(one) as a, open(two) as b:
+        assert a.read() == b.read()
+    with open(tmp_path / 'two' / 'images' / first, 'rb') as f:
+        assert f.read() == b'kept'
+    custom = protocol.custom_eval_set('few', [parse_class('plain red star on sand'),
+                                              parse_class('hollow blue kite on snow')],
+                                      per_class=5)
+    for workers in (1, 2):
+        write_eval_set(custom, str(tmp_path / f'eval{workers}'), progress=False, workers=workers)
+    for sub in ('plain_red_star_on_sand', 'hollow_blue_kite_on_snow'):
+        for j in range(5):
+            with open(tmp_path / 'eval1' / sub / f'{j:04d}.png', 'rb') as a, \
+                    open(tmp_path / 'eval2' / sub / f'{j:04d}.png', 'rb') as b:
+                assert a.read() == b.read()
+    with pytest.raises(ValueError, match='workers must be a positive integer, got 0'):
+        write_pretrain_set(str(tmp_path / 'x'), classes, shots=1, seed=1, workers=0)

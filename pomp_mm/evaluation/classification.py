@@ -6,10 +6,10 @@ import logging
 from typing import List, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..clip import image_features
 from .datasets import ClassificationDataset
 
 __all__ = ['accuracy', 'embed_images', 'evaluate', 'predict']
@@ -71,8 +71,7 @@ def embed_images(visual: nn.Module, dataset: ClassificationDataset, batch_size: 
         skipped += bad
         if images is None:
             continue
-        out = visual(images.to(device, dtype, non_blocking=True))
-        feats.append(F.normalize(out.float(), dim=-1).cpu())
+        feats.append(image_features(visual, images.to(device, dtype, non_blocking=True)).cpu())
         labels.append(targets)
     if skipped:
         logger.warning('%s: %d of %d images were unreadable and are left out', dataset.name,

@@ -28,11 +28,10 @@ import random
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import DataLoader, Dataset
 
-from ..clip import weights_fingerprint
+from ..clip import image_features, weights_fingerprint
 from ..fileio import atomic_torch_save, atomic_write
 from .data import collate_views
 
@@ -108,10 +107,8 @@ def _image_encoder(model_or_visual: torch.nn.Module
 
     @torch.no_grad()
     def encode(images: torch.Tensor) -> torch.Tensor:
-        # same computation as PompPretrainer.encode_images, so both give identical caches
-        flat = images.reshape(-1, *images.shape[-3:])
-        dtype = next(visual.parameters()).dtype
-        return F.normalize(visual(flat.to(dtype)).float(), dim=-1)
+        # PompPretrainer.encode_images' computation, so both give identical caches
+        return image_features(visual, images)
 
     return encode, visual, getattr(visual, 'model_id', None)
 

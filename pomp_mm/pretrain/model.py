@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
-from ..clip import ClipSpec, build_clip, sampled_fingerprint, weights_fingerprint
+from ..clip import (ClipSpec, build_clip, image_features, sampled_fingerprint,
+                    weights_fingerprint)
 from ..text_encoder import PompTextEncoder
 from ..vocabulary import VocabularyLike, first_difference, parse_vocabulary
 from .loss import local_contrast_logits, per_image_logits, pomp_loss
@@ -260,9 +261,7 @@ class PompPretrainer(BaseModel):
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised image features of ``[..., 3, H, W]`` images, flattened to [M, D]."""
-        flat = images.reshape(-1, *images.shape[-3:])
-        dtype = next(self.visual.parameters()).dtype
-        return F.normalize(self.visual(flat.to(dtype)).float(), dim=-1)
+        return image_features(self.visual, images)
 
     @property
     def _step(self) -> int:

@@ -16,15 +16,16 @@ import hashlib
 import io
 import json
 import logging
+import multiprocessing
 import os
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from .protocol import EVAL_IMAGE_SEED, PROTOCOL, EvalSet, check_per_class, eval_sets
 from .render import check_domain, check_seed, check_size, object_rng, render_object
 from .world import NUM_CLASSES, WorldClass
 
 __all__ = ['MAX_SHOTS', 'write_pretrain_set', 'eval_image', 'render_eval_set',
-           'write_eval_set', 'write_eval_sets', 'pretrain_image_index']
+           'render_workers', 'write_eval_set', 'write_eval_sets', 'pretrain_image_index']
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,51 @@ def _tqdm(total: int, desc: str, progress: bool):
     return tqdm(total=total, desc=desc, unit='img', disable=not progress)
 
 
+def render_workers(workers: Optional[int] = None) -> int:
+    """Rendering processes: ``workers``, or one per CPU this process may use (at most 8)."""
+    if workers is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+        return max(1, min(8, cpus or 1))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f'workers must be a positive integer, got {workers!r}')
+    return workers
+
+
+# (render, jobs) of the running _render_files: set before it forks, so the processes inherit
+# them and receive only job numbers (an evaluation set's draw may be a lambda: not picklable)
+_RENDER: Optional[Tuple[Callable, list]] = None
+_PARALLEL_MIN = 256  # fewer images render faster than processes start
+
+
+def _render_file(i: int) -> None:
+    render, jobs = _RENDER
+    path, args = jobs[i]
+    render(*args).save(path + '.tmp', format='PNG')
+    os.replace(path + '.tmp', path)  # a killed run leaves no half-written image
+
+
+def _render_files(jobs: list, render: Callable, bar, workers: Optional[int]) -> None:
+    """Render ``(path, args)`` jobs with ``render(*args)`` (a PIL image), skipping files already
+    there, over ``workers`` forked processes (the images do not depend on which one)."""
+    global _RENDER
+    todo = [job for job in jobs if not os.path.isfile(job[0])]
+    bar.update(len(jobs) - len(todo))
+    workers = render_workers(workers)
+    _RENDER = (render, todo)
+    try:
+        if workers == 1 or len(todo) < _PARALLEL_MIN or \
+                'fork' not in multiprocessing.get_all_start_methods():
+            for i in range(len(todo)):
+                _render_file(i)
+                bar.update()
+            return
+        with multiprocessing.get_context('fork').Pool(workers) as pool:
+            for _ in pool.imap_unordered(_render_file, range(len(todo)), chunksize=32):
+                bar.update()
+    finally:
+        _RENDER = None
+
+
 def _stamp_render(out_dir: str, settings: dict) -> None:
     """Record how ``out_dir``'s images are rendered; refuse to add images made otherwise (the
     images already there are reused, so mixing settings would go unnoticed)."""
@@ -59,12 +105,13 @@ def _stamp_render(out_dir: str, settings: dict) -> None:
 
 
 def write_pretrain_set(out_dir: str, classes: Sequence[WorldClass], shots: int, seed: int,
-                       size: int = 64, progress: bool = True, domain: str = 'photo') -> str:
+                       size: int = 64, progress: bool = True, domain: str = 'photo',
+                       workers: Optional[int] = None) -> str:
     """Render ``shots`` images of every class of ``classes`` in ``domain`` and write their
     ImageList CSV.
 
     Images already on disk (an interrupted run) are kept; the CSV is written last, so a CSV
-    present means a complete set.
+    present means a complete set. ``workers``: rendering processes (:func:`render_workers`).
 
     Returns:
         The CSV path (``out_dir/train.csv``).
@@ -82,18 +129,15 @@ def write_pretrain_set(out_dir: str, classes: Sequence[WorldClass], shots: int, 
     os.makedirs(image_dir, exist_ok=True)
     _stamp_render(out_dir, {'seed': seed, 'size': size, 'domain': domain})
     rows: List[Tuple[str, str]] = []
-    with _tqdm(len(classes) * shots, 'rendering pre-training images', progress) as bar:
-        for cls in classes:
-            for shot in range(shots):
-                index = pretrain_image_index(cls, shot)
-                rel = f'images/{index:08d}.png'
-                path = os.path.join(out_dir, rel)
-                if not os.path.isfile(path):
-                    image = render_object(cls, seed, index, size, domain)
-                    image.save(path + '.tmp', format='PNG')
-                    os.replace(path + '.tmp', path)
-                rows.append((rel, cls.id))
-                bar.update()
+    jobs = []
+    for cls in classes:
+        for shot in range(shots):
+            index = pretrain_image_index(cls, shot)
+            rel = f'images/{index:08d}.png'
+            jobs.append((os.path.join(out_dir, rel), (cls, seed, index, size, domain)))
+            rows.append((rel, cls.id))
+    with _tqdm(len(jobs), 'rendering pre-training images', progress) as bar:
+        _render_files(jobs, render_object, bar, workers)
     csv_path = os.path.join(out_dir, 'train.csv')
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -135,10 +179,12 @@ def render_eval_set(eval_set: EvalSet, per_class: Optional[int] = None, size: in
 
 
 def write_eval_set(eval_set: EvalSet, folder: str, per_class: Optional[int] = None,
-                   size: int = 64, progress: bool = True, seed: int = EVAL_IMAGE_SEED) -> str:
+                   size: int = 64, progress: bool = True, seed: int = EVAL_IMAGE_SEED,
+                   workers: Optional[int] = None) -> str:
     """``folder/<class name with _>/<j>.png`` for every image of ``eval_set`` rendered from
     image seed ``seed``; a ``classes.json`` with the names in label order is written last
-    (complete marker). A folder rendered with other settings is refused, not mixed."""
+    (complete marker). A folder rendered with other settings is refused, not mixed.
+    ``workers``: rendering processes (:func:`render_workers`)."""
     per_class, seed, size = _per_class(eval_set, per_class), check_seed(seed), check_size(size)
     if os.path.isdir(folder) and os.listdir(folder) and \
             not os.path.isfile(os.path.join(folder, 'render.json')):
@@ -149,17 +195,14 @@ def write_eval_set(eval_set: EvalSet, folder: str, per_class: Optional[int] = No
                            'domain': eval_set.domain, 'offset': eval_set.offset,
                            'classes': hashlib.sha256('\n'.join(eval_set.classnames).encode())
                            .hexdigest()[:16]})
-    with _tqdm(len(eval_set.classnames) * per_class, f'rendering {eval_set.name}',
-               progress) as bar:
-        for k, name in enumerate(eval_set.classnames):
-            sub = os.path.join(folder, name.replace(' ', '_'))
-            os.makedirs(sub, exist_ok=True)
-            for j in range(per_class):
-                path = os.path.join(sub, f'{j:04d}.png')
-                if not os.path.isfile(path):
-                    eval_image(eval_set, k, j, size, seed).save(path + '.tmp', format='PNG')
-                    os.replace(path + '.tmp', path)
-                bar.update()
+    jobs = []
+    for k, name in enumerate(eval_set.classnames):
+        sub = os.path.join(folder, name.replace(' ', '_'))
+        os.makedirs(sub, exist_ok=True)
+        jobs += [(os.path.join(sub, f'{j:04d}.png'), (eval_set, k, j, size, seed))
+                 for j in range(per_class)]
+    with _tqdm(len(jobs), f'rendering {eval_set.name}', progress) as bar:
+        _render_files(jobs, eval_image, bar, workers)
     with open(os.path.join(folder, 'classes.json'), 'w', encoding='utf-8') as f:
         json.dump({'name': eval_set.name, 'classes': list(eval_set.classnames),
                    'per_class': per_class, 'domain': eval_set.domain,
@@ -169,7 +212,8 @@ def write_eval_set(eval_set: EvalSet, folder: str, per_class: Optional[int] = No
 
 def write_eval_sets(root: str, names: Optional[Iterable[str]] = None,
                     per_class: Optional[int] = None, progress: bool = True,
-                    seed: int = EVAL_IMAGE_SEED, version: str = PROTOCOL) -> List[str]:
+                    seed: int = EVAL_IMAGE_SEED, version: str = PROTOCOL,
+                    workers: Optional[int] = None) -> List[str]:
     """Write the named sets of protocol ``version`` (default: all) under ``root/<set name>/``,
     rendered from image seed ``seed``."""
     sets = eval_sets(version)
@@ -178,5 +222,5 @@ def write_eval_sets(root: str, names: Optional[Iterable[str]] = None,
     if unknown:
         raise ValueError(f'unknown evaluation set {unknown[0]!r}; known: {", ".join(sets)}')
     return [write_eval_set(sets[n], os.path.join(root, n), per_class, progress=progress,
-                           seed=seed)
+                           seed=seed, workers=workers)
             for n in names]
