@@ -248,7 +248,8 @@ def image_features(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     in the tower's dtype and on its device.
 
     A convolutional tower (ResNet, CNN) runs channels-last, which oneDNN and cuDNN convolve
-    faster (1.3x here on the world CLIP's CNN); a ViT's lone patch convolution is left alone.
+    faster (1.3x here on the world CLIP's CNN): its weights are converted in place on the first
+    call (their layout, not their values). A ViT's lone patch convolution is left alone.
     """
     flat = images.reshape(-1, *images.shape[-3:])
     weight = next(visual.parameters())
