@@ -85,6 +85,13 @@ def test_no_import_cycle_in_the_package():
     assert not cycles, cycles
 
 
+def _fresh_python(code: str) -> None:
+    """Run ``code`` in a new interpreter (nothing imported or registered yet); it must pass."""
+    res = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 def test_the_world_arrives_through_the_plugin_entry_point():
     """Importing the core loads no world module; the first world name asked for loads it."""
     code = ('import sys, pomp_mm; from pomp_mm.clip import build_clip, ensure_model_config; '
@@ -92,9 +99,7 @@ def test_the_world_arrives_through_the_plugin_entry_point():
             'v = pomp_mm.parse_vocabulary("synthetic_1k"); assert len(v) == 1000, len(v); '
             'assert "pomp_mm.synthetic" in sys.modules; '
             'import open_clip; assert "pomp-world-CNN-T" in open_clip.list_models()')
-    res = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
+    _fresh_python(code)
 
 
 def test_the_tiny_clip_is_one_open_clip_name_shipped_with_the_package():
@@ -108,9 +113,7 @@ def test_the_tiny_clip_is_one_open_clip_name_shipped_with_the_package():
             'torch.manual_seed(0); b = build_clip(clip_config("tiny")).state_dict(); '
             'assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a); '
             'tok = open_clip.get_tokenizer("tiny"); assert tok("a cat").shape == (1, 77)')
-    res = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
+    _fresh_python(code)
     from pomp_mm.clip import clip_config
     with pytest.raises(ValueError, match="unknown open_clip model 'no-such-clip'"):
         clip_config('no-such-clip')

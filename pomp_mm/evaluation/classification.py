@@ -60,7 +60,6 @@ def embed_images(visual: nn.Module, dataset: ClassificationDataset, batch_size: 
         # SigLIP's mean/std 0.5 and squash resize); towers without one get OpenAI CLIP's
         dataset = dataset.with_transform(build_transform(
             False, _image_size(visual), preprocess=getattr(visual, 'preprocess_cfg', None)))
-    dtype = next(visual.parameters()).dtype
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_collate, pin_memory=torch.device(device).type == 'cuda')
     if progress:
@@ -71,7 +70,8 @@ def embed_images(visual: nn.Module, dataset: ClassificationDataset, batch_size: 
         skipped += bad
         if images is None:
             continue
-        feats.append(image_features(visual, images.to(device, dtype, non_blocking=True)).cpu())
+        # image_features casts to the tower's dtype
+        feats.append(image_features(visual, images.to(device, non_blocking=True)).cpu())
         labels.append(targets)
     if skipped:
         logger.warning('%s: %d of %d images were unreadable and are left out', dataset.name,
