@@ -317,7 +317,8 @@ def test_benchmark_official_column_quick():
             if line.startswith('| 128 |')]
     assert len(rows) == 1 and rows[0][1] == '4'
     ours, theirs, ratio = (float(v) for v in rows[0][2:5])
-    assert ratio == pytest.approx(ours / theirs, abs=2e-3)
+    half = 5e-4  # every cell is printed to 3 decimals: bound the ratio the cells allow
+    assert (ours - half) / (theirs + half) - half <= ratio <= (ours + half) / (theirs - half) + half
     assert 'N=600' in res.stdout and 'Target (K=128, n_ctx 4, N=600)' in res.stdout
     assert 'official' in res.stderr and 'pomp_mm' in res.stderr  # both steps ran
 
