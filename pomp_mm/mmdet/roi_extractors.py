@@ -14,7 +14,7 @@ import torch
 from mmdet.models.roi_heads.roi_extractors import BaseRoIExtractor
 from mmdet.registry import MODELS
 
-__all__ = ['ClipRoIExtractor']
+__all__ = ['ClipRoIExtractor', 'ClipPoolRoIExtractor']
 
 
 @MODELS.register_module()
@@ -96,3 +96,63 @@ class ClipRoIExtractor(BaseRoIExtractor):
                 part = rois[i:i + self.chunk_size]
                 out[i:i + len(part)] = self._embed(self.roi_layers[0](patches, part)).float()
         return out[:, :, None, None]
+
+
+@MODELS.register_module()
+class ClipPoolRoIExtractor(BaseRoIExtractor):
+    """RoIs -> [N, embed_dim, 1, 1] embeddings of a frozen convolutional open_clip tower.
+
+    RoIAlign on the last feature map of :class:`~pomp_mm.conv_clip.OpenClipConvNet`, then the
+    tower's own pooling head (average pooling and projection, or attention pooling) on each
+    box: the F-VLM region embedding. On the world CNN it classifies ground-truth scene boxes
+    zero-shot at 78 % (20-way; ``tools/synthetic/ov.py probe``).
+
+    Args:
+        clip_model: An open_clip model name or config dict (as :class:`PompTextEncoder`).
+        pretrained: An open_clip tag or a local CLIP weights file.
+        roi_layer: An ``mmcv.ops`` RoI layer config; ``output_size`` defaults to 4, or to the
+            attention pool's grid, which it must then be.
+        init_cfg: mmengine initialisation config (the weights come from ``pretrained``).
+    """
+
+    def __init__(self, clip_model: Union[str, Dict[str, Any]], pretrained: Optional[str] = None,
+                 roi_layer: Optional[Dict[str, Any]] = None, init_cfg=None):
+        from ..conv_clip import OpenClipConvNet, pool_grid
+        tower = OpenClipConvNet(clip_model, pretrained)
+        grid = pool_grid(tower.visual)
+        layer = dict(type='RoIAlign', output_size=grid or (4, 4), sampling_ratio=0,
+                     aligned=True)
+        layer.update(roi_layer or {})
+        size = layer['output_size']
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if grid is not None and size != grid:
+            raise ValueError(f'roi_layer output_size {size} must be the attention pool\'s grid '
+                             f'{grid}: its position embedding is for that grid')
+        super().__init__(roi_layer=layer, out_channels=tower.embed_dim,
+                         featmap_strides=[tower.stride], init_cfg=init_cfg)
+        self.visual = tower.visual  # frozen by OpenClipConvNet
+        self.channels = tower.channels
+
+    def init_weights(self) -> None:
+        """Nothing to draw: the weights were loaded from ``pretrained``."""
+        self._is_init = True
+
+    def train(self, mode: bool = True) -> 'ClipPoolRoIExtractor':
+        super().train(mode)
+        self.visual.eval()  # frozen
+        return self
+
+    def forward(self, feats: Sequence[torch.Tensor], rois: torch.Tensor,
+                roi_scale_factor: Optional[float] = None) -> torch.Tensor:
+        """Embed ``rois`` ([N, 5]: batch index, x1, y1, x2, y2 in input pixels)."""
+        from ..conv_clip import pool_regions
+        if roi_scale_factor is not None:
+            rois = self.roi_rescale(rois, roi_scale_factor)
+        if feats[0].shape[1] != self.channels:
+            raise ValueError(f'ClipPoolRoIExtractor expects the tower\'s last feature map '
+                             f'({self.channels} channels; OpenClipConvNet), got '
+                             f'{feats[0].shape[1]} channels')
+        with torch.no_grad():
+            maps = self.roi_layers[0](feats[0].contiguous(), rois)
+            out = pool_regions(self.visual, maps.to(next(self.visual.parameters()).dtype))
+        return out.float()[:, :, None, None]
