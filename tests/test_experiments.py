@@ -100,7 +100,8 @@ def test_a_failing_tool_raises_with_its_log_tail(tmp_path):
 def test_ov_tool_main_reaches_its_run_and_refuses_another_clip_in_one_line(tmp_path):
     """``ov.py run`` calls the tool's own run() (not the cli's of the same name): a work
     folder of another world CLIP stops it in one line with exit code 2."""
-    (tmp_path / 'clip.sha256').write_text('0' * 64 + '\n')
+    (tmp_path / 'cnn').mkdir()
+    (tmp_path / 'cnn' / 'clip.sha256').write_text('0' * 64 + '\n')
     res = subprocess.run([sys.executable, tool_path('synthetic/ov.py'), 'run', '--work-dir',
                           str(tmp_path), '--quick'], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stderr[-2000:]

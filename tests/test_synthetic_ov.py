@@ -384,15 +384,21 @@ def test_det_demo_finds_an_unseen_class_in_a_rendered_scene(hand_det_run, tmp_pa
     assert got_names[int(found.labels[best])] == target, (target, found)
 
 
-def test_report_refuses_a_folder_of_another_clip(tmp_path):
+@pytest.mark.parametrize('clip,card', [('cnn', wc.CARD_PATH), ('vit', wc.VIT_CARD_PATH)])
+def test_report_refuses_a_folder_of_another_clip(tmp_path, clip, card):
     """SAN weights, prompt and finished runs belong to one world CLIP: a work dir stamped
-    with another CLIP's sha256 is refused before anything is reused."""
+    with another CLIP's sha256 is refused before anything is reused. Each CLIP has its own
+    folder (the ViT's is the work dir itself, as before the CNN)."""
     from helpers import load_tool
     tool = load_tool('synthetic/ov')
-    (tmp_path / 'clip.sha256').write_text('0' * 64 + '\n')
+    root = tool._paths(str(tmp_path), clip)['root']
+    assert root == str(tmp_path / 'cnn') if clip == 'cnn' else root.rstrip(os.sep) == str(tmp_path)
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, 'clip.sha256'), 'w') as f:
+        f.write('0' * 64 + '\n')
     with pytest.raises(ValueError, match=f"another world CLIP \\(sha256 {'0' * 64}, now "
-                       f"{wc.read_card(wc.VIT_CARD_PATH)['sha256']}\\)"):
-        tool.prepare(str(tmp_path), quick=True, quiet=True)
+                       f"{wc.read_card(card)['sha256']}\\)"):
+        tool.prepare(str(tmp_path), quick=True, quiet=True, clip=clip)
 
 
 @pytest.mark.slow
@@ -403,9 +409,11 @@ def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys,
 
     from helpers import load_tool
     tool = load_tool('synthetic/ov')
-    (tmp_path / 'pomp').mkdir()
-    (tmp_path / 'pomp' / 'prompt_latest.pth').write_bytes(b'')  # present: not pre-trained
     paths = tool._paths(str(tmp_path))
+    root = tmp_path / 'cnn'
+    os.makedirs(os.path.dirname(paths['prompt']))
+    with open(paths['prompt'], 'wb'):  # present: not pre-trained
+        pass
     iters, epochs = tool.SCHEDULES[True]
 
     def no_training(argv, log=None):
@@ -420,10 +428,10 @@ def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys,
     seg = {'hand': [(20.0, 10.0), (22.0, 14.0)], 'pomp': [(21.0, 12.0), (21.0, 12.0)]}
     for method, rows in seg.items():
         for seed, (s, u) in enumerate(rows):
-            finished(tmp_path / 'seg' / f'{method}_seed{seed}_iter{iters}',
+            finished(root / 'seg' / f'{method}_seed{seed}_iter{iters}',
                      tool.SEG_CONFIGS[method], tool.seg_options(method, seed, paths, iters),
                      {'mIoU-seen': s, 'mIoU-unseen': u, 'hIoU': 2 * s * u / (s + u)})
-        finished(tmp_path / 'det' / f'{method}_seed0_epoch{epochs}', tool.DET_CONFIGS[method],
+        finished(root / 'det' / f'{method}_seed0_epoch{epochs}', tool.DET_CONFIGS[method],
                  tool.det_options(method, 0, paths, epochs),
                  {'coco/base_ap50': 0.5, 'coco/novel_ap50': 0.125})
     tool.run(str(tmp_path), [0, 1], quick=True, quiet=True, parts=['seg'])
@@ -432,7 +440,8 @@ def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys,
     assert out['seg_sd']['hand']['mIoU-unseen'] == pytest.approx(2.83, abs=0.01)
     assert out['det']['pomp'] == {'base_ap50': 50.0, 'novel_ap50': 12.5}
     assert out['seg_seeds'] == [0, 1] and out['det_seeds'] == [0]
-    with open(tmp_path / 'results.json') as f:
+    assert out['clip'] == wc.MODEL_NAME
+    with open(root / 'results.json') as f:
         assert json.load(f) == out
     table = capsys.readouterr().out
     assert '| hand | 21.0 ± 1.4 | 12.0 ± 2.8 | 15.2 ± 2.7 |' in table

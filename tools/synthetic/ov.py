@@ -1,18 +1,23 @@
 """Open-vocabulary segmentation and detection in the synthetic world, through the toolkits'
 own tools.
 
-    python tools/synthetic/ov.py prepare         # scenes, SAN-format world CLIP, a POMP prompt
+    python tools/synthetic/ov.py prepare         # scenes, a POMP prompt on the world CLIP
     python tools/synthetic/ov.py run             # train + test, POMP vs hand, seeds 0 1 2
     python tools/synthetic/ov.py run --quick     # one seed, a short schedule
     python tools/synthetic/ov.py run --parts seg # segmentation only
     python tools/synthetic/ov.py probe           # zero-shot region embeddings of train boxes
+    python tools/synthetic/ov.py run --clip vit  # world v2's ViT CLIP (SAN; older numbers)
 
-``prepare`` renders the scene sets (pomp_mm.synthetic.scenes) to work_dirs/synthetic_ov/scenes,
-converts the committed world CLIP to SAN's layout (pomp_mm.mmseg.convert) and pre-trains a POMP
-prompt in the world (as make demo does). ``run`` trains the POMP and hand-template configs
+``--clip cnn`` (the default) is world v3's CLIP, pomp-world-CNN-T: a dense head on its per-pixel
+CLIP embeddings (configs/mmseg/*_world-cnn_synthetic-scenes.py) and Faster R-CNN with F-VLM
+region embeddings (configs/mmdet/*_faster-rcnn_world-cnn_synthetic-scenes.py); its files go to
+work_dirs/synthetic_ov/cnn. ``--clip vit`` is the ViT of world v2 with SAN
 (configs/mmseg/*_synthetic-scenes.py, configs/mmdet/*_faster-rcnn_world-vit_synthetic-scenes.py)
-with tools/train.py on the 15 seen / base classes, tests them on all 20 with tools/test.py,
-prints the table and writes work_dirs/synthetic_ov/results.json. Finished runs are kept
+in work_dirs/synthetic_ov. ``prepare`` renders the scene sets (pomp_mm.synthetic.scenes) to
+work_dirs/synthetic_ov/scenes (shared), converts the ViT to SAN's layout (pomp_mm.mmseg.convert)
+and pre-trains a POMP prompt on the chosen CLIP (as make demo does). ``run`` trains the POMP and
+hand-template configs with tools/train.py on the 15 seen / base classes, tests them on all 20
+with tools/test.py, prints the table and writes results.json. Finished runs are kept
 (resumable); a run folder made from another config or other options is refused, not reused.
 """
 from __future__ import annotations
@@ -21,21 +26,43 @@ import argparse
 import json
 import os
 import statistics
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from pomp_mm.synthetic import experiments as exp
 from pomp_mm.synthetic.experiments import prepare_set, run_tool, train_prompt
 from pomp_mm.synthetic.report import markdown_table
 
-#: the prompt of seg and det in the world is trained on the ViT CLIP their heads use
-POMP_CONFIG = exp.POMP_VIT_CONFIG
-
 WORK = 'work_dirs/synthetic_ov'
-SEG_CONFIGS = {'hand': 'configs/mmseg/handprompt_synthetic-scenes.py',
-               'pomp': 'configs/mmseg/pomp_synthetic-scenes.py'}
+
+
+class Setup(NamedTuple):
+    """One world CLIP's seg and det configs; the prompt is pre-trained on that CLIP."""
+    model: str
+    pomp_config: str
+    seg_configs: Dict[str, str]
+    det_configs: Dict[str, str]
+    subdir: str  # of the work dir, for its prompt, runs and results
+    seg_label: str
+
+
+SETUPS = {
+    'cnn': Setup('pomp-world-CNN-T', exp.POMP_CONFIG,
+                 {'hand': 'configs/mmseg/handprompt_world-cnn_synthetic-scenes.py',
+                  'pomp': 'configs/mmseg/pomp_world-cnn_synthetic-scenes.py'},
+                 {'hand': 'configs/mmdet/handprompt_faster-rcnn_world-cnn_synthetic-scenes.py',
+                  'pomp': 'configs/mmdet/pomp_faster-rcnn_world-cnn_synthetic-scenes.py'},
+                 'cnn', 'a dense head on the world CNN CLIP\'s pixel embeddings'),
+    'vit': Setup('pomp-world-ViT-T-8', exp.POMP_VIT_CONFIG,
+                 {'hand': 'configs/mmseg/handprompt_synthetic-scenes.py',
+                  'pomp': 'configs/mmseg/pomp_synthetic-scenes.py'},
+                 {'hand': 'configs/mmdet/handprompt_faster-rcnn_world-vit_synthetic-scenes.py',
+                  'pomp': 'configs/mmdet/pomp_faster-rcnn_world-vit_synthetic-scenes.py'},
+                 '', 'SAN on the world ViT CLIP'),
+}
+DEFAULT_CLIP = 'cnn'  # world v3's CLIP
+SEG_CONFIGS = SETUPS[DEFAULT_CLIP].seg_configs
+DET_CONFIGS = SETUPS[DEFAULT_CLIP].det_configs
 SEG_KEYS = ('mIoU-seen', 'mIoU-unseen', 'hIoU')
-DET_CONFIGS = {'hand': 'configs/mmdet/handprompt_faster-rcnn_world-vit_synthetic-scenes.py',
-               'pomp': 'configs/mmdet/pomp_faster-rcnn_world-vit_synthetic-scenes.py'}
 #: tools/test.py's metric names -> results.json's
 DET_KEYS = {'coco/base_ap50': 'base_ap50', 'coco/novel_ap50': 'novel_ap50'}
 #: Scene sets of the protocol (seeds differ from every classification set's)
@@ -50,14 +77,17 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _paths(work: str) -> Dict[str, str]:
-    return {'scenes': os.path.join(work, 'scenes'),
-            'san': os.path.join(work, 'pomp-world-ViT-T-8_san.pth'),
-            'prompt': os.path.join(work, 'pomp', 'prompt_latest.pth')}
+def _paths(work: str, clip: str = DEFAULT_CLIP) -> Dict[str, str]:
+    root = os.path.join(work, SETUPS[clip].subdir)
+    paths = {'scenes': os.path.join(work, 'scenes'), 'root': root,
+             'prompt': os.path.join(root, 'pomp', 'prompt_latest.pth')}
+    if clip == 'vit':
+        paths['san'] = os.path.join(work, 'pomp-world-ViT-T-8_san.pth')
+    return paths
 
 
-def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
-    """Scenes, SAN weights and the world POMP prompt (each kept if already there)."""
+def prepare(work: str, quick: bool, quiet: bool, clip: str = DEFAULT_CLIP) -> Dict[str, str]:
+    """Scenes, SAN weights (ViT) and the world POMP prompt (each kept if already there)."""
     import torch
 
     from pomp_mm.fileio import atomic_torch_save
@@ -65,15 +95,16 @@ def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
     from pomp_mm.synthetic import protocol
     from pomp_mm.synthetic import world_clip as wc
     from pomp_mm.synthetic.scenes import write_scene_set
-    paths = _paths(work)
+    paths, setup = _paths(work, clip), SETUPS[clip]
     # the SAN weights, the prompt and every finished run belong to one world CLIP
-    sha, stamp = wc.read_card(wc.VIT_CARD_PATH)['sha256'], os.path.join(work, 'clip.sha256')
+    card = wc.read_card(wc.asset_path(setup.model, '.card.json'))
+    sha, stamp = card['sha256'], os.path.join(paths['root'], 'clip.sha256')
     had = _read(stamp).strip() if os.path.isfile(stamp) else sha
     if had != sha:
-        raise ValueError(f'{work} was made with another world CLIP (sha256 '
+        raise ValueError(f'{paths["root"]} was made with another world CLIP (sha256 '
                          f'{had}, now {sha}): use another --work-dir, '
                          'or move that folder away to start over')
-    os.makedirs(work, exist_ok=True)
+    os.makedirs(paths['root'], exist_ok=True)
     with open(stamp, 'w', encoding='utf-8') as f:
         f.write(sha + '\n')
     for split, (count, seed) in SCENE_SPLITS.items():
@@ -81,14 +112,14 @@ def prepare(work: str, quick: bool, quiet: bool) -> Dict[str, str]:
         marker = os.path.join(paths['scenes'], 'splits', f'{split}.txt')
         if not os.path.isfile(marker) or len(_read(marker).split()) != count:
             write_scene_set(paths['scenes'], split, count, seed, progress=not quiet)
-    if not os.path.isfile(paths['san']):
+    if 'san' in paths and not os.path.isfile(paths['san']):
         weights = wc.world_clip_weights(wc.VIT_WEIGHTS_PATH, wc.VIT_CARD_PATH)
         state = torch.load(weights, map_location='cpu', weights_only=True)
         atomic_torch_save(clip_to_san_state_dict(state, split=3), paths['san'])
     if not os.path.isfile(paths['prompt']):
         data = prepare_set(os.path.join(work, 'pretrain'), protocol.pretrain_classes(), 1, 1,
-                           POMP_CONFIG, 'synthetic-pretrain', work, quiet)
-        train_prompt(POMP_CONFIG, os.path.dirname(paths['prompt']), data, seed=0, quiet=quiet)
+                           setup.pomp_config, 'synthetic-pretrain', work, quiet)
+        train_prompt(setup.pomp_config, os.path.dirname(paths['prompt']), data, seed=0, quiet=quiet)
     return paths
 
 
@@ -138,7 +169,8 @@ def _train_and_test(config: str, run_dir: str, checkpoint: str, options: List[st
 
 def seg_options(method: str, seed: int, paths: Dict[str, str], iters: int) -> List[str]:
     """``--cfg-options`` of one segmentation run."""
-    options = [f'randomness.seed={seed}', f'model.pretrained={paths["san"]}',
+    options = [f'randomness.seed={seed}'] + (
+        [f'model.pretrained={paths["san"]}'] if 'san' in paths else []) + [
                f'max_iters={iters}', f'train_cfg.max_iters={iters}',
                f'train_cfg.val_interval={iters}', f'param_scheduler.0.end={iters}',
                f'default_hooks.checkpoint.interval={iters}',
@@ -168,17 +200,18 @@ def det_options(method: str, seed: int, paths: Dict[str, str], epochs: int) -> L
     return options
 
 
-def _seg_run(method: str, seed: int, work: str, paths: Dict[str, str], iters: int,
+def _seg_run(method: str, seed: int, clip: str, paths: Dict[str, str], iters: int,
              quiet: bool) -> Dict[str, float]:
-    run_dir = os.path.join(work, 'seg', f'{method}_seed{seed}_iter{iters}')
-    return _train_and_test(SEG_CONFIGS[method], run_dir, f'iter_{iters}.pth',
+    run_dir = os.path.join(paths['root'], 'seg', f'{method}_seed{seed}_iter{iters}')
+    return _train_and_test(SETUPS[clip].seg_configs[method], run_dir, f'iter_{iters}.pth',
                            seg_options(method, seed, paths, iters), quiet)
 
 
-def _det_run(method: str, seed: int, work: str, paths: Dict[str, str], epochs: int,
+def _det_run(method: str, seed: int, clip: str, paths: Dict[str, str], epochs: int,
              quiet: bool) -> Dict[str, float]:
-    run_dir = os.path.join(work, 'det', f'{method}_seed{seed}_epoch{epochs}')
-    return _det_metrics(_train_and_test(DET_CONFIGS[method], run_dir, f'epoch_{epochs}.pth',
+    run_dir = os.path.join(paths['root'], 'det', f'{method}_seed{seed}_epoch{epochs}')
+    return _det_metrics(_train_and_test(SETUPS[clip].det_configs[method], run_dir,
+                                        f'epoch_{epochs}.pth',
                                         det_options(method, seed, paths, epochs), quiet))
 
 
@@ -201,21 +234,22 @@ def _mean_sd(values: List[float]) -> Dict[str, float]:
 
 
 def run(work: str, seeds: List[int], quick: bool, quiet: bool,
-        parts: Sequence[str] = ('seg', 'det')) -> Dict:
-    paths = prepare(work, quick, quiet)
+        parts: Sequence[str] = ('seg', 'det'), clip: str = DEFAULT_CLIP) -> Dict:
+    paths = prepare(work, quick, quiet, clip)
     iters, epochs = SCHEDULES[quick]
     # a part not run this time keeps its last summary
-    out_path = os.path.join(work, 'results.json')
+    out_path = os.path.join(paths['root'], 'results.json')
     results: Dict = {'seg': None, 'det': None}
     results.update(exp.load_state(out_path, {}))
+    results['clip'] = SETUPS[clip].model
     if 'seg' in parts:
-        per_seed = {m: [_seg_run(m, s, work, paths, iters, quiet) for s in seeds]
-                    for m in SEG_CONFIGS}
+        per_seed = {m: [_seg_run(m, s, clip, paths, iters, quiet) for s in seeds]
+                    for m in SETUPS[clip].seg_configs}
         results['seg'], results['seg_sd'] = _summary(per_seed, SEG_KEYS)
         results.update(seg_iters=iters, seg_seeds=seeds, seg_quick=quick)
     if 'det' in parts:
-        per_seed = {m: [_det_run(m, s, work, paths, epochs, quiet) for s in seeds]
-                    for m in DET_CONFIGS}
+        per_seed = {m: [_det_run(m, s, clip, paths, epochs, quiet) for s in seeds]
+                    for m in SETUPS[clip].det_configs}
         results['det'], results['det_sd'] = _summary(per_seed, DET_KEYS.values())
         results.update(det_epochs=epochs, det_seeds=seeds, det_quick=quick)
     exp.save_state(out_path, results)
@@ -283,6 +317,74 @@ def probe_regions(scenes: str, split: str = 'train', limit: int = 300) -> Dict[s
         'boxes': total, 'chance': round(100 / len(names), 1)}
 
 
+def _scene_boxes(scenes: str, split: str):
+    """Class names (category-id order) and {image: [(xyxy, label index)]} of a scene set."""
+    with open(os.path.join(scenes, 'annotations', f'instances_{split}.json'),
+              encoding='utf-8') as f:
+        coco = json.load(f)
+    names = [c['name'] for c in sorted(coco['categories'], key=lambda c: c['id'])]
+    label = {c['id']: names.index(c['name']) for c in coco['categories']}
+    boxes: Dict[int, list] = {}
+    for a in coco['annotations']:
+        x, y, w, h = a['bbox']
+        boxes.setdefault(a['image_id'], []).append(([x, y, x + w, y + h], label[a['category_id']]))
+    return coco['images'], names, boxes
+
+
+def probe_conv_regions(scenes: str, split: str = 'train', limit: int = 300) -> Dict[str, float]:
+    """Zero-shot 20-way top-1 (%) of ground-truth boxes, no training, on world v3's CNN CLIP:
+    :class:`ClipPoolRoIExtractor`'s region embedding (RoIAlign on the last map, the tower's
+    pooling head) and the whole tower on the box, widened 1.5x, cropped to its input size
+    (crop and classify), against the hand
+    prompt's text embeddings."""
+    import torch
+    import torch.nn.functional as F
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    from mmcv.ops import roi_align
+    from PIL import Image
+
+    import pomp_mm.mmdet  # noqa: F401
+    from pomp_mm import PompTextEncoder
+    from pomp_mm.synthetic import world_clip as wc
+    init_default_scope('mmdet')
+    images, names, boxes = _scene_boxes(scenes, split)
+    spec = dict(clip_model=wc.MODEL_NAME, pretrained=wc.WEIGHTS_PATH)
+    backbone = MODELS.build(dict(type='OpenClipConvNet', **spec))
+    regions = MODELS.build(dict(type='ClipPoolRoIExtractor', **spec))
+    visual = backbone.visual
+    size = visual.image_size if hasattr(visual, 'image_size') else 64
+    size = size[0] if isinstance(size, (tuple, list)) else int(size)
+    with torch.no_grad():
+        text = PompTextEncoder(clip_model=wc.MODEL_NAME, pretrained=wc.WEIGHTS_PATH,
+                               vocabulary=['x'], templates='single',
+                               cat_bg=False).encode_text(names)
+    hits, total = {'ClipPoolRoIExtractor': 0, 'box crop (1.5x) through the tower': 0}, 0
+    for image in images[:limit]:
+        if image['id'] not in boxes:
+            continue
+        with Image.open(os.path.join(scenes, 'images', split, image['file_name'])) as im:
+            pixels = wc.images_to_tensor([im.convert('RGB')])  # CLIP-normalised [1, 3, H, W]
+        xyxy = torch.tensor([b for b, _ in boxes[image['id']]], dtype=torch.float)
+        labels = torch.tensor([k for _, k in boxes[image['id']]])
+        rois = torch.cat([xyxy.new_zeros(len(xyxy), 1), xyxy], dim=1)
+        with torch.no_grad():
+            # the CLIP saw objects filling about two thirds of its input; mmcv's RoIAlign reads
+            # raw memory (the pixels may be channels-last)
+            centre, half = (xyxy[:, :2] + xyxy[:, 2:]) / 2, (xyxy[:, 2:] - xyxy[:, :2]) * 0.75
+            wide = torch.cat([rois[:, :1], centre - half, centre + half], dim=1)
+            crops = roi_align(pixels.contiguous(), wide, (size, size), 1.0, 0, 'avg', True)
+            for key, emb in (('ClipPoolRoIExtractor', regions(backbone(pixels), rois)[:, :, 0, 0]),
+                             ('box crop (1.5x) through the tower', visual(crops))):
+                pred = (F.normalize(emb, dim=-1) @ text.T).argmax(-1)
+                hits[key] += int((pred == labels).sum())
+        total += len(labels)
+    if not total:
+        raise SystemExit(f'no boxes in the first {limit} {split} scenes under {scenes}')
+    return {key: round(100 * n / total, 1) for key, n in hits.items()} | {
+        'boxes': total, 'chance': round(100 / len(names), 1)}
+
+
 def _rows(means: Dict, sds: Dict, keys) -> List[str]:
     return markdown_table(['prompt'] + list(keys),
                           [[method] + [f'{row[k]:.1f} ± {sds[method][k]:.1f}' for k in keys]
@@ -293,12 +395,15 @@ def format_table(results: Dict) -> str:
     lines = ['Synthetic scenes, mean ± sd over seeds; 15 seen / 5 unseen classes', '']
     if results.get('seg') is not None:
         seeds = ', '.join(map(str, results['seg_seeds']))
-        lines += [f'Segmentation (SAN on the world CLIP, {results["seg_iters"]} iterations, '
+        setup = next((v for v in SETUPS.values() if v.model == results.get('clip')),
+                     SETUPS['vit'])  # results from before the CNN say nothing: the ViT's
+        lines += [f'Segmentation ({setup.seg_label}, {results["seg_iters"]} iterations, '
                   f'seeds {seeds}):', '']
         lines += _rows(results['seg'], results['seg_sd'], SEG_KEYS) + ['']
     if results.get('det') is not None:
         seeds = ', '.join(map(str, results['det_seeds']))
-        lines += [f'Detection (Faster R-CNN, frozen world-CLIP backbone, PompBBoxHead, '
+        lines += [f'Detection (Faster R-CNN, frozen {results.get("clip", "world")} backbone, '
+                  f'PompBBoxHead, '
                   f'{results["det_epochs"]} epochs, seeds {seeds}):', '']
         lines += _rows(results['det'], results['det_sd'], list(DET_KEYS.values()))
     return '\n'.join(lines)
@@ -313,16 +418,19 @@ def main(argv=None) -> int:
                    help='one seed, 400 scenes, 200 segmentation iterations, 5 detection '
                    'epochs (250 iterations)')
     p.add_argument('--parts', nargs='+', choices=('seg', 'det'), default=['seg', 'det'])
+    p.add_argument('--clip', choices=tuple(SETUPS), default=DEFAULT_CLIP,
+                   help='world CLIP: cnn (world v3, the default) or vit (world v2, SAN)')
     p.add_argument('--quiet', action='store_true', help='tool output to log files')
     args = p.parse_args(argv)
     seeds = args.seeds[:1] if args.quick else args.seeds
     work = os.path.abspath(args.work_dir)
     if args.command == 'prepare':
-        print(json.dumps(prepare(work, args.quick, args.quiet), indent=1))
+        print(json.dumps(prepare(work, args.quick, args.quiet, args.clip), indent=1))
     elif args.command == 'probe':
-        print(json.dumps(probe_regions(_paths(work)['scenes']), indent=1))
+        probe = probe_regions if args.clip == 'vit' else probe_conv_regions
+        print(json.dumps(probe(_paths(work, args.clip)['scenes']), indent=1))
     else:
-        run(work, seeds, args.quick, args.quiet, args.parts)
+        run(work, seeds, args.quick, args.quiet, args.parts, args.clip)
     return 0
 
 
