@@ -20,7 +20,7 @@ class OpenVocabEncoderDecoder(MultimodalEncoderDecoder):
     The text encoder's vocabulary is the full (test) class list, and the decode head has one
     class per vocabulary entry, in training and at test time. During training the
     ``unseen_classes`` are kept out of the classifier: their columns of the class logits are
-    masked (zero probability) in the Hungarian matching and in the classification loss. The
+    masked (zero probability) in the head's loss (SAN's: also in the Hungarian matching). The
     softmax over the remaining columns is exactly that of a head given only the seen names, so
     training is that of a seen-only classifier and the unseen text embeddings receive no
     gradient. At test time nothing is masked and unseen classes are predicted. Unseen pixels
@@ -32,10 +32,13 @@ class OpenVocabEncoderDecoder(MultimodalEncoderDecoder):
     head whose ``num_classes`` changes with the mode, and one class order everywhere.
 
     Args:
-        image_encoder: Config of the image encoder (CLIP ViT).
-        text_encoder: Config of the text encoder, e.g. ``PompTextEncoder`` with ``cat_bg=True``.
-        decode_head: Config of the decode head; ``PompSideAdapterCLIPHead`` when
-            ``unseen_classes`` is given.
+        image_encoder: Config of the image encoder: a CLIP ViT for SAN, ``OpenClipConvNet``
+            (a convolutional CLIP) for ``PompDenseCLIPHead``.
+        text_encoder: Config of the text encoder, e.g. ``PompTextEncoder``; ``cat_bg`` as the
+            head needs (``needs_background_row``: True for SAN heads, False for
+            ``PompDenseCLIPHead``).
+        decode_head: Config of the decode head; with ``unseen_classes``, one that can mask
+            classes in its loss (``PompSideAdapterCLIPHead``, ``PompDenseCLIPHead``).
         unseen_classes: Names (or vocabulary ids) of the classes held out of training.
         pretrained: mmseg-format CLIP checkpoint for the image side (image encoder and the
             head's recognition layers). Unlike the parent, the text encoder gets it only if it
@@ -46,8 +49,9 @@ class OpenVocabEncoderDecoder(MultimodalEncoderDecoder):
 
     Raises:
         ValueError: ``decode_head.num_classes`` is not the vocabulary size; an unseen class is
-            not in the vocabulary, or every class is unseen; the text encoder has no
-            background row; a classification ``class_weight`` has the wrong length.
+            not in the vocabulary, or every class is unseen; the text encoder's ``cat_bg``
+            does not fit the head; a classification ``class_weight`` has the wrong length; the
+            head's ``check_image_encoder`` refuses the image encoder.
         TypeError: ``unseen_classes`` is given but the head cannot mask classes.
     """
 
@@ -72,21 +76,35 @@ class OpenVocabEncoderDecoder(MultimodalEncoderDecoder):
         self.unseen_ids: Tuple[int, ...] = ()
         self._apply_vocabulary()
         self._check_head()
+        if hasattr(self.decode_head, 'check_image_encoder'):  # heads reading the encoder's map
+            self.decode_head.check_image_encoder(self.image_encoder)
 
     # ---------------------------------------------------------------- checks
     def _check_head(self) -> None:
-        if getattr(self.text_encoder, 'cat_bg', True) is False:
+        head = self.decode_head
+        # Heads that do not say are SAN-like (mmseg's SideAdapterCLIPHead): background row.
+        background = getattr(head, 'needs_background_row', True)
+        if background and getattr(self.text_encoder, 'cat_bg', True) is False:
             raise ValueError('the text encoder must have cat_bg=True: SAN reads the last class '
                              'logit as "no object", which would otherwise be a real class')
-        expected = self.decode_head.num_classes + 1
-        losses = self.decode_head.loss_decode
+        if not background and getattr(self.text_encoder, 'cat_bg', False) is True:
+            raise ValueError(f'{type(head).__name__} scores one text row per class and has no '
+                             '"no object" output: the text encoder must have cat_bg=False (its '
+                             'background row would be scored as one more class)')
+        expected = head.num_classes + int(background)
+        losses = head.loss_decode
         for loss in losses if isinstance(losses, torch.nn.ModuleList) else [losses]:
             weight = getattr(loss, 'class_weight', None)
-            if 'loss_cls' in getattr(loss, 'loss_name', '') and weight is not None \
-                    and len(weight) != expected:
-                raise ValueError(f'{loss.loss_name} has {len(weight)} class weights but the head '
+            if weight is None or isinstance(weight, str) or len(weight) == expected:
+                continue
+            name = getattr(loss, 'loss_name', type(loss).__name__)
+            if background and 'loss_cls' in name:  # SAN's mask losses have no classes
+                raise ValueError(f'{name} has {len(weight)} class weights but the head '
                                  f'has num_classes + 1 = {expected} classes (background last); '
                                  f'use class_weight=[1.0] * {expected - 1} + [0.1]')
+            if not background:  # per-pixel losses over the class channels
+                raise ValueError(f'{name} has {len(weight)} class weights but the head has '
+                                 f'num_classes = {expected} classes (no background)')
 
     def _apply_vocabulary(self) -> None:
         """Check the vocabulary against the head and unseen classes; set the loss mask."""
@@ -132,7 +150,8 @@ class OpenVocabEncoderDecoder(MultimodalEncoderDecoder):
 
         Raises:
             ValueError: A single class with a head that has no "no object" output (mmseg's
-                own ``SideAdapterCLIPHead``); the model keeps its vocabulary.
+                own ``SideAdapterCLIPHead``, ``PompDenseCLIPHead``); the model keeps its
+                vocabulary.
         """
         head = self.decode_head
         previous = self.text_encoder.vocabulary
@@ -140,7 +159,11 @@ class OpenVocabEncoderDecoder(MultimodalEncoderDecoder):
         keys = _vocabulary_keys(self.text_encoder)
         num_classes = len(keys[0])
         if hasattr(head, 'set_num_classes'):
-            head.set_num_classes(num_classes)
+            try:
+                head.set_num_classes(num_classes)
+            except ValueError:  # e.g. one class for a head without "no object"
+                self.text_encoder.set_vocabulary(previous)
+                raise
         elif num_classes < 2:
             self.text_encoder.set_vocabulary(previous)
             raise ValueError(f'a single class ({list(keys[1])}) needs a decode head with a '
