@@ -19,7 +19,7 @@ from .world import WorldClass
 __all__ = ['caption', 'GRAMMARS', 'TEMPLATES', 'NEUTRAL_TEMPLATES', 'DOMAIN_TEMPLATES',
            'DOMAIN_MIX', 'NEUTRAL_RATE', 'draw_domain']
 
-GRAMMARS = ('v1', 'v2', 'v3')
+GRAMMARS = ('v1', 'v2', 'v3', 'v4')
 #: v1: every template for every image
 TEMPLATES: List[str] = [
     '{}', 'a {}', 'a photo of a {}', 'a picture of a {}', 'an image of a {}', 'this is a {}',
@@ -53,7 +53,7 @@ _PLACES = ('on {}', 'on {}', 'on {}', 'on the {}', 'over {}', 'lying on {}')
 
 
 def draw_domain(rng: np.random.Generator, grammar: str = 'v2') -> str:
-    """The rendering domain of a training image: always ``photo`` for v1, else (v2, v3) by
+    """The rendering domain of a training image: always ``photo`` for v1, else (v2-v4) by
     :data:`DOMAIN_MIX` (one draw from ``rng``)."""
     _check_grammar(grammar)
     if grammar == 'v1':
@@ -82,11 +82,15 @@ def caption(cls: WorldClass, rng: np.random.Generator, domain: str = 'photo',
 
     v1 and v2: shape (or a generic noun), and each of colour, pattern and background with some
     probability, in one of several word orders, inside a template of ``grammar`` (v1 ignores
-    ``domain``). v3: :func:`~pomp_mm.synthetic.captions_v3.caption_v3`."""
+    ``domain``). v3: :func:`~pomp_mm.synthetic.captions_v3.caption_v3`; v4:
+    :func:`~pomp_mm.synthetic.captions_v4.caption_v4`."""
     _check_grammar(grammar)
     if grammar == 'v3':
         from .captions_v3 import caption_v3
         return caption_v3(cls, rng, domain)
+    if grammar == 'v4':
+        from .captions_v4 import caption_v4
+        return caption_v4(cls, rng, domain)
     noun = cls.shape if rng.random() < 0.85 else _NOUNS[rng.integers(len(_NOUNS))]
     colour = cls.colour if rng.random() < 0.65 else None
     pattern = cls.pattern if rng.random() < 0.5 else None

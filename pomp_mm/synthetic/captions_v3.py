@@ -19,7 +19,7 @@ caption.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -133,6 +133,12 @@ _PATTERN_RATE, _PATTERN_AS_NOUN = 0.5, 0.25
 _BACKGROUND_RATE = 0.4
 
 
+class _Wording(NamedTuple):
+    """How a value is worded: shape-word rates and the colour-synonym rate."""
+    shape_rates: Dict[str, float] = _SHAPE_WORD
+    colour_synonym_rate: float = _COLOUR_SYNONYM_RATE
+
+
 def frame_weights() -> np.ndarray:
     """Probability of each of :data:`FRAMES` (Zipf over the rank)."""
     w = 1.0 / np.arange(1, len(FRAMES) + 1) ** FRAME_ZIPF
@@ -159,8 +165,9 @@ def _medium_domain(rng: np.random.Generator, domain: str) -> str:
     return domain
 
 
-def _shape_word(rng: np.random.Generator, shape: str) -> str:
-    how = _draw(rng, _SHAPE_WORD)
+def _shape_word(rng: np.random.Generator, shape: str,
+                rates: Dict[str, float] = _SHAPE_WORD) -> str:
+    how = _draw(rng, rates)
     if how == 'synonym' and shape in SHAPE_SYNONYMS:
         return _pick(rng, SHAPE_SYNONYMS[shape])
     if how == 'hypernym' and shape in SHAPE_HYPERNYMS:
@@ -170,15 +177,17 @@ def _shape_word(rng: np.random.Generator, shape: str) -> str:
     return shape
 
 
-def _colour_word(rng: np.random.Generator, colour: str) -> str:
-    if colour in COLOUR_SYNONYMS and rng.random() < _COLOUR_SYNONYM_RATE:
+def _colour_word(rng: np.random.Generator, colour: str,
+                 synonym_rate: float = _COLOUR_SYNONYM_RATE) -> str:
+    if colour in COLOUR_SYNONYMS and rng.random() < synonym_rate:
         return _pick(rng, COLOUR_SYNONYMS[colour])
     return colour
 
 
-def _object_phrase(rng: np.random.Generator, cls: WorldClass) -> str:
-    noun = _shape_word(rng, cls.shape)
-    colour = _colour_word(rng, cls.colour) if rng.random() < _COLOUR_RATE else None
+def _object_phrase(rng: np.random.Generator, cls: WorldClass, wording: '_Wording') -> str:
+    noun = _shape_word(rng, cls.shape, wording.shape_rates)
+    colour = (_colour_word(rng, cls.colour, wording.colour_synonym_rate)
+              if rng.random() < _COLOUR_RATE else None)
     pattern = cls.pattern if rng.random() < _PATTERN_RATE else None
     if pattern == 'plain' and rng.random() < 0.5:
         pattern = None
@@ -198,13 +207,14 @@ def _object_phrase(rng: np.random.Generator, cls: WorldClass) -> str:
     return words
 
 
-def _terse_phrase(rng: np.random.Generator, cls: WorldClass) -> str:
+def _terse_phrase(rng: np.random.Generator, cls: WorldClass, wording: '_Wording') -> str:
     """One attribute only: the shape, the colour with a generic noun, or the pattern."""
     which = rng.random()
     if which < 0.5:
-        return _shape_word(rng, cls.shape)
+        return _shape_word(rng, cls.shape, wording.shape_rates)
     if which < 0.8:
-        return f'{_colour_word(rng, cls.colour)} {_pick(rng, _GENERIC)}'
+        return f'{_colour_word(rng, cls.colour, wording.colour_synonym_rate)} ' \
+            f'{_pick(rng, _GENERIC)}'
     return _PATTERN_NOUNS.get(cls.pattern, cls.pattern)
 
 
@@ -221,9 +231,10 @@ def _write_as(rng: np.random.Generator, text: str, source: str) -> str:
 
 
 def caption_v3(cls: WorldClass, rng: np.random.Generator, domain: str = 'photo',
-               kind: Optional[str] = None) -> str:
+               kind: Optional[str] = None, wording: _Wording = _Wording()) -> str:
     """A web-like caption of an image of ``cls`` rendered in ``domain`` (``kind`` forces the
-    caption kind, for tests; default: drawn by :data:`KIND_RATES`)."""
+    caption kind, for tests; default: drawn by :data:`KIND_RATES`; ``wording``: grammar v4's
+    rarer wordings of tail values)."""
     if domain not in MEDIUM_NOUNS:
         raise ValueError(f'unknown domain {domain!r}; choose from {tuple(MEDIUM_NOUNS)}')
     kind = kind or _draw(rng, KIND_RATES)
@@ -236,7 +247,8 @@ def caption_v3(cls: WorldClass, rng: np.random.Generator, domain: str = 'photo',
         text = _pick(rng, _SCENE_FRAMES).format(
             bg=_pick(rng, BACKGROUND_PHRASES[cls.background]), medium=medium)
     else:
-        phrase = _object_phrase(rng, cls) if kind == 'object' else _terse_phrase(rng, cls)
+        phrase = (_object_phrase(rng, cls, wording) if kind == 'object'
+                  else _terse_phrase(rng, cls, wording))
         frame = FRAMES[int(rng.choice(len(FRAMES), p=frame_weights()))]
         text = frame.format(obj=phrase, medium=medium)
     if rng.random() < _TAG_RATE:

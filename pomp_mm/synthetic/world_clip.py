@@ -34,10 +34,11 @@ __all__ = ['MODEL_NAME', 'VIT_MODEL_NAME', 'VIT_WEIGHTS_PATH', 'VIT_CARD_PATH', 
            'world_clip_weights', 'load_world_clip', 'train_world_clip', 'sha256_file',
            'read_card', 'images_to_tensor', 'hand_prompt_accuracy', 'write_card',
            'CARD_SETS', 'PROBE_PHRASES', 'PROBE_SEED', 'PROBE_THRESHOLD', 'probe_images',
-           'attribute_probes', 'check_probes']
+           'attribute_probes', 'attribute_probes_by_half', 'check_probes']
 
-#: The world's CLIPs: v1/v2 (a ViT; seg and det in the world run on it) and v3 (a CNN).
-WORLD_MODELS = ('pomp-world-ViT-T-8', 'pomp-world-CNN-T')
+#: The world's CLIPs: v1/v2 (a ViT; seg and det in the world run on it), v3 (a CNN) and v4
+#: (v3's image trunk, its text side trained on the long-tailed caption stream v4).
+WORLD_MODELS = ('pomp-world-ViT-T-8', 'pomp-world-CNN-T', 'pomp-world-CNN-T-v4')
 MODEL_NAME = 'pomp-world-CNN-T'
 _ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
 
@@ -132,25 +133,43 @@ _GROUP_SIZE = 8
 
 
 def _batch_classes(rng: np.random.Generator, batch_size: int, classes: Sequence[WorldClass],
-                   hard_share: float) -> List[WorldClass]:
+                   hard_share: float, weights: Optional[np.ndarray] = None) -> List[WorldClass]:
     """``batch_size`` training classes: a ``hard_share`` of them in groups of up to 8 that
     share all attributes but one (so the contrastive loss can only be lowered by seeing
-    that one), the rest drawn at random."""
+    that one), the rest drawn at random (by ``weights`` over ``classes`` when given: stream
+    v4, whose groups also draw their base class and varied values by frequency)."""
     allowed = _pretrain_index_set()
     out: List[WorldClass] = []
     kinds = list(_GROUP_KINDS)
     want = int(round(batch_size * hard_share))
     while len(out) < want:
-        base = classes[int(rng.integers(len(classes)))]
+        base = classes[int(rng.integers(len(classes)) if weights is None
+                           else rng.choice(len(classes), p=weights))]
         kind = kinds[int(rng.choice(len(kinds), p=list(_GROUP_KINDS.values())))]
         pool = ATTRIBUTES[kind]
-        for v in rng.choice(len(pool), min(_GROUP_SIZE, len(pool)), replace=False):
+        value_p = None
+        if weights is not None:
+            from .captions_v4 import value_ranks
+            ranks = value_ranks(kind)
+            value_p = np.array([1.0 / ranks[v] for v in pool])
+            value_p /= value_p.sum()
+        for v in rng.choice(len(pool), min(_GROUP_SIZE, len(pool)), replace=False, p=value_p):
             cls = dataclasses.replace(base, **{kind: pool[int(v)]})
             if cls.index in allowed:  # the held-out compositions stay out of every pair
                 out.append(cls)
     out = out[:want]
-    out += [classes[int(i)] for i in rng.integers(len(classes), size=batch_size - len(out))]
+    rest = batch_size - len(out)
+    picks = rng.integers(len(classes), size=rest) if weights is None \
+        else rng.choice(len(classes), size=rest, p=weights)
+    out += [classes[int(i)] for i in picks]
     return out
+
+
+@lru_cache(maxsize=1)
+def _stream_weights() -> np.ndarray:
+    """Stream v4's class probabilities over :func:`pretrain_classes`."""
+    from .captions_v4 import class_weights
+    return class_weights(pretrain_classes())
 
 
 @lru_cache(maxsize=1)
@@ -160,14 +179,24 @@ def _pretrain_index_set() -> frozenset:
 
 def _batch(step: int, batch_size: int, seed: int, classes, tokenizer, captions: str = 'v2',
            hard_share: float = 0.0):
+    weights = None
+    if captions == 'v4':  # the long tail: classes drawn by frequency, not uniformly
+        if len(classes) != len(_stream_weights()):
+            raise ValueError('caption stream v4 draws from the pre-training classes only')
+        weights = _stream_weights()
     if hard_share:
         picked = _batch_classes(np.random.default_rng([seed, step, _BATCH_STREAM]),
-                                batch_size, classes, hard_share)
+                                batch_size, classes, hard_share, weights)
     images, texts = [], []
     for j in range(batch_size):
         index = step * batch_size + j
         rng = object_rng(seed, index, _CAPTION_STREAM)
-        cls = picked[j] if hard_share else classes[int(rng.integers(len(classes)))]
+        if hard_share:
+            cls = picked[j]
+        elif weights is not None:
+            cls = classes[int(rng.choice(len(classes), p=weights))]
+        else:
+            cls = classes[int(rng.integers(len(classes)))]
         domain = draw_domain(rng, captions)
         images.append(render_object(cls, seed, index, domain=domain))
         texts.append(caption(cls, rng, domain, captions))
@@ -257,7 +286,8 @@ def train_world_clip(out_path: str, steps: int = 1200, batch_size: int = 256, se
                      checkpoint_every: int = 100, model_name: str = MODEL_NAME,
                      device: str = 'cpu', workers: int = 0, image_steps: int = 0,
                      image_batch_size: int = 128, image_lr: float = 2e-3,
-                     shape_first_steps: int = 0, progress: bool = True) -> Dict[str, Any]:
+                     shape_first_steps: int = 0, trunk_from: Optional[str] = None,
+                     progress: bool = True) -> Dict[str, Any]:
     """Train the world CLIP from scratch and save it (fp16).
 
     With ``image_steps > 0`` (v3, a timm image trunk) training has two stages, as LiT (Zhai et
@@ -270,6 +300,8 @@ def train_world_clip(out_path: str, steps: int = 1200, batch_size: int = 256, se
     trunk is locked (``lock_image_tower``, batch-norm statistics fixed) and ``steps`` steps of
     open_clip's contrastive loss train the text tower, the image projection and the
     temperature. Without it, both towers train contrastively from scratch (v1, v2).
+    ``trunk_from`` (v4) skips the image stage: the locked trunk is read from that world
+    CLIP's weights (its sha256 goes into the settings) and only the contrastive stage runs.
 
     Every image, caption and label of step ``s`` is a function of the arguments, so a rerun
     with the same arguments and thread count gives the same weights. ``captions`` is the
@@ -296,13 +328,19 @@ def train_world_clip(out_path: str, steps: int = 1200, batch_size: int = 256, se
                          f'{image_batch_size}, {shape_first_steps}')
     if not 0.0 <= hard_share <= 1.0:
         raise ValueError(f'hard_share must be in [0, 1], got {hard_share!r}')
+    if trunk_from is not None and image_steps:
+        raise ValueError(f'trunk_from={trunk_from!r} reads a trained trunk: image_steps must be '
+                         f'0, got {image_steps}')
     register_world_model(model_name)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model = open_clip.create_model(model_name).to(device)
     trunk = getattr(model.visual, 'trunk', None)
-    if image_steps and trunk is None:
-        raise ValueError(f'image_steps needs a timm image trunk; {model_name} has none')
+    if (image_steps or trunk_from) and trunk is None:
+        raise ValueError(f'image_steps and trunk_from need a timm image trunk; {model_name} '
+                         'has none')
+    if trunk_from is not None:
+        _load_trunk(trunk, trunk_from)
     heads = torch.nn.ModuleDict({k: torch.nn.Linear(trunk.num_features, len(v))
                                  for k, v in ATTRIBUTES.items()}).to(device) \
         if image_steps else None
@@ -312,6 +350,8 @@ def train_world_clip(out_path: str, steps: int = 1200, batch_size: int = 256, se
     if image_steps:
         settings.update(image_steps=image_steps, image_batch_size=image_batch_size,
                         image_lr=image_lr, shape_first_steps=shape_first_steps)
+    if trunk_from is not None:
+        settings['trunk_from_sha256'] = sha256_file(trunk_from)
     ckpt_path = out_path + '.ckpt'
     state = _read_checkpoint(ckpt_path, settings)
     first = state['step'] if state else 0
@@ -340,7 +380,7 @@ def train_world_clip(out_path: str, steps: int = 1200, batch_size: int = 256, se
                      losses['image'], progress,
                      lambda step: save(step, opt, spent + time.perf_counter() - start))
         state = None
-    if image_steps:
+    if image_steps or trunk_from is not None:
         model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=False)
     opt = _adamw(list(model.named_parameters()), lr, weight_decay)
     if state and state['step'] > image_steps:  # at image_steps it holds stage 1's optimiser
@@ -361,6 +401,18 @@ def train_world_clip(out_path: str, steps: int = 1200, batch_size: int = 256, se
     if image_steps:
         record['final_image_loss'] = float(np.mean(losses['image'][-20:]))
     return record
+
+
+def _load_trunk(trunk: torch.nn.Module, path: str) -> None:
+    """Copy the image trunk of the world CLIP weights at ``path`` into ``trunk``."""
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    prefix = 'visual.trunk.'
+    part = {k[len(prefix):]: v.float() if v.is_floating_point() else v
+            for k, v in state.items() if k.startswith(prefix)}
+    if not part:
+        raise ValueError(f'{path} holds no image trunk ({prefix}* keys): is it a world CLIP '
+                         'with a timm trunk (pomp-world-CNN-T)?')
+    trunk.load_state_dict(part)
 
 
 def _train_trunk(trunk, heads, opt, first: int, steps: int, batch_size: int, seed: int,
@@ -478,21 +530,43 @@ def probe_images(kind: str, per_value: int = 10, seed: int = PROBE_SEED):
 
 
 @torch.no_grad()
+def _probe_hits(clip: torch.nn.Module, kind: str, per_value: int, seed: int,
+                model_name: str):
+    """(hit per image, value index per image) of the ``kind`` probe."""
+    import open_clip
+    import torch.nn.functional as F
+    tokenizer = open_clip.get_tokenizer(model_name)
+    images, labels = probe_images(kind, per_value, seed)
+    feats = F.normalize(clip.encode_image(images_to_tensor(images)).float(), dim=-1)
+    texts = [_HAND.format(PROBE_PHRASES[kind].format(v)) for v in ATTRIBUTES[kind]]
+    text = F.normalize(clip.encode_text(tokenizer(texts)).float(), dim=-1)
+    labels = torch.tensor(labels)
+    return (feats @ text.T).argmax(-1) == labels, labels
+
+
 def attribute_probes(clip: torch.nn.Module, per_value: int = 10, seed: int = PROBE_SEED,
                      model_name: str = MODEL_NAME) -> Dict[str, float]:
     """Top-1 % of the hand prompt naming one attribute ("a photo of a {colour} shape.") on
     photos where the other attributes are random, for each of :data:`PROBE_PHRASES`."""
-    import open_clip
-    import torch.nn.functional as F
-    tokenizer = open_clip.get_tokenizer(model_name)
     out = {}
-    for kind, phrase in PROBE_PHRASES.items():
-        images, labels = probe_images(kind, per_value, seed)
-        feats = F.normalize(clip.encode_image(images_to_tensor(images)).float(), dim=-1)
-        texts = [_HAND.format(phrase.format(v)) for v in ATTRIBUTES[kind]]
-        text = F.normalize(clip.encode_text(tokenizer(texts)).float(), dim=-1)
-        pred = (feats @ text.T).argmax(-1)
-        out[kind] = round(float((pred == torch.tensor(labels)).float().mean()) * 100, 2)
+    for kind in PROBE_PHRASES:
+        hits, _ = _probe_hits(clip, kind, per_value, seed, model_name)
+        out[kind] = round(float(hits.float().mean()) * 100, 2)
+    return out
+
+
+def attribute_probes_by_half(clip: torch.nn.Module, per_value: int = 10,
+                             seed: int = PROBE_SEED,
+                             model_name: str = MODEL_NAME) -> Dict[str, float]:
+    """:func:`attribute_probes` on the head and the tail half of each attribute's values by
+    caption stream v4's ranks: keys ``'<kind>-head'`` and ``'<kind>-tail'``."""
+    from .captions_v4 import is_tail
+    out = {}
+    for kind in PROBE_PHRASES:
+        hits, labels = _probe_hits(clip, kind, per_value, seed, model_name)
+        tail = torch.tensor([is_tail(kind, ATTRIBUTES[kind][int(i)]) for i in labels])
+        for half, mask in (('head', ~tail), ('tail', tail)):
+            out[f'{kind}-{half}'] = round(float(hits[mask].float().mean()) * 100, 2)
     return out
 
 
@@ -532,6 +606,7 @@ def write_card(weights: str, record: Dict[str, Any], command: str,
             'hand_prompt_top1': hand_prompt_accuracy(clip, model_name=model_name,
                                                      version=version),
             'probes_top1': attribute_probes(clip, model_name=model_name),
+            'probes_top1_by_v4_half': attribute_probes_by_half(clip, model_name=model_name),
             'probe_per_value': 10, 'probe_seed': PROBE_SEED,
             'tolerance_points': 1.0}
     from ..fileio import atomic_write
@@ -540,10 +615,16 @@ def write_card(weights: str, record: Dict[str, Any], command: str,
     return card
 
 
-def check_probes(card: Dict[str, Any], threshold: float = PROBE_THRESHOLD) -> None:
+def check_probes(card: Dict[str, Any], threshold: float = PROBE_THRESHOLD,
+                 head_only: bool = False) -> None:
     """Raise naming every probe of ``card`` below ``threshold`` (a build that fails it keeps
-    its weights and card, so the run is not lost)."""
-    low = {k: v for k, v in card.get('probes_top1', {}).items() if v < threshold}
+    its weights and card, so the run is not lost). ``head_only`` (v4): only the probes on the
+    frequent half of each attribute's values must pass; the tail is reported, not checked."""
+    probes = card.get('probes_top1', {})
+    if head_only:
+        probes = {k: v for k, v in card.get('probes_top1_by_v4_half', {}).items()
+                  if k.endswith('-head')}
+    low = {k: v for k, v in probes.items() if v < threshold}
     if low:
         raise ValueError('attribute probes below ' f'{threshold:.0f} %: ' +
                          ', '.join(f'{k} {v:.1f} %' for k, v in low.items()) +

@@ -26,7 +26,8 @@ def _train_clip(args) -> None:
                                  device=args.device, workers=args.workers,
                                  image_steps=args.image_steps,
                                  image_batch_size=args.image_batch_size,
-                                 shape_first_steps=args.shape_first_steps)
+                                 shape_first_steps=args.shape_first_steps,
+                                 trunk_from=args.trunk_from)
     command = (f'python tools/synthetic/world.py train-clip --model {args.model}' +
                ('' if args.out is None else f' --out {args.out}') +
                f' --steps {args.steps} --batch-size {args.batch_size} --seed {args.seed} '
@@ -34,13 +35,14 @@ def _train_clip(args) -> None:
                f'--hard-share {args.hard_share}' +
                (f' --image-steps {args.image_steps} --image-batch-size '
                 f'{args.image_batch_size} --shape-first-steps {args.shape_first_steps}'
-                if args.image_steps else ''))
+                if args.image_steps else '') +
+               (f' --trunk-from {os.path.relpath(args.trunk_from)}' if args.trunk_from else ''))
     card_path = os.path.splitext(out)[0] + '.card.json'
     card = wc.write_card(out, record, command, card_path, version=args.protocol,
                          model_name=args.model)
     print(json.dumps(card, indent=1))
-    if args.captions == 'v3':
-        wc.check_probes(card)  # says which probe failed; weights and card stay
+    if args.captions in ('v3', 'v4'):  # says which probe failed; weights and card stay
+        wc.check_probes(card, head_only=args.captions == 'v4')
 
 
 def _check_clip(args) -> int:
@@ -133,10 +135,13 @@ def main(argv=None) -> int:
     t.add_argument('--threads', type=positive_int, default=2,
                    help='torch threads (part of the recipe: another count changes the float '
                    'sums, hence the weights)')
-    t.add_argument('--captions', default='v2', choices=('v1', 'v2', 'v3'),
-                   help='caption grammar: v2 (photos, sketches, noisy images, captions that '
-                   'describe their look; the committed CLIP) or v1 (photos, image-independent '
-                   'templates; the first CLIP)')
+    t.add_argument('--captions', default='v2', choices=('v1', 'v2', 'v3', 'v4'),
+                   help='caption grammar: v4 (v3 with a long tail of value frequencies), v3 '
+                   '(web-like alt-text), v2 (photos, sketches, noisy images, captions that '
+                   'describe their look) or v1 (photos, image-independent templates)')
+    t.add_argument('--trunk-from', default=None,
+                   help='world CLIP weights whose image trunk is reused, locked (v4: '
+                   'pomp_mm/synthetic/assets/pomp-world-CNN-T.pt); no image stage')
     sub.add_parser('check-clip', help='check the committed CLIP against its card')
     r = sub.add_parser('render-pretrain', help='few-shot pre-training set (ImageList CSV)')
     r.add_argument('--out', required=True)
