@@ -110,3 +110,18 @@ def test_v4_build_checks_only_the_head_half():
     card['probes_top1_by_v4_half']['colour-head'] = 70.0
     with pytest.raises(ValueError, match='colour-head 70.0 %'):
         wc.check_probes(card, head_only=True)
+
+
+def test_headroom_halves_split_the_probe_classes_by_stream_frequency():
+    """headroom.py's pretrain-2000-head / -tail: the 2,000 probe classes split at the median
+    v4 frequency, the head half drawn more often."""
+    from helpers import load_tool
+    hr = load_tool('synthetic/headroom')
+    every = hr.pretrain_probe_classes()
+    head, tail = (hr.pretrain_probe_classes(n) for n in hr.PRETRAIN_HALVES)
+    assert len(head) == len(tail) == 1000
+    assert {c.index for c in head} | {c.index for c in tail} == {c.index for c in every}
+    w = dict(zip((c.index for c in every), c4.class_weights(every)))
+    assert min(w[c.index] for c in head) >= max(w[c.index] for c in tail)
+    with pytest.raises(ValueError, match="unknown pre-training set 'pretrain-x'"):
+        hr.pretrain_probe_classes('pretrain-x')

@@ -18,6 +18,7 @@ import os
 import statistics
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -29,6 +30,9 @@ from pomp_mm.synthetic.datasets import eval_image, pretrain_image_index
 from pomp_mm.synthetic.render import render_object
 
 PRETRAIN_SET = 'pretrain-2000'
+#: The same 2,000 classes split at the median of caption stream v4's class frequency (world v4's
+#: prediction 2 asks for room on the tail half)
+PRETRAIN_HALVES = ('pretrain-2000-head', 'pretrain-2000-tail')
 CTX_INIT = 'a photo of a'
 _PRETRAIN_RENDER_SEED = 1
 _PRETRAIN_SCORE_SHOT = 63
@@ -43,10 +47,24 @@ def _encode(clip, images, chunk: int = 512) -> torch.Tensor:
     return torch.cat(out)
 
 
+def pretrain_probe_classes(name: str = PRETRAIN_SET):
+    """The 2,000 pre-training classes of the probe, or one of :data:`PRETRAIN_HALVES`."""
+    classes = protocol.subset_classes(2000, seed=0)
+    if name == PRETRAIN_SET:
+        return classes
+    if name not in PRETRAIN_HALVES:
+        raise ValueError(f'unknown pre-training set {name!r}; choose from '
+                         f'{[PRETRAIN_SET, *PRETRAIN_HALVES]}')
+    from pomp_mm.synthetic.captions_v4 import class_weights
+    w = class_weights(classes)
+    tail = w < float(np.median(w))
+    return [c for c, t in zip(classes, tail) if t == name.endswith('-tail')]
+
+
 def set_images(clip, name: str, shots: int) -> Tuple[List[str], Tuple, Tuple]:
     """``(classnames, (fit features, labels), (score features, labels))`` of one set."""
-    if name == PRETRAIN_SET:
-        classes = protocol.subset_classes(2000, seed=0)
+    if name == PRETRAIN_SET or name in PRETRAIN_HALVES:
+        classes = pretrain_probe_classes(name)
         names = [c.name for c in classes]
 
         def draw(k, shot):
@@ -57,7 +75,8 @@ def set_images(clip, name: str, shots: int) -> Tuple[List[str], Tuple, Tuple]:
     else:
         sets = protocol.eval_sets('v2')  # the v2 world's experiment
         if name not in sets:
-            raise ValueError(f'unknown set {name!r}; choose from {[PRETRAIN_SET, *sets]}')
+            raise ValueError(f'unknown set {name!r}; choose from '
+                             f'{[PRETRAIN_SET, *PRETRAIN_HALVES, *sets]}')
         eval_set = sets[name]
         names = list(eval_set.classnames)
 
