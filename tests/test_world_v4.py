@@ -125,3 +125,20 @@ def test_headroom_halves_split_the_probe_classes_by_stream_frequency():
     assert min(w[c.index] for c in head) >= max(w[c.index] for c in tail)
     with pytest.raises(ValueError, match="unknown pre-training set 'pretrain-x'"):
         hr.pretrain_probe_classes('pretrain-x')
+
+
+def test_clip_options_put_a_checked_world_clip_into_the_configs(tmp_path, monkeypatch):
+    """make demo --world-clip: the pre-training configs get the model name and its committed
+    weights, checked against the card; an unknown name or a corrupted file is refused."""
+    from pomp_mm.synthetic import experiments as exp
+    assert exp.clip_options(None) == []
+    assert exp.clip_options(wc.MODEL_NAME) == [f'model.clip_model={wc.MODEL_NAME}',
+                                               f'model.pretrained={wc.WEIGHTS_PATH}']
+    with pytest.raises(ValueError, match="unknown world CLIP 'pomp-world-X'"):
+        exp.clip_options('pomp-world-X')
+    bad = tmp_path / 'bad.pt'
+    bad.write_bytes(b'not the weights')
+    monkeypatch.setattr(wc, 'asset_path', lambda name, suffix: str(bad) if suffix == '.pt'
+                        else wc.CARD_PATH)
+    with pytest.raises(ValueError, match='the file is corrupted or not the committed one'):
+        exp.clip_options(wc.MODEL_NAME)

@@ -24,7 +24,8 @@ from ..fileio import atomic_write_json
 __all__ = ['ToolError', 'REPO_ROOT', 'POMP_CONFIG', 'POMP_VIT_CONFIG', 'COOP_CONFIG', 'METHODS',
            'tool_path', 'run_tool', 'epoch_options', 'prepare_set', 'train_prompt', 'evaluate',
            'per_class', 'summarise', 'intervals_report', 'format_results', 'iter_time',
-           'load_state', 'save_state', 'render_set', 'cache_set', 'Stages', 'training_progress']
+           'load_state', 'save_state', 'render_set', 'cache_set', 'clip_options', 'Stages',
+           'training_progress']
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 POMP_CONFIG = os.path.join(REPO_ROOT, 'configs', 'pretrain', 'pomp_synthetic.py')
@@ -121,8 +122,19 @@ def render_set(out_dir: str, classes, shots: int, seed: int, progress: bool = Fa
     return write_pretrain_set(out_dir, classes, shots, seed, progress=progress, domain=domain)
 
 
+def clip_options(model_name: Optional[str]) -> List[str]:
+    """``--cfg-options`` that put world CLIP ``model_name`` (its committed, checked weights)
+    into a pre-training config; none for None (the config's own CLIP)."""
+    if model_name is None:
+        return []
+    from .world_clip import asset_path, world_clip_weights
+    weights = world_clip_weights(asset_path(model_name, '.pt'),
+                                 asset_path(model_name, '.card.json'))
+    return [f'model.clip_model={model_name}', f'model.pretrained={weights}']
+
+
 def cache_set(csv_path: str, classes, config: str, full_vocab: Optional[str],
-              log: Optional[str] = None) -> Dict[str, str]:
+              log: Optional[str] = None, model_name: Optional[str] = None) -> Dict[str, str]:
     """Cache the image features of a :func:`render_set` set with ``tools/cache_features.py``.
 
     Returns:
@@ -133,6 +145,7 @@ def cache_set(csv_path: str, classes, config: str, full_vocab: Optional[str],
     features = os.path.join(out_dir, 'features')
     options = [f'train_dataloader.dataset.source={csv_path}',
                f'train_dataloader.dataset.vocabulary={vocab}', f'model.vocabulary={vocab}']
+    options += clip_options(model_name)
     run_tool(['cache_features.py', config, '--out-dir', features, '--batch-size', '256',
               '--cfg-options'] + options, log)
     return {'cache_dir': features, 'vocabulary': vocab}
@@ -166,7 +179,8 @@ def train_prompt(config: str, work_dir: str, data: Mapping[str, str], seed: int,
 
 def evaluate(prompts: Mapping[str, str], eval_root: str, set_names: Sequence[str], out_dir: str,
              quiet: bool = False, ensemble: bool = True, log: Optional[str] = None,
-             watch: Optional[Callable[[str], None]] = None) -> Dict[str, Dict[str, float]]:
+             watch: Optional[Callable[[str], None]] = None,
+             model_name: Optional[str] = None) -> Dict[str, Dict[str, float]]:
     """``tools/eval_classification.py`` on the world CLIP and the rendered sets.
 
     Args:
@@ -176,11 +190,14 @@ def evaluate(prompts: Mapping[str, str], eval_root: str, set_names: Sequence[str
     Returns:
         ``{method: {set: top-1 %}}`` (per-class accuracies: :func:`per_class`).
     """
-    from .world_clip import MODEL_NAME, world_clip_weights
+    from .world_clip import MODEL_NAME, asset_path, world_clip_weights
+    model_name = model_name or MODEL_NAME
+    weights = world_clip_weights(asset_path(model_name, '.pt'),
+                                 asset_path(model_name, '.card.json'))
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, 'eval.json')
-    argv = ['eval_classification.py', '--datasets', 'none', '--clip-model', MODEL_NAME,
-            '--pretrained', world_clip_weights(), '--out-dir', out_dir, '--json', json_path,
+    argv = ['eval_classification.py', '--datasets', 'none', '--clip-model', model_name,
+            '--pretrained', weights, '--out-dir', out_dir, '--json', json_path,
             '--workers', '0', '--batch-size', '256']
     if not ensemble:
         argv.append('--no-ensemble')

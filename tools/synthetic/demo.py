@@ -44,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='evaluate only these downstream sets (default: all of the protocol)')
     p.add_argument('--protocol', default=None, help='evaluation sets of this protocol version '
                    '(default: the current one)')
+    from pomp_mm.synthetic.world_clip import WORLD_MODELS
+    p.add_argument('--world-clip', default=None, choices=WORLD_MODELS,
+                   help='committed world CLIP to use (default: the current one, '
+                   'pomp-world-CNN-T; pomp-world-CNN-T-v4: world v4)')
     p.add_argument('--verbose', action='store_true', help="the tools' output on the console "
                    '(default: one progress bar per stage; the output in work_dir/logs/)')
     return p.parse_args(argv)
@@ -60,10 +64,11 @@ def _demo(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     from pomp_mm.synthetic import protocol
     from pomp_mm.synthetic.datasets import write_eval_sets
     from pomp_mm.synthetic.render import check_seed
-    from pomp_mm.synthetic.world_clip import world_clip_weights
+    from pomp_mm.synthetic.world_clip import MODEL_NAME, world_clip_weights
     version = protocol.check_protocol(args.protocol or protocol.PROTOCOL)
     check_seed(args.seed)
-    world_clip_weights()  # fail now on a corrupted checkpoint, not after rendering
+    clip_opts = exp.clip_options(args.world_clip)  # fail now on a corrupted checkpoint,
+    world_clip_weights()  # not after rendering
     if not 1 <= args.coop_classes <= protocol.NUM_COOP:
         raise ValueError(f'--coop-classes must be in 1..{protocol.NUM_COOP}, got '
                          f'{args.coop_classes}')
@@ -97,7 +102,7 @@ def _demo(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     with stages.stage('cache features', total=len(runs), unit='set') as bar:
         for method, folder, cls, _, config, vocab in runs:
             train_data[method] = exp.cache_set(csvs[method], cls, config, vocab,
-                                               stages.log(f'cache_{method}'))
+                                               stages.log(f'cache_{method}'), args.world_clip)
             bar.update(1)
     opts = exp.epoch_options(args.epochs)
     prompts = {}
@@ -105,20 +110,23 @@ def _demo(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
         run_dir = os.path.join(work, method)
         label = {'pomp': 'pre-train POMP', 'coop-1k': 'pre-train CoOp-1K'}[method]
         with stages.stage(label, unit='it') as bar:
-            exp.train_prompt(config, run_dir, train_data[method], args.seed, opts,
+            exp.train_prompt(config, run_dir, train_data[method], args.seed, opts + clip_opts,
                              log=stages.log(f'pretrain_{method}'),
                              watch=exp.training_progress(bar))
         prompts[method] = os.path.join(run_dir, 'prompt_latest.pth')
     prompts = {m: prompts[m] for m in ('coop-1k', 'pomp')}  # the table's row order
     with stages.stage('evaluate', total=1, unit='run'):
-        results = exp.evaluate(prompts, eval_root, sets, eval_dir, log=stages.log('evaluate'))
+        results = exp.evaluate(prompts, eval_root, sets, eval_dir, log=stages.log('evaluate'),
+                               model_name=args.world_clip)
     summary = exp.summarise(results, version)
-    title = f'Synthetic world (protocol {version}), seed {args.seed}'
+    clip_name = args.world_clip or MODEL_NAME
+    title = f'Synthetic world (protocol {version}, {clip_name}), seed {args.seed}'
     report = exp.intervals_report(exp.per_class(prompts, eval_dir), summary, version,
                                   os.path.join(work, 'results.png'),
                                   f'{title}: top-1 % with 95 % class-bootstrap intervals')
     atomic_write_json(os.path.join(work, 'results.json'),
-                      {'protocol': version, 'seed': args.seed, 'methods': summary,
+                      {'protocol': version, 'seed': args.seed, 'world_clip': clip_name,
+                       'methods': summary,
                        'stage_seconds': stages.times, **report['json']})
     table = exp.format_results(summary, f'{title}: top-1 % (mean: cross-dataset sets; '
                                'domain_mean: sketch + noisy)')
