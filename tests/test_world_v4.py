@@ -142,3 +142,33 @@ def test_clip_options_put_a_checked_world_clip_into_the_configs(tmp_path, monkey
                         else wc.CARD_PATH)
     with pytest.raises(ValueError, match='the file is corrupted or not the committed one'):
         exp.clip_options(wc.MODEL_NAME)
+
+
+def test_long_tail_report_against_a_constructed_example():
+    """long_tail: Spearman against hand-worked ranks; a label's named values; a method that
+    gains exactly 4 points on the rare half of every set and 0 on the frequent half."""
+    from pomp_mm.synthetic import long_tail as lt
+    from pomp_mm.synthetic.protocol import cross_dataset_sets, eval_sets
+    assert lt.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert lt.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks (1, 2.5, 2.5, 4) vs (1, 2, 3, 4): r = 0.9487
+    assert lt.spearman([1, 5, 5, 9], [1, 2, 3, 4]) == pytest.approx(0.9487, abs=1e-4)
+    cs = eval_sets('v3')['colour-shape']
+    colour, shape = cs.classnames[0].split()
+    assert lt.named_attributes(cs, 0) == {'colour': colour, 'shape': shape}
+    freq = lt.value_frequencies()
+    assert sum(freq['shape'].values()) == pytest.approx(1.0)
+    assert lt.label_frequencies(cs)[0] == pytest.approx(freq['colour'][colour] *
+                                                        freq['shape'][shape])
+    hand, pomp = {}, {}
+    for name in cross_dataset_sets('v3'):
+        f = lt.label_frequencies(eval_sets('v3')[name])
+        rng = np.random.default_rng(0)
+        hand[name] = rng.uniform(40, 60, len(f))
+        pomp[name] = hand[name] + np.where(f < np.median(f), 4.0, 0.0)
+    report = lt.tail_report({'hand': hand, 'pomp': pomp}, 'v3', num_boot=200)
+    assert report['pooled']['tail']['estimate'] == pytest.approx(4.0)
+    assert report['pooled']['head']['estimate'] == pytest.approx(0.0)
+    assert all(r['tail_gain'] == pytest.approx(4.0) for r in report['sets'])
+    with pytest.raises(ValueError, match="need 'pomp' and 'hand' per-class accuracies"):
+        lt.tail_report({'hand': hand}, 'v3')
