@@ -7,6 +7,7 @@ own tools.
     python tools/synthetic/ov.py run --parts seg # segmentation only
     python tools/synthetic/ov.py probe           # zero-shot region embeddings of train boxes
     python tools/synthetic/ov.py run --clip vit  # world v2's ViT CLIP (SAN; older numbers)
+    python tools/synthetic/ov.py diagnose --run work_dirs/synthetic_ov/cnn/det/hand_seed0_epoch3
 
 ``--clip cnn`` (the default) is world v3's CLIP, pomp-world-CNN-T: a dense head on its per-pixel
 CLIP embeddings (configs/mmseg/*_world-cnn_synthetic-scenes.py) and Faster R-CNN with F-VLM
@@ -385,6 +386,71 @@ def probe_conv_regions(scenes: str, split: str = 'train', limit: int = 300) -> D
         'boxes': total, 'chance': round(100 / len(names), 1)}
 
 
+def diagnose_detector(config: str, checkpoint: Optional[str], scenes: str,
+                      split: str = 'val', prompt: Optional[str] = None) -> Dict[str, Dict]:
+    """Where a world detector loses novel objects, on the ground-truth boxes of ``split``:
+    the RPN's recall (top 100 proposals, IoU >= 0.5), the trained box head's 20-way argmax
+    (background column left out) and the region embedding's zero-shot argmax against the same
+    text embeddings, for base and novel boxes apart. ``checkpoint`` None: the head as
+    initialised."""
+    import torch
+    import torch.nn.functional as F
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.bbox import bbox_overlaps
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from PIL import Image
+
+    import pomp_mm.mmdet
+    from pomp_mm.synthetic import world_clip as wc
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(config)
+    if prompt is not None or cfg.model.roi_head.bbox_head.classifier.text_encoder.get('prompt'):
+        cfg.model.roi_head.bbox_head.classifier.text_encoder.prompt = prompt
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    if checkpoint is not None:
+        state = torch.load(checkpoint, map_location='cpu', weights_only=False)['state_dict']
+        model.load_state_dict(state)
+    images, names, boxes = _scene_boxes(scenes, split)
+    pomp_mm.mmdet.set_detector_vocabulary(model, names)
+    model.eval()
+    head = model.roi_head.bbox_head
+    novel = set(cfg.novel_classes)
+    counts = {k: {'boxes': 0, 'rpn_recall': 0, 'head': 0, 'zero_shot': 0}
+              for k in ('base', 'novel')}
+    with torch.no_grad():
+        text = F.normalize(head.fc_cls.text_encoder.encode_text(names).float(), dim=-1)
+        for image in images:
+            if image['id'] not in boxes:
+                continue
+            with Image.open(os.path.join(scenes, 'images', split, image['file_name'])) as im:
+                pixels = wc.images_to_tensor([im.convert('RGB')])
+            xyxy = torch.tensor([b for b, _ in boxes[image['id']]], dtype=torch.float)
+            feats = model.extract_feat(pixels)
+            region = model.roi_head.bbox_roi_extractor(
+                feats, torch.cat([xyxy.new_zeros(len(xyxy), 1), xyxy], dim=1))
+            head_pred = head(region)[0][:, :len(names)].argmax(-1)
+            zero_shot = (F.normalize(region.flatten(1), dim=-1) @ text.T).argmax(-1)
+            size = tuple(pixels.shape[-2:])
+            sample = DetDataSample(metainfo=dict(img_shape=size, ori_shape=size,
+                                                 scale_factor=(1.0, 1.0), pad_shape=size,
+                                                 batch_input_shape=size))
+            proposals = model.rpn_head.predict(feats, [sample], rescale=False)[0].bboxes[:100]
+            best = bbox_overlaps(xyxy, proposals).max(dim=1).values if len(proposals) \
+                else torch.zeros(len(xyxy))
+            for j, (_, k) in enumerate(boxes[image['id']]):
+                c = counts['novel' if names[k] in novel else 'base']
+                c['boxes'] += 1
+                c['rpn_recall'] += int(best[j] >= 0.5)
+                c['head'] += int(head_pred[j] == k)
+                c['zero_shot'] += int(zero_shot[j] == k)
+    return {split_name: {'boxes': c['boxes']} | {
+        key: round(100 * c[key] / max(c['boxes'], 1), 1)
+        for key in ('rpn_recall', 'head', 'zero_shot')} for split_name, c in counts.items()}
+
+
 def _rows(means: Dict, sds: Dict, keys) -> List[str]:
     return markdown_table(['prompt'] + list(keys),
                           [[method] + [f'{row[k]:.1f} ± {sds[method][k]:.1f}' for k in keys]
@@ -409,9 +475,26 @@ def format_table(results: Dict) -> str:
     return '\n'.join(lines)
 
 
+def _diagnose_run(run_dir: Optional[str], work: str, clip: str) -> Dict[str, Dict]:
+    """:func:`diagnose_detector` on a finished ``ov.py run`` detection folder."""
+    if not run_dir or not os.path.isdir(run_dir):
+        raise SystemExit(f'diagnose needs --run, a detection run folder; got {run_dir!r}')
+    name = os.path.basename(os.path.normpath(run_dir))
+    method, epochs = name.split('_')[0], name.rsplit('epoch', 1)[-1]
+    if method not in SETUPS[clip].det_configs or not epochs.isdigit():
+        raise SystemExit(f'{run_dir} is not an ov.py detection run folder '
+                         '(<method>_seed<s>_epoch<e>)')
+    paths = _paths(work, clip)
+    return diagnose_detector(SETUPS[clip].det_configs[method],
+                             os.path.join(run_dir, f'epoch_{epochs}.pth'), paths['scenes'],
+                             prompt=paths['prompt'] if method == 'pomp' else None)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument('command', choices=('prepare', 'run', 'probe'))
+    p.add_argument('command', choices=('prepare', 'run', 'probe', 'diagnose'))
+    p.add_argument('--run', default=None,
+                   help='diagnose: a detection run folder (its config and last checkpoint)')
     p.add_argument('--work-dir', default=WORK)
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--quick', action='store_true',
@@ -426,6 +509,8 @@ def main(argv=None) -> int:
     work = os.path.abspath(args.work_dir)
     if args.command == 'prepare':
         print(json.dumps(prepare(work, args.quick, args.quiet, args.clip), indent=1))
+    elif args.command == 'diagnose':
+        print(json.dumps(_diagnose_run(args.run, work, args.clip), indent=1))
     elif args.command == 'probe':
         probe = probe_regions if args.clip == 'vit' else probe_conv_regions
         print(json.dumps(probe(_paths(work, args.clip)['scenes']), indent=1))
