@@ -166,3 +166,66 @@ def test_ov_diagnose_separates_rpn_head_and_zero_shot(tmp_path):
     assert zero_shot >= 40.0, got
     for part in got.values():
         assert all(0 <= part[k] <= 100 for k in ('rpn_recall', 'head', 'zero_shot'))
+
+
+def _world_cnn_detector(**head):
+    import pomp_mm.mmdet  # noqa: F401
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(os.path.join(
+        ROOT, 'configs', 'mmdet', 'handprompt_faster-rcnn_world-cnn_synthetic-scenes.py'))
+    cfg.model.roi_head.bbox_head.update(head)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model, cfg
+
+
+def test_vlm_fusion_is_f_vlms_geometric_mean():
+    """PompBBoxHead(vlm_fusion=...): at test time softmax(cls_score) is, per class,
+    p_head^(1-w) * p_clip^w with w = base (train classes) or novel, the head's background, the
+    row renormalised; in training, and with both weights 0, the head's own scores."""
+    import torch.nn.functional as F
+    model, cfg = _world_cnn_detector(vlm_fusion=dict(base=0.35, novel=0.65))
+    head = model.roi_head.bbox_head
+    names = list(cfg.all_classes)
+    from pomp_mm.mmdet import set_detector_vocabulary
+    set_detector_vocabulary(model, names)
+    model.eval()
+    x = torch.randn(5, 64, 1, 1)
+    with torch.no_grad():
+        fused, _ = head(x)
+        head.vlm_fusion, saved = None, head.vlm_fusion
+        plain, _ = head(x)
+        head.vlm_fusion = saved
+        text = F.normalize(head.fc_cls.text_encoder.encode_text(names).float(), dim=1)
+    clip = F.softmax(F.normalize(x.flatten(1), dim=1) @ text.T / 0.01, dim=1)
+    p = F.softmax(plain, dim=1)
+    w = torch.tensor([0.65 if n in cfg.novel_classes else 0.35 for n in names])
+    want = torch.cat([p[:, :20] ** (1 - w) * clip ** w, p[:, 20:]], dim=1)
+    want = want / want.sum(1, keepdim=True)
+    torch.testing.assert_close(F.softmax(fused, dim=1), want, atol=1e-5, rtol=1e-4)
+    head.vlm_fusion = dict(base=0.0, novel=0.0, temperature=0.01)
+    with torch.no_grad():
+        torch.testing.assert_close(F.softmax(head(x)[0], dim=1), p, atol=1e-5, rtol=1e-4)
+    model.train()
+    head.vlm_fusion = saved
+    with torch.no_grad():
+        train_scores = head(x)[0]
+        head.vlm_fusion = None
+        assert torch.equal(train_scores, head(x)[0])  # training: no fusion
+    assert train_scores.shape[1] == 16  # the 15 train classes and background
+
+
+def test_vlm_fusion_refuses_bad_settings():
+    from pomp_mm.mmdet.classifier import _check_fusion
+    with pytest.raises(ValueError, match=r"vlm_fusion takes base, novel and optionally "
+                       r"temperature, got \{'base': 0.3\}"):
+        _check_fusion(dict(base=0.3))
+    with pytest.raises(ValueError, match='novel weight must be in \\[0, 1\\], got 1.5'):
+        _check_fusion(dict(base=0.3, novel=1.5))
+    with pytest.raises(ValueError, match='temperature must be positive, got 0'):
+        _check_fusion(dict(base=0.3, novel=0.5, temperature=0))
+    assert _check_fusion(dict(base=0.35, novel=0.65))['temperature'] == 0.01

@@ -431,14 +431,20 @@ def test_report_resumes_finished_runs_and_keeps_the_other_part(tmp_path, capsys,
             finished(root / 'seg' / f'{method}_seed{seed}_iter{iters}',
                      tool.SEG_CONFIGS[method], tool.seg_options(method, seed, paths, iters),
                      {'mIoU-seen': s, 'mIoU-unseen': u, 'hIoU': 2 * s * u / (s + u)})
-        finished(root / 'det' / f'{method}_seed0_epoch{epochs}', tool.DET_CONFIGS[method],
-                 tool.det_options(method, 0, paths, epochs),
+        run = root / 'det' / f'{method}_seed0_epoch{epochs}'
+        options = tool.det_options(method, 0, paths, epochs)
+        finished(run, tool.DET_CONFIGS[method], options,
                  {'coco/base_ap50': 0.5, 'coco/novel_ap50': 0.125})
+        fused = tool.SETUPS['cnn'].det_fused_configs[method]
+        (run / 'fvlm.sha256').write_text(tool.config_digest(fused, options) + '\n')
+        (run / 'test_fvlm.json').write_text(json.dumps({'coco/base_ap50': 0.5,
+                                                        'coco/novel_ap50': 0.25}))
     tool.run(str(tmp_path), [0, 1], quick=True, quiet=True, parts=['seg'])
     out = tool.run(str(tmp_path), [0], quick=True, quiet=True, parts=['det'])
     assert out['seg']['hand'] == {'mIoU-seen': 21.0, 'mIoU-unseen': 12.0, 'hIoU': 15.22}
     assert out['seg_sd']['hand']['mIoU-unseen'] == pytest.approx(2.83, abs=0.01)
     assert out['det']['pomp'] == {'base_ap50': 50.0, 'novel_ap50': 12.5}
+    assert out['det']['pomp + F-VLM fusion'] == {'base_ap50': 50.0, 'novel_ap50': 25.0}
     assert out['seg_seeds'] == [0, 1] and out['det_seeds'] == [0]
     assert out['clip'] == wc.MODEL_NAME
     with open(root / 'results.json') as f:

@@ -321,16 +321,27 @@ class PompBBoxHead(Shared2FCBBoxHead):
     Box regression is class-agnostic, so the test vocabulary can differ from the train one;
     ``num_classes`` follows the vocabulary of the current mode.
 
+    With ``vlm_fusion`` and a frozen-CLIP region embedding as input (``ClipPoolRoIExtractor``,
+    ``ClipRoIExtractor``), test-time class probabilities are F-VLM's (Kuo et al., ICLR 2023)
+    geometric mean of the head's and the embedding's zero-shot ones: for each class
+    ``p_head ** (1 - w) * p_clip ** w``, ``w = base`` for classes of the train vocabulary and
+    ``novel`` for the others; the background probability is the head's; the row is
+    renormalised. The trained head is sharp on the classes it was trained on and forgets the
+    others; CLIP's own scores keep them.
+
     Args:
         classifier: :class:`ZeroShotClassifier` arguments (``text_encoder``, ``vocabulary``,
             ``test_vocabulary``, ``embeddings``, ``test_embeddings``, ``embed_dim``,
             ``temperature``, ``bias_init``, ``baked``).
         num_classes: Number of train classes (must match the train vocabulary).
+        vlm_fusion: ``dict(base=..., novel=..., temperature=...)``: the zero-shot score weights
+            and the temperature of its cosine softmax (F-VLM's: 0.35, 0.65, 0.01); None: off.
         **kwargs: ``Shared2FCBBoxHead`` arguments.
     """
 
     def __init__(self, classifier: Dict[str, Any], num_classes: int,
-                 reg_class_agnostic: bool = True, **kwargs: Any):
+                 reg_class_agnostic: bool = True,
+                 vlm_fusion: Optional[Dict[str, float]] = None, **kwargs: Any):
         if not reg_class_agnostic:
             raise ValueError('PompBBoxHead needs reg_class_agnostic=True: per-class box '
                              'regressors cannot follow a new test vocabulary')
@@ -340,6 +351,44 @@ class PompBBoxHead(Shared2FCBBoxHead):
         cls_cfg = dict(type='ZeroShotClassifier', **classifier)
         super().__init__(num_classes=num_classes, reg_class_agnostic=True,
                          cls_predictor_cfg=cls_cfg, **kwargs)
+        self.vlm_fusion = _check_fusion(vlm_fusion)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Shared2FCBBoxHead's outputs; at test time with ``vlm_fusion``, class log-
+        probabilities fused with the region embedding's zero-shot ones (mmdet's softmax then
+        gives the fused probabilities back)."""
+        cls_score, bbox_pred = super().forward(x)
+        if self.training or self.vlm_fusion is None or cls_score is None:
+            return cls_score, bbox_pred
+        return self._fuse(cls_score, x.flatten(1)), bbox_pred
+
+    def _fuse(self, cls_score: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        clf = self.fc_cls
+        classes = cls_score.shape[1] - 1
+        text = clf.class_weight(cls_score.device)[:classes].float()
+        if region.shape[1] != text.shape[1]:
+            raise ValueError(f'vlm_fusion needs the frozen CLIP region embedding as the head\'s '
+                             f'input ({text.shape[1]} wide, e.g. ClipPoolRoIExtractor with '
+                             f'roi_feat_size=1), got {region.shape[1]} features per RoI')
+        clip_probs = F.softmax(F.normalize(region.float(), dim=1) @ F.normalize(text, dim=1).T
+                               / self.vlm_fusion['temperature'], dim=1)
+        head_probs = F.softmax(cls_score.float(), dim=1)
+        weight = self._fusion_weights(classes, cls_score.device)
+        fused = head_probs[:, :classes] ** (1 - weight) * clip_probs ** weight
+        probs = torch.cat([fused, head_probs[:, classes:]], dim=1)
+        probs = probs / probs.sum(dim=1, keepdim=True)
+        return probs.clamp_min(torch.finfo(torch.float32).tiny).log().to(cls_score.dtype)
+
+    def _fusion_weights(self, classes: int, device: torch.device) -> torch.Tensor:
+        """Per test class: ``base`` if the train vocabulary has it, else ``novel`` (all
+        ``novel`` when the names are unknown, as F-VLM without a base indicator)."""
+        _, train = self.fc_cls.vocabulary_for(True)
+        _, test = self.fc_cls.vocabulary_for(False)
+        if train is None or test is None or len(test) != classes:
+            return torch.full((classes,), self.vlm_fusion['novel'], device=device)
+        seen = set(train)
+        return torch.tensor([self.vlm_fusion['base' if n in seen else 'novel'] for n in test],
+                            device=device)
 
     @property
     def num_classes(self) -> int:
@@ -349,6 +398,24 @@ class PompBBoxHead(Shared2FCBBoxHead):
     @num_classes.setter
     def num_classes(self, value: int) -> None:
         self._num_classes = value
+
+
+def _check_fusion(fusion: Optional[Dict[str, float]]) -> Optional[Dict[str, float]]:
+    if fusion is None:
+        return None
+    fusion = dict(fusion)
+    unknown = sorted(set(fusion) - {'base', 'novel', 'temperature'})
+    if unknown or not {'base', 'novel'} <= set(fusion):
+        raise ValueError(f'vlm_fusion takes base, novel and optionally temperature, got '
+                         f'{dict(fusion)}')
+    fusion.setdefault('temperature', 0.01)
+    for key in ('base', 'novel'):
+        if not 0.0 <= float(fusion[key]) <= 1.0:
+            raise ValueError(f'vlm_fusion {key} weight must be in [0, 1], got {fusion[key]!r}')
+    if not float(fusion['temperature']) > 0:
+        raise ValueError(f'vlm_fusion temperature must be positive, got '
+                         f'{fusion["temperature"]!r}')
+    return {k: float(v) for k, v in fusion.items()}
 
 
 def zero_shot_classifiers(model: nn.Module) -> List[ZeroShotClassifier]:

@@ -44,6 +44,8 @@ class Setup(NamedTuple):
     det_configs: Dict[str, str]
     subdir: str  # of the work dir, for its prompt, runs and results
     seg_label: str
+    #: test-time variants of the det configs (F-VLM score fusion) run on their checkpoints
+    det_fused_configs: Dict[str, str] = {}
 
 
 SETUPS = {
@@ -52,7 +54,9 @@ SETUPS = {
                   'pomp': 'configs/mmseg/pomp_world-cnn_synthetic-scenes.py'},
                  {'hand': 'configs/mmdet/handprompt_faster-rcnn_world-cnn_synthetic-scenes.py',
                   'pomp': 'configs/mmdet/pomp_faster-rcnn_world-cnn_synthetic-scenes.py'},
-                 'cnn', 'a dense head on the world CNN CLIP\'s pixel embeddings'),
+                 'cnn', 'a dense head on the world CNN CLIP\'s pixel embeddings',
+                 {'hand': 'configs/mmdet/handprompt_faster-rcnn_world-cnn-fvlm_synthetic-scenes.py',
+                  'pomp': 'configs/mmdet/pomp_faster-rcnn_world-cnn-fvlm_synthetic-scenes.py'}),
     'vit': Setup('pomp-world-ViT-T-8', exp.POMP_VIT_CONFIG,
                  {'hand': 'configs/mmseg/handprompt_synthetic-scenes.py',
                   'pomp': 'configs/mmseg/pomp_synthetic-scenes.py'},
@@ -216,6 +220,29 @@ def _det_run(method: str, seed: int, clip: str, paths: Dict[str, str], epochs: i
                                         det_options(method, seed, paths, epochs), quiet))
 
 
+def _det_fused_run(method: str, seed: int, clip: str, paths: Dict[str, str], epochs: int,
+                   quiet: bool) -> Dict[str, float]:
+    """tools/test.py with the F-VLM-fused config on a finished detection run's checkpoint
+    (run_dir/test_fvlm.json; reused if its config and options are unchanged)."""
+    run_dir = os.path.join(paths['root'], 'det', f'{method}_seed{seed}_epoch{epochs}')
+    config = SETUPS[clip].det_fused_configs[method]
+    options = det_options(method, seed, paths, epochs)
+    digest = config_digest(config, options)
+    out, stamp = os.path.join(run_dir, 'test_fvlm.json'), os.path.join(run_dir, 'fvlm.sha256')
+    if os.path.isfile(out) and os.path.isfile(stamp) and _read(stamp).strip() == digest:
+        with open(out, encoding='utf-8') as f:
+            return _det_metrics(json.load(f))
+    if os.path.isfile(out):
+        os.remove(out)  # from another config or options: rerun, nothing else is at stake
+    with open(stamp, 'w', encoding='utf-8') as f:
+        f.write(digest + '\n')
+    run_tool(['test.py', config, os.path.join(run_dir, f'epoch_{epochs}.pth'), '--work-dir',
+              os.path.join(run_dir, 'test_fvlm'), '--out', out, '--cfg-options'] + options,
+             os.path.join(run_dir, 'test_fvlm_tool.log') if quiet else None)
+    with open(out, encoding='utf-8') as f:
+        return _det_metrics(json.load(f))
+
+
 def _det_metrics(raw: Dict[str, float]) -> Dict[str, float]:
     """AP50 in % (mmdet reports fractions)."""
     return {ours: round(100 * float(raw[theirs]), 2) for theirs, ours in DET_KEYS.items()}
@@ -252,6 +279,13 @@ def run(work: str, seeds: List[int], quick: bool, quiet: bool,
         per_seed = {m: [_det_run(m, s, clip, paths, epochs, quiet) for s in seeds]
                     for m in SETUPS[clip].det_configs}
         results['det'], results['det_sd'] = _summary(per_seed, DET_KEYS.values())
+        fused = SETUPS[clip].det_fused_configs
+        if fused:
+            per_seed = {f'{m} + F-VLM fusion': [_det_fused_run(m, s, clip, paths, epochs, quiet)
+                                                for s in seeds] for m in fused}
+            means, sds = _summary(per_seed, DET_KEYS.values())
+            results['det'].update(means)
+            results['det_sd'].update(sds)
         results.update(det_epochs=epochs, det_seeds=seeds, det_quick=quick)
     exp.save_state(out_path, results)
     print(format_table(results))
