@@ -117,6 +117,7 @@ def test_extractor_refuses_bad_input(world_tower):
         ext((torch.zeros(1, 64, 8, 8),), torch.tensor([[0, 0, 0, 8, 8.]]))
 
 
+@pytest.mark.slow
 def test_cnn_det_configs_build_with_the_world_cnn():
     """The world-CNN detection configs: OpenClipConvNet backbone, ClipPoolRoIExtractor, the
     text encoder on the same CLIP; the protocol's classes; the baseline differs only in the
@@ -149,6 +150,7 @@ def test_cnn_det_configs_build_with_the_world_cnn():
     assert emb.shape == (1, 64, 1, 1)
 
 
+@pytest.mark.slow
 def test_ov_diagnose_separates_rpn_head_and_zero_shot(tmp_path):
     """tools/synthetic/ov.py diagnose on 20 validation scenes with an untrained head: the
     region embeddings already name most boxes zero-shot (protocol scenes: 67-73 %), whatever

@@ -166,6 +166,7 @@ def test_excluded_classes_get_no_probability_and_no_gradient(world):
 
 
 # ------------------------------------------------------------------------------- the configs
+@pytest.mark.slow
 @pytest.mark.parametrize('path', [POMP_CONFIG, HAND_CONFIG])
 def test_config_builds_trains_predicts_and_switches_vocabulary(world, path):
     model = build(model_config(path))

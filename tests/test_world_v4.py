@@ -29,6 +29,7 @@ def test_value_ranks_are_a_fixed_permutation_with_a_tail_half():
         c4.value_ranks('size')
 
 
+@pytest.mark.slow
 def test_stream_frequencies_fall_with_rank_on_20000_draws():
     """Classes drawn by the v4 weights: every attribute's value frequencies fall with its rank
     (the pair factors blur the Zipf line, not its direction) and the head half of the values
@@ -73,6 +74,7 @@ def test_v4_captions_are_reproducible_and_use_the_tail_wording():
     assert a == [c4.caption_v4(cls, np.random.default_rng([3, i])) for i in range(50)]
 
 
+@pytest.mark.slow
 def test_trunk_from_locks_v3s_trunk_and_trains_the_text_side(tmp_path):
     """Two contrastive steps on stream v4 from the committed v3 trunk: the trunk (batch-norm
     statistics included) is bit-identical, the text tower moved, the trunk's sha256 is in the
@@ -144,6 +146,7 @@ def test_clip_options_put_a_checked_world_clip_into_the_configs(tmp_path, monkey
         exp.clip_options(wc.MODEL_NAME)
 
 
+@pytest.mark.slow
 def test_long_tail_report_against_a_constructed_example():
     """long_tail: Spearman against hand-worked ranks; a label's named values; a method that
     gains exactly 4 points on the rare half of every set and 0 on the frequent half."""
