@@ -96,8 +96,8 @@ def test_v3_sources_and_kinds():
         captions_v3.caption_v3(cls, rng, 'photo', kind='poem')
     with pytest.raises(ValueError, match="unknown domain 'oil'"):
         captions_v3.caption_v3(cls, rng, 'oil')
-    with pytest.raises(ValueError, match="unknown caption grammar 'v4'"):
-        caption(cls, rng, 'photo', 'v4')
+    with pytest.raises(ValueError, match="unknown caption grammar 'v5'"):
+        caption(cls, rng, 'photo', 'v5')
 
 
 def test_v3_synonyms_name_real_attributes():
