@@ -17,7 +17,7 @@ from mmengine.registry import MODELS
 from torch import nn
 
 __all__ = ['OpenClipConvNet', 'conv_tower_kind', 'feature_map', 'pool_regions',
-           'dense_embeddings', 'pool_grid']
+           'dense_embeddings', 'pool_grid', 'input_size']
 
 
 def conv_tower_kind(visual: nn.Module) -> str:
@@ -43,6 +43,12 @@ def feature_map(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
         x = layer(x)
     return x
+
+
+def input_size(visual: nn.Module) -> int:
+    """The square input side the tower was built for (224 when it does not say)."""
+    size = getattr(visual, 'image_size', 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
 def pool_grid(visual: nn.Module) -> Optional[Tuple[int, int]]:
@@ -100,8 +106,7 @@ class OpenClipConvNet(BaseModule):
         self.visual = visual.eval()
         for p in self.visual.parameters():
             p.requires_grad_(False)
-        size = visual.image_size if hasattr(visual, 'image_size') else 224
-        size = size[0] if isinstance(size, (tuple, list)) else int(size)
+        size = input_size(visual)
         with torch.no_grad():
             probe = feature_map(self.visual, torch.zeros(1, 3, size, size))
             self.embed_dim = pool_regions(self.visual, probe).shape[-1]

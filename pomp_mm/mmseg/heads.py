@@ -22,7 +22,7 @@ from mmseg.utils import SampleList
 from torch import Tensor, nn
 
 from ..clip import build_clip
-from ..conv_clip import conv_tower_kind, dense_embeddings, feature_map
+from ..conv_clip import conv_tower_kind, dense_embeddings, feature_map, input_size
 
 
 def _out_channels(num_classes: int) -> int:
@@ -244,8 +244,7 @@ class PompDenseCLIPHead(BaseDecodeHead):
         clip = build_clip(clip_model, pretrained)
         visual = clip.visual
         conv_tower_kind(visual)  # a clear error for a ViT
-        size = getattr(visual, 'image_size', 224)
-        size = size[0] if isinstance(size, (tuple, list)) else int(size)
+        size = input_size(visual)
         with torch.no_grad():
             tower_channels = feature_map(visual, torch.zeros(1, 3, size, size)).shape[1]
         if in_channels is None:

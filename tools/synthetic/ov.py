@@ -381,6 +381,7 @@ def probe_conv_regions(scenes: str, split: str = 'train', limit: int = 300) -> D
 
     import pomp_mm.mmdet  # noqa: F401
     from pomp_mm import PompTextEncoder
+    from pomp_mm.conv_clip import input_size
     from pomp_mm.synthetic import world_clip as wc
     init_default_scope('mmdet')
     images, names, boxes = _scene_boxes(scenes, split)
@@ -388,8 +389,7 @@ def probe_conv_regions(scenes: str, split: str = 'train', limit: int = 300) -> D
     backbone = MODELS.build(dict(type='OpenClipConvNet', **spec))
     regions = MODELS.build(dict(type='ClipPoolRoIExtractor', **spec))
     visual = backbone.visual
-    size = visual.image_size if hasattr(visual, 'image_size') else 64
-    size = size[0] if isinstance(size, (tuple, list)) else int(size)
+    size = input_size(visual)
     with torch.no_grad():
         text = PompTextEncoder(clip_model=wc.MODEL_NAME, pretrained=wc.WEIGHTS_PATH,
                                vocabulary=['x'], templates='single',
