@@ -290,7 +290,8 @@ def test_clip_training_resumes_from_its_checkpoint_and_refuses_other_settings(tm
         _interrupt_after(wc, 3, lambda: wc.train_world_clip(part, **kw))
     with pytest.raises(ValueError, match='checkpoint of another training run'):
         wc.train_world_clip(part, **{**kw, 'steps': 4})
-    with pytest.raises(ValueError, match='image_steps needs a timm image trunk'):
+    with pytest.raises(ValueError, match='image_steps and trunk_from need a timm image trunk; '
+                       'pomp-world-ViT-T-8 has none'):
         wc.train_world_clip(str(tmp_path / 'vit.pt'), **{**kw, 'model_name': wc.VIT_MODEL_NAME})
 
 
