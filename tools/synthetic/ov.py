@@ -307,15 +307,7 @@ def probe_regions(scenes: str, split: str = 'train', limit: int = 300) -> Dict[s
     from pomp_mm import PompTextEncoder
     from pomp_mm.synthetic import world_clip as wc
     init_default_scope('mmdet')
-    with open(os.path.join(scenes, 'annotations', f'instances_{split}.json'),
-              encoding='utf-8') as f:
-        coco = json.load(f)
-    names = [c['name'] for c in sorted(coco['categories'], key=lambda c: c['id'])]
-    label = {c['id']: names.index(c['name']) for c in coco['categories']}
-    boxes: Dict[int, list] = {}
-    for a in coco['annotations']:
-        x, y, w, h = a['bbox']
-        boxes.setdefault(a['image_id'], []).append(([x, y, x + w, y + h], label[a['category_id']]))
+    images, names, boxes = _scene_boxes(scenes, split)
     clip = wc.load_world_clip(model_name=wc.VIT_MODEL_NAME)
     spec = dict(clip_model=wc.VIT_MODEL_NAME, pretrained=wc.VIT_WEIGHTS_PATH)
     tokens = MODELS.build(dict(type='OpenClipViT', patch_embed_out=True, **spec))
@@ -325,7 +317,7 @@ def probe_regions(scenes: str, split: str = 'train', limit: int = 300) -> Dict[s
                                templates='single', cat_bg=False).encode_text(names)
     hits, total = {'patch tokens, averaged': 0, 'ClipRoIExtractor': 0}, 0
     v = clip.visual
-    for image in coco['images'][:limit]:
+    for image in images[:limit]:
         if image['id'] not in boxes:
             continue
         path = os.path.join(scenes, 'images', split, image['file_name'])
@@ -445,7 +437,9 @@ def diagnose_detector(config: str, checkpoint: Optional[str], scenes: str,
     model = MODELS.build(cfg.model)
     model.init_weights()
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location='cpu', weights_only=False)['state_dict']
+        from pomp_mm.compat import register_mmengine_safe_globals
+        register_mmengine_safe_globals()  # mmengine's checkpoint objects, nothing else
+        state = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
         model.load_state_dict(state)
     images, names, boxes = _scene_boxes(scenes, split)
     pomp_mm.mmdet.set_detector_vocabulary(model, names)
