@@ -406,12 +406,18 @@ def test_setting_a_second_prompt_replaces_the_first_everywhere(make_encoder, tmp
             enc.set_prompt(load_prompt(path))
             assert enc.prompt_source == path
             torch.testing.assert_close(enc.class_embeddings(), want[path], atol=0, rtol=0)
-    # both guards against a revived table: set_prompt forgets it, and a remembered table keeps
+    # two guards against a revived table: set_prompt forgets it, and a remembered table keeps
     # its learner alive (a freed learner's id could be the next learner's)
-    enc.set_prompt(load_prompt(first))
-    assert enc._memo.get(enc.vocabulary, enc.prompt_learner, torch.device('cpu')) is None
     import gc
     import weakref
+    replaced = weakref.ref(enc.prompt_learner)  # the memo holds it with the table above
+    enc.set_prompt(load_prompt(first))
+    # No table for the new learner. This holds with or without set_prompt's clear: the
+    # remembered table keeps the replaced learner alive, so the new one cannot have its id.
+    assert enc._memo.get(enc.vocabulary, enc.prompt_learner, torch.device('cpu')) is None
+    # The clear itself: set_prompt lets go of the replaced learner and its table.
+    gc.collect()
+    assert replaced() is None
     with torch.no_grad():
         enc.class_embeddings()
     learner = weakref.ref(enc.prompt_learner)

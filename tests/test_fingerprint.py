@@ -50,6 +50,18 @@ def test_dtype_and_device_changes_are_seen_and_unchanged_weights_keep_their_hash
     assert weights_fingerprint(clip.visual) == weights_fingerprint(clip.visual)
 
 
+def test_fp16_weights_and_their_float32_round_trip_hash_differently():
+    """Same values, other dtype: fp16 weights and their exact float32 copies (``half()`` then
+    ``float()``) compute differently (fp16 matmuls round), so a cache keyed on the hash must
+    not hand one the other's embeddings."""
+    import copy
+    halved = copy.deepcopy(build_clip('tiny').visual).half()
+    widened = copy.deepcopy(halved).float()
+    for (name, a), b in zip(halved.state_dict().items(), widened.state_dict().values()):
+        assert torch.equal(a.float(), b), name  # the same values
+    assert weights_fingerprint(halved) != weights_fingerprint(widened)
+
+
 def test_resume_accepts_the_older_sampled_fingerprint_of_the_same_clip():
     """Checkpoints written before every weight was hashed carry the sampled fingerprint: the
     same CLIP resumes, another is refused."""

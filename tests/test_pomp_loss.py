@@ -762,6 +762,34 @@ def test_inclusion_floor_caps_the_margin_at_log_n_minus_1():
     assert (probs >= 1 / (n - 1) - 1e-15).all()
 
 
+def test_shared_negatives_floor_the_rare_class_at_1_over_n_minus_1(monkeypatch):
+    """The per-image contrast's draw (sample_shared_negatives) floors the inclusion
+    probability too: the rare class, forced into the draw, gets 1 / (N - 1), not its Poisson
+    value (~1e-5), and the common ones keep their Poisson values."""
+    from pomp_mm.pretrain.sampling import poisson_inclusion
+    n, m = 100, 10
+    counts = [1e6] * n
+    counts[50] = 1.0
+    sampler = NegativeSampler(n, 5, mode='frequency', class_counts=counts, seed=0)
+    multinomial = torch.multinomial
+
+    def with_the_rare_class(weights, num, *args, **kwargs):  # the rare draw, made certain
+        picked = multinomial(weights, num, *args, **kwargs)
+        if 50 not in picked.tolist():
+            picked[-1] = 50
+        return picked
+    monkeypatch.setattr(torch, 'multinomial', with_the_rare_class)
+    picked, probs = sampler.sample_shared_negatives(torch.tensor([0, 7]), m, return_probs=True)
+    monkeypatch.undo()
+    j = picked.tolist().index(50)
+    poisson = poisson_inclusion(torch.tensor(counts), m)
+    assert poisson[50].item() < 1e-4  # the floor is what lifts it
+    assert probs[j].item() == pytest.approx(1 / (n - 1))
+    assert -math.log(probs[j].item()) == pytest.approx(math.log(n - 1))
+    common = [i for i, c in enumerate(picked.tolist()) if c != 50]
+    torch.testing.assert_close(probs[common], poisson[picked[common]])
+
+
 def test_official_transcription_and_per_image_contrast_agree():
     """Two implementations of one loss: the official step (full-length padded prompts from
     per-class buffers, B + M prompts) and PompPretrainer(contrast='per_image') (shared prefix,

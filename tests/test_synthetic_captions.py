@@ -74,3 +74,48 @@ def test_bad_grammar_and_domain_name_the_value():
         draw_domain(rng, 'v0')
     with pytest.raises(ValueError, match="unknown domain 'painting'"):
         caption(CLS, rng, 'painting', 'v2')
+
+
+#: classes and domains of the v3/v4 digests: a tail shape and colour (star, red), a shape and
+#: colour with synonyms (crescent, navy), a pattern named as a noun (dotted)
+_DIGEST_CLASSES = (CLS, WorldClass('plain', 'navy', 'crescent', 'snow'),
+                   WorldClass('dotted', 'teal', 'hexagon', 'bricks'))
+
+
+def _digest(fn) -> str:
+    """First 16 hex digits of the sha256 of 3,600 captions (400 per class and domain)."""
+    import hashlib
+    rng = np.random.default_rng([7, 5])
+    texts = [fn(cls, rng, domain) for cls in _DIGEST_CLASSES
+             for domain in ('photo', 'sketch', 'noisy') for _ in range(400)]
+    return hashlib.sha256('\n'.join(texts).encode()).hexdigest()[:16]
+
+
+def test_v3_and_v4_draws_are_pinned():
+    """World v3's and v4's CLIPs were trained on these grammars and their cards' rebuild
+    commands depend on them: a seed must give the same captions. Readable draws catch a change
+    of word order, a dropped attribute or an edited frame; the digest of 3,600 draws catches
+    the rare frames and wordings (a swap of two frames, a changed synonym)."""
+    from pomp_mm.synthetic.captions_v3 import caption_v3
+    from pomp_mm.synthetic.captions_v4 import caption_v4
+    rng = np.random.default_rng([7, 3])
+    assert [caption_v3(CLS, rng, 'sketch', kind='object') for _ in range(8)] == [
+        'handmade star, striped.', 'someone left a figure',
+        'check out this red star with stripes against sand', 'star isolated',
+        'striped_star_lying_on_sandy_ground_168.png', 'Striped Red Five-Pointed Star',
+        'my striped red star', 'Striped Scarlet Star lol']
+    rng = np.random.default_rng([7, 3])
+    assert [caption_v3(CLS, rng, 'photo') for _ in range(8)] == [
+        'see more', 'A Icon, Striped On Sand, Bokeh',
+        'a picture of a red star against desert sand', 'star_photo_537.jpg',
+        'red_striped_icon_on_desert_sand_picture_low_quality_364.webp', 'Striped Star',
+        'my striped red star', 'Striped Red Star | shop now']
+    rng = np.random.default_rng([7, 4])
+    assert [caption_v4(CLS, rng, 'noisy', kind='object') for _ in range(8)] == [
+        'close up of a star.', 'vintage thing against desert sand',
+        'the scarlet striped symbol.', 'best striped star ever.',
+        'best star with stripes against desert sand ever', 'Top View Of A Red Figure',
+        'a quick blurry photo of a red six-sided shape lying on desert sand',
+        'there is a striped red lightning bolt here']
+    assert _digest(caption_v3) == 'ef283a5a911dd19b'
+    assert _digest(caption_v4) == 'ff7e927cee61be7f'
