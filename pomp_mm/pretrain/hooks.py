@@ -8,10 +8,11 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
+from ..preemption import PreemptionHook
 from ..prompt_checkpoint import save_prompt
 from .data import resolve_preprocess
 
-__all__ = ['PromptCheckpointHook']
+__all__ = ['PreemptionHook', 'PromptCheckpointHook']
 
 
 @HOOKS.register_module()
@@ -91,3 +92,10 @@ class PromptCheckpointHook(Hook):
     def after_train(self, runner) -> None:
         if runner.rank == 0:
             self._save(runner, 'final')
+
+    def save_for_preemption(self, runner) -> None:
+        """Called by :class:`~pomp_mm.preemption.PreemptionHook` before a preempted run exits:
+        the prompt of the iteration reached, as ``prompt_iter_<n>.pth`` and
+        ``prompt_latest.pth``."""
+        if runner.rank == 0:
+            self._save(runner, f'iter_{runner.iter + 1}')
