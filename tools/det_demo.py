@@ -48,16 +48,23 @@ def detect(argv=None) -> Tuple[str, Any, List[str]]:
     import mmcv
     import torch
     from mmdet.apis import inference_detector, init_detector
+    from mmengine.config import Config
     from mmdet.visualization import DetLocalVisualizer
 
     import pomp_mm  # noqa: F401  safe checkpoint loading under torch >= 2.6
     from pomp_mm.mmdet import set_detector_vocabulary
     from pomp_mm.mmdet.classifier import zero_shot_classifiers
 
+    from pomp_mm.cli import check_config_inputs
+
     if not osp.isfile(args.image):
         raise SystemExit(f'image not found: {args.image!r}')
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint!r}')
+    cfg = Config.fromfile(args.config)
+    check_config_inputs(cfg)  # the model is built from the config before the checkpoint loads
     device = args.device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
-    model = init_detector(args.config, args.checkpoint, device=device)
+    model = init_detector(cfg, args.checkpoint, device=device)
     if args.texts or args.embeddings:
         names = set_detector_vocabulary(model, args.texts, args.embeddings)
     else:

@@ -24,7 +24,7 @@ import torch
 
 
 from pomp_mm import PompTextEncoder
-from pomp_mm.cli import positive_int
+from pomp_mm.cli import check_clip_inputs, check_folder, positive_int
 from pomp_mm.prompt_checkpoint import load_prompt
 from pomp_mm.clip import build_clip, resolve_clip_spec
 from pomp_mm.evaluation import (ALL_DATASETS, CROSS_DATASETS, DatasetNotFound,
@@ -173,6 +173,9 @@ def main(argv=None) -> int:
     except ValueError as err:
         raise SystemExit(str(err))
     folders = _parse_folders(args.folder)
+    if names:  # a missing root is a mistake, not a row of skipped datasets
+        check_folder(args.data_root, '--data-root')
+    check_clip_inputs(args.clip_model, args.pretrained, args.prompts, prompt_flag='--prompts')
 
     spec = resolve_clip_spec(args.clip_model)
     if isinstance(spec, str) and spec != 'tiny' and not args.pretrained:

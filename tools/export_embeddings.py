@@ -18,7 +18,7 @@ import torch
 
 
 from pomp_mm import PompTextEncoder, save_embeddings
-from pomp_mm.cli import positive_int
+from pomp_mm.cli import check_clip_inputs, positive_int
 from pomp_mm.clip import resolve_clip_spec
 from pomp_mm.embedding_cache import default_cache_dir
 
@@ -47,6 +47,7 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     if not args.out.endswith('.npy'):
         raise SystemExit(f'--out must end with .npy, got {args.out!r}')
+    check_clip_inputs(args.clip_model, args.pretrained, [args.prompt])
     encoder = PompTextEncoder(
         clip_model=resolve_clip_spec(args.clip_model), pretrained=args.pretrained,
         prompt=args.prompt, templates=args.templates, vocabulary=args.vocab, cat_bg=False,

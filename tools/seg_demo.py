@@ -78,13 +78,20 @@ def segment(argv=None) -> Tuple[str, np.ndarray, List[str]]:
     import pomp_mm  # noqa: F401  registers PompTextEncoder; safe checkpoint loading
     import mmcv
     import torch
+    from mmengine.config import Config
     from mmseg.apis import inference_model, init_model
     from mmseg.visualization import SegLocalVisualizer
 
+    from pomp_mm.cli import check_config_inputs
     from pomp_mm.vocabulary import parse_vocabulary
 
+    for what, path in (('image', args.image), ('checkpoint', args.checkpoint)):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{what} not found: {path!r}')
+    cfg = Config.fromfile(args.config)
+    check_config_inputs(cfg)  # the model is built from the config before the checkpoint loads
     device = args.device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
-    model = init_model(args.config, args.checkpoint, device=device)
+    model = init_model(cfg, args.checkpoint, device=device)
     meta = getattr(model, 'dataset_meta', None)
     if args.texts:
         if not hasattr(model, 'set_vocabulary'):

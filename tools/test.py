@@ -17,6 +17,7 @@ import os.path as osp
 
 from pomp_mm._runner import (
     add_runner_args, build_runner, close_distributed, load_config)
+from pomp_mm.cli import check_config_inputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,6 +54,7 @@ def main(argv=None) -> None:
     cfg = load_config(args)
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):  # URLs: mmengine
         raise SystemExit(f'checkpoint not found: {args.checkpoint!r}')
+    check_config_inputs(cfg, ['test_dataloader'])
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_drawing(cfg, args.show_dir)

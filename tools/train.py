@@ -15,6 +15,7 @@ import argparse
 
 from pomp_mm._runner import (
     add_train_args, apply_train_args, build_runner, close_distributed, load_config)
+from pomp_mm.cli import check_config_inputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,7 +27,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    build_runner(apply_train_args(load_config(args), args)).train()
+    cfg = apply_train_args(load_config(args), args)
+    # before the Runner: its config dump and three chained tracebacks would bury the one
+    # missing file
+    check_config_inputs(cfg, ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg')
+                                                     else []), weights=True)
+    build_runner(cfg).train()
     close_distributed()
 
 

@@ -1,0 +1,207 @@
+"""A first try without the CLIP weights, the prompt file or the data (a new user's machine, a
+cluster node without internet): every tool stops before building anything, with one line on
+stderr naming what is missing and the config key or option that points at a local copy, exit
+code 2, no traceback. The hub is offline (HF_HUB_OFFLINE=1) and its cache an empty folder, so
+the weights are missing on any machine and nothing is downloaded."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import tool_path
+from pomp_mm import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = 'see docs/usage.md#offline-missing-weights-prompts-or-data'
+VOC = os.path.join(ROOT, 'configs', 'mmseg', 'pomp_voc.py')
+COCO = os.path.join(ROOT, 'configs', 'mmdet', 'pomp_faster-rcnn_r50_fpn_ov-coco.py')
+OPENAI = ("CLIP weights 'openai' for ViT-B-16 are not on this machine and cannot be downloaded "
+          '(HF_HUB_OFFLINE is set); point {key} at a local file ({fix})')
+
+
+def _tool(name, *args, hub_cache):
+    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', HF_HOME=str(hub_cache),
+               HF_HUB_CACHE=str(hub_cache / 'hub'))
+    env.pop('POMP_MM_DEBUG', None)
+    return subprocess.run([sys.executable, tool_path(name), *args], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=ROOT)
+
+
+def _one_line(res, tool):
+    """The error line (without the tool's prefix and the --debug hint)."""
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert 'Traceback' not in res.stderr, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr[-3000:]
+    prefix, suffix = f'{tool}: error: ', ' (--debug for the traceback)'
+    assert lines[0].startswith(prefix) and lines[0].endswith(suffix), lines[0]
+    return lines[0][len(prefix):-len(suffix)]
+
+
+@pytest.fixture
+def tiny_clip(tmp_path):
+    """A local tiny CLIP weights file (the weights are present; only the data is not)."""
+    from pomp_mm.clip import build_clip
+    torch.manual_seed(0)
+    path = tmp_path / 'tiny.pt'
+    torch.save(build_clip('tiny').state_dict(), path)
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('tool', ['train.py', 'test.py'])
+def test_runner_tools_without_the_clip_weights_name_the_key(tool, tmp_path):
+    """pomp_voc.py, as a new user first runs it: the open_clip tag is not cached and the hub
+    is offline. The line names the weights, the config key with a --cfg-options fix, and the
+    other missing inputs (the prompt and, for the run's own split, the data)."""
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'')
+    args = [str(ckpt)] if tool == 'test.py' else []
+    res = _tool(tool, VOC, *args, '--work-dir', str(tmp_path / 'w'), hub_cache=tmp_path)
+    key = 'model.text_encoder.pretrained'
+    line = _one_line(res, tool)
+    assert line.startswith(OPENAI.format(key=key, fix=f'--cfg-options {key}=/path/ViT-B-16.pt'))
+    assert line.endswith(DOCS)
+    # the others, where this machine lacks them too (a fresh clone does)
+    for what, path in (('prompt file', 'checkpoints/vit_b16_ep20_randaug2_unc1000_16shots_'
+                                        'nctx16_cscFalse_ctpend_seed42.pth.tar'),
+                       ('dataset folder', 'data/VOCdevkit/VOC2012')):
+        assert (f"{what} '{path}'" in line) != os.path.exists(os.path.join(ROOT, path)), line
+    assert not (tmp_path / 'w').exists()  # stopped before the Runner
+
+
+@pytest.mark.slow
+def test_train_without_the_data_names_every_data_root_key(tiny_clip, tmp_path):
+    """The CLIP weights are a local tiny CLIP and there is no prompt: the missing dataset
+    folder is named with the three keys that point at it (two training sets, validation),
+    each in the --cfg-options fix."""
+    missing = str(tmp_path / 'VOC2012')
+    keys = ['train_dataloader.dataset.datasets.0.data_root',
+            'train_dataloader.dataset.datasets.1.data_root', 'val_dataloader.dataset.data_root']
+    res = _tool('train.py', VOC, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                'model.text_encoder.clip_model=tiny', f'model.text_encoder.pretrained={tiny_clip}',
+                'model.text_encoder.prompt=None', *[f'{k}={missing}' for k in keys],
+                hub_cache=tmp_path)
+    assert _one_line(res, 'train.py') == (
+        f"dataset folder '{missing}' not found; point {keys[0]}, {keys[1]} and {keys[2]} at a "
+        'local folder (--cfg-options ' + ' '.join(f'{k}=/path/VOC2012' for k in keys) + '); '
+        + DOCS)
+    assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.slow
+def test_test_without_its_data_and_prompt_names_them(tiny_clip, tmp_path):
+    """test.py checks the test split's folder (not the training sets') and a prompt file
+    given in the config."""
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'')
+    prompt = str(tmp_path / 'pomp.pth')
+    res = _tool('test.py', VOC, str(ckpt), '--cfg-options', 'model.text_encoder.clip_model=tiny',
+                f'model.text_encoder.pretrained={tiny_clip}', f'model.text_encoder.prompt={prompt}',
+                f'test_dataloader.dataset.data_root={tmp_path / "voc"}', hub_cache=tmp_path)
+    assert _one_line(res, 'test.py') == (
+        f"prompt file '{prompt}' not found; point model.text_encoder.prompt at a local file "
+        f'(--cfg-options model.text_encoder.prompt=/path/pomp.pth); also missing: dataset '
+        f"folder '{tmp_path / 'voc'}'; " + DOCS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('tool', ['seg_demo.py', 'det_demo.py'])
+def test_demos_without_the_clip_weights_name_the_key(tool, tmp_path):
+    image, ckpt = tmp_path / 'demo.jpg', tmp_path / 'model.pth'
+    image.write_bytes(b'')
+    ckpt.write_bytes(b'')
+    res = _tool(tool, str(image), VOC if tool == 'seg_demo.py' else COCO, str(ckpt),
+                '--out', str(tmp_path / 'out.png'), hub_cache=tmp_path)
+    key = ('model.text_encoder.pretrained' if tool == 'seg_demo.py' else
+           'model.roi_head.bbox_head.classifier.text_encoder.pretrained')
+    line = _one_line(res, tool)
+    # the demos need no data; the prompt file is named too unless a user has it
+    assert line.startswith(OPENAI.format(key=key, fix=f'--cfg-options {key}=/path/ViT-B-16.pt'))
+    assert line.endswith(DOCS) and 'dataset' not in line
+    assert not (tmp_path / 'out.png').exists()
+
+
+@pytest.mark.parametrize('tool', ['export_embeddings.py', 'eval_classification.py'])
+def test_clip_tools_without_the_weights_name_the_option(tool, tmp_path):
+    args = (['--vocab', 'cat . dog', '--out', str(tmp_path / 'e.npy')]
+            if tool == 'export_embeddings.py' else
+            ['--datasets', 'none', '--folder', f'x={tmp_path}', '--out-dir', str(tmp_path / 'o')])
+    res = _tool(tool, *args, '--clip-model', 'ViT-B-16', '--pretrained', 'openai',
+                '--device', 'cpu', hub_cache=tmp_path)
+    assert _one_line(res, tool) == OPENAI.format(
+        key='--pretrained', fix='--pretrained /path/ViT-B-16.pt') + '; ' + DOCS
+
+
+def test_eval_classification_without_its_data_root_or_prompt_names_them(tiny_clip, tmp_path):
+    missing = str(tmp_path / 'data')
+    res = _tool('eval_classification.py', '--data-root', missing, '--datasets', 'cross',
+                '--clip-model', 'tiny', '--pretrained', tiny_clip, '--device', 'cpu',
+                '--out-dir', str(tmp_path / 'o'), hub_cache=tmp_path)
+    assert _one_line(res, 'eval_classification.py') == (
+        f"dataset folder '{missing}' not found; point --data-root at a local folder "
+        f'(--data-root /path/data); ' + DOCS)
+    prompt = 'no_such_prompt.pth'  # relative: the line says to what
+    res = _tool('export_embeddings.py', '--vocab', 'cat . dog', '--clip-model', 'tiny',
+                '--pretrained', tiny_clip, '--prompt', prompt, '--out', str(tmp_path / 'e.npy'),
+                hub_cache=tmp_path)
+    assert _one_line(res, 'export_embeddings.py') == (
+        f"prompt file '{prompt}' not found (relative to {ROOT}); point --prompt at a local "
+        f'file (--prompt /path/{prompt}); ' + DOCS)
+
+
+# ---------------------------------------------------------------- in process (fast)
+def test_config_walk_finds_every_clip_module_and_only_the_asked_data(tiny_clip, tmp_path):
+    """Every dict with a clip_model is a CLIP module, however deep (list items by index);
+    data_root only under the loaders asked for; other modules' weights only with weights."""
+    missing = str(tmp_path / 'nope')
+    cfg = dict(
+        model=dict(pretrained=missing + '.pth', backbone=dict(clip_model='tiny',
+                                                              pretrained=tiny_clip),
+                   heads=[dict(clip_model='tiny', pretrained=missing + '.pt',
+                               prompt=missing + '.pth.tar'),
+                          dict(clip_model='tiny', pretrained=None, prompt=None)]),
+        load_from='https://example.org/model.pth',
+        train_dataloader=dict(dataset=dict(type='ConcatDataset', datasets=[
+            dict(data_root=str(tmp_path)), dict(data_root=missing)])),
+        test_dataloader=dict(dataset=dict(data_root=missing + '_test')))
+    keys = [p.key for p in cli.config_problems(cfg)]
+    assert keys == ['model.heads.0.pretrained', 'model.heads.0.prompt']
+    keys = [p.key for p in cli.config_problems(cfg, ['train_dataloader'], weights=True)]
+    assert keys == ['model.pretrained', 'model.heads.0.pretrained', 'model.heads.0.prompt',
+                    'train_dataloader.dataset.datasets.1.data_root']
+
+
+def test_a_failed_download_deep_in_a_build_is_one_line(monkeypatch, tmp_path, capsys):
+    """With the network trusted, the pre-flight lets an uncached tag through; when the
+    download then fails inside open_clip, rewrapped by mmengine's registry, run() still ends
+    with one line naming the weights, the key and the hub's reason, and exit code 2."""
+    from huggingface_hub import constants
+    from mmengine.registry import Registry
+
+    from pomp_mm import PompTextEncoder
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path))
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(cli, '_PENDING', [])
+    encoder = dict(type='PompTextEncoder', clip_model='ViT-B-16', pretrained='openai',
+                   vocabulary=['cat'])
+    assert cli.config_problems(dict(model=dict(text_encoder=encoder))) == []
+    assert [p.key for p in cli._PENDING] == ['model.text_encoder.pretrained']
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)  # the download fails, offline
+    registry = Registry('offline test')
+    registry.register_module(module=PompTextEncoder)
+    monkeypatch.setattr(sys, 'argv', ['train.py'])
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(lambda: registry.build(encoder))
+    assert exit_.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert '\n' not in line and line.startswith(
+        "train.py: error: CLIP weights 'openai' for ViT-B-16 could not be downloaded (")
+    assert line.endswith('); point model.text_encoder.pretrained at a local file '
+                         '(--cfg-options model.text_encoder.pretrained=/path/ViT-B-16.pt); '
+                         + DOCS + ' (--debug for the traceback)'), line
+    monkeypatch.setattr(sys, 'argv', ['train.py', '--debug'])
+    with pytest.raises(RuntimeError, match="Failed to download weights for tag 'openai'"):
+        cli.run(lambda: registry.build(encoder))
