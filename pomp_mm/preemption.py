@@ -229,7 +229,12 @@ class PreemptionHook(Hook):
             iterator = getattr(loop, 'dataloader_iterator', None)
             if iterator is not None:
                 # IterBasedTrainLoop started its workers when it was built: start them again
-                # with the wrapper (the first batch has not been drawn yet)
+                # with the wrapper (no batch has been drawn yet); persistent workers are
+                # cached by the DataLoader, so stop those first
+                cached = getattr(loader, '_iterator', None)
+                if cached is not None:
+                    loader._iterator = None
+                    cached._shutdown_workers()
                 loop.dataloader_iterator = type(iterator)(loader)
 
     def before_train_epoch(self, runner) -> None:

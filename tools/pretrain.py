@@ -26,9 +26,7 @@ from typing import Any, Iterator, Optional, Tuple
 from pomp_mm._runner import (
     add_train_args, apply_train_args, build_runner, check_schedule, close_distributed,
     ensure_prompt_hook, load_config)
-
-#: where the docs say how to use local copies of the CLIP weights and the data
-DOCS = 'docs/pretraining.md#local-weights-and-data'
+from pomp_mm.cli import DOCS, check_config_inputs
 
 
 def ensure_preemption_hook(cfg) -> None:
@@ -68,14 +66,14 @@ def _config_strings(node: Any, prefix: str = '') -> Iterator[Tuple[str, str]]:
 
 
 def explain_missing(err: BaseException, cfg) -> Optional[str]:
-    """One line for a missing input (CLIP weights, dataset root, image list, vocabulary or
-    checkpoint file) that names the config key holding it and how to point it at a local
-    copy; None when ``err`` is not about a path or tag of the config."""
+    """One line for a missing input that :func:`~pomp_mm.cli.check_config_inputs` does not
+    check beforehand (an image list, a vocabulary file, ...): the message with the config key
+    holding the path and how to point it at a local copy; None when ``err`` names no path of
+    the config."""
+    if not isinstance(err, FileNotFoundError):
+        return None
     message = str(err.args[0]) if err.args else str(err)
     message = re.sub(r'^class `\w+` in [\w.]+: ', '', message)  # mmengine's registry prefix
-    download = isinstance(err, RuntimeError) and 'download' in message.lower()
-    if not (download or isinstance(err, FileNotFoundError)):
-        return None
     hits = [(key, value) for key, value in _config_strings(cfg.to_dict())
             if not key.endswith('type') and value and (f"'{value}'" in message
                                                        or f'"{value}"' in message)]
@@ -83,18 +81,9 @@ def explain_missing(err: BaseException, cfg) -> Optional[str]:
         return None
     # a nested key is what the code reads (a top-level variable was already substituted)
     key, value = max(hits, key=lambda kv: ('.' in kv[0], len(kv[1])))
-    if key.endswith('pretrained'):
-        clip = (cfg.get('model') or {}).get('clip_model', 'CLIP')
-        clip = clip if isinstance(clip, str) else 'CLIP'
-        local = f'/path/{osp.basename(clip)}.pt'
-        what = (f'CLIP weights {value!r} for {clip} ({key}) are not on this machine and could '
-                'not be downloaded (no network, or the hub is offline)' if download
-                else f'CLIP weights file {value!r} ({key}) not found')
-    else:
-        local = f'/path/to/{osp.basename(value.rstrip("/")) or "copy"}'
-        what = f'{message} ({key} in the config)'
-    return (f'{what}: point it at a local copy with --cfg-options {key}={local}; '
-            f'see {DOCS}')
+    local = f'/path/{osp.basename(value.rstrip("/")) or "copy"}'
+    return (f'{message} ({key} in the config); point it at a local copy (--cfg-options '
+            f'{key}={local}); see {DOCS}')
 
 
 def main(argv=None) -> int:
@@ -106,6 +95,8 @@ def main(argv=None) -> int:
     from pomp_mm.preemption import Preempted
     cfg = apply_train_args(load_config(args), args)
     resolve_resume(cfg, args)
+    # CLIP weights (file, or a tag not cached with the hub offline), dataset roots, load_from
+    check_config_inputs(cfg, ['train_dataloader'], weights=True)
     ensure_prompt_hook(cfg)
     ensure_preemption_hook(cfg)
     check_schedule(cfg)
@@ -114,7 +105,7 @@ def main(argv=None) -> int:
     except Preempted as stop:  # the checkpoint is written and the line logged
         close_distributed()
         return stop.code
-    except (FileNotFoundError, RuntimeError) as err:
+    except FileNotFoundError as err:
         explained = explain_missing(err, cfg)
         if explained is None:
             raise

@@ -73,10 +73,12 @@ class PromptCheckpointHook(Hook):
                         f'{k} {a} (model: {b})' for k, (a, b) in diff.items())
                     + '; pass the model\'s settings as the dataset\'s preprocess=dict(...)')
 
-    def _save(self, runner, tag: str) -> str:
+    def _save(self, runner, tag: str, iteration: Optional[int] = None) -> str:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         out_dir = self.out_dir or runner.work_dir
-        meta = dict(model.prompt_metadata(), iteration=runner.iter, epoch=runner.epoch)
+        # iterations done: after_train_iter runs before the loop counts its iteration
+        iteration = runner.iter if iteration is None else iteration
+        meta = dict(model.prompt_metadata(), iteration=iteration, epoch=runner.epoch)
         path = save_prompt(os.path.join(out_dir, f'prompt_{tag}.pth'),
                            model.prompt_learner.ctx, **meta)
         save_prompt(os.path.join(out_dir, 'prompt_latest.pth'), model.prompt_learner.ctx, **meta)
@@ -87,7 +89,7 @@ class PromptCheckpointHook(Hook):
         if runner.rank != 0 or self.interval <= 0:
             return
         if self.every_n_train_iters(runner, self.interval):
-            self._save(runner, f'iter_{runner.iter + 1}')
+            self._save(runner, f'iter_{runner.iter + 1}', runner.iter + 1)
 
     def after_train(self, runner) -> None:
         if runner.rank == 0:
@@ -98,4 +100,4 @@ class PromptCheckpointHook(Hook):
         the prompt of the iteration reached, as ``prompt_iter_<n>.pth`` and
         ``prompt_latest.pth``."""
         if runner.rank == 0:
-            self._save(runner, f'iter_{runner.iter + 1}')
+            self._save(runner, f'iter_{runner.iter + 1}', runner.iter + 1)
