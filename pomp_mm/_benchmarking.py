@@ -15,7 +15,8 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 
-__all__ = ['paired_times', 'peak_memory_mb', 'reset_peak_memory', 'run_case']
+__all__ = ['count_dispatched_ops', 'paired_times', 'peak_memory_mb', 'reset_peak_memory',
+           'run_case']
 
 
 def _status_mb(field: str) -> float:
@@ -95,3 +96,61 @@ def paired_times(cases: Dict[str, Callable[[Any], float]], inputs: Sequence[Any]
                 times[name].append(pair[name])
             ratios.append(pair[names[0]] / pair[names[1]])
     return times, ratios
+
+
+class _OpCounter:
+    """Counts the aten ops dispatched while active (each is at least one kernel launch on a
+    GPU, views aside)."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                counter.count += 1
+                return func(*args, **(kwargs or {}))
+
+        self.count = 0
+        self.mode = Mode()
+
+
+def count_dispatched_ops(step: torch.nn.Module, names: Sequence[str], batch_size: int,
+                         views: int, warmup: int = 2, seed: int = 1) -> int:
+    """Aten ops one text step dispatches: loss, backward and an SGD step on the prompt.
+
+    Args:
+        step: A ``PompPretrainer`` (its ``compute_loss``) or an ``OfficialPromptStep``.
+        names: The vocabulary (only its size is used).
+        batch_size, views: Images and views per image of the step's features.
+        warmup: Steps run first (token caches and tables built, optimizer state made).
+        seed: Seed of the features and labels.
+    """
+    import torch.nn.functional as F
+    official = hasattr(step, 'text_features')
+    ctx = step.ctx if official else step.prompt_learner.ctx
+    dim = step.tower.output_dim if official else step.text_encoder.tower.output_dim
+    device = ctx.device
+    gen = torch.Generator().manual_seed(seed)
+    feats = F.normalize(torch.randn(batch_size * views, dim, generator=gen), dim=-1).to(device)
+    labels = [torch.randint(len(names), (batch_size,), generator=gen)
+              for _ in range(warmup + 1)]
+    draws = torch.Generator().manual_seed(seed + 1)
+    optim = torch.optim.SGD([ctx], lr=0.002, momentum=0.9, weight_decay=5e-4)
+
+    def run(i: int) -> None:
+        if official:
+            loss = step(feats, labels[i].repeat_interleave(views).to(device), generator=draws)
+        else:
+            loss = step.compute_loss(feats, labels[i], views)['loss']
+        loss.backward()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+
+    for i in range(warmup):
+        run(i)
+    counter = _OpCounter()
+    with counter.mode:
+        run(warmup)
+    return counter.count

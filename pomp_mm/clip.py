@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .shared_prefix import length_groups, shared_prefix_transformer, supports_shared_prefix
+from .varlen import PackedLayout, packed_transformer
 
 __all__ = ['build_clip', 'clip_config', 'clip_model_id', 'image_features', 'mmseg_text_state_dict',
            'register_model_config', 'resolve_clip_spec', 'TextTower', 'weights_fingerprint']
@@ -355,6 +356,7 @@ class TextTower(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
         self._shares_prefix: Optional[bool] = None
+        self._compiled = None
 
     @property
     def output_dim(self) -> int:
@@ -448,6 +450,30 @@ class TextTower(nn.Module):
             prefix, [suffix[a:b, :last + 1 - p] for a, b, last in runs],
             [eot[a:b] for a, b, _ in runs])
         return feats if order is None else feats[torch.argsort(order).to(feats.device)]
+
+    def forward_packed(self, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+        """:meth:`forward` of many sequences packed into rows (see :mod:`pomp_mm.varlen`).
+
+        Args:
+            x: Token embeddings [layout.rows, width]: the shared prefix, then every sequence's
+                own tokens back to back, then padding rows.
+            layout: Where each sequence lives.
+
+        Returns:
+            Unnormalised text features [layout.num_seqs, output_dim], one per sequence.
+        """
+        run = self._compiled or packed_transformer
+        x = x + self.positional_embedding.to(x.dtype)[layout.positions]
+        return self._project(self.ln_final(run(self.transformer, x, layout)[layout.last]))
+
+    def compile_packed(self, enabled: bool = True) -> None:
+        """Run :meth:`forward_packed`'s blocks through ``torch.compile`` (one graph per size
+        bucket of a step's layout)."""
+        if enabled:
+            import torch._dynamo.config as dynamo
+            # a graph per size bucket (rows, slots, sequences): more than dynamo's default 8
+            dynamo.recompile_limit = max(dynamo.recompile_limit, 64)
+        self._compiled = torch.compile(packed_transformer, dynamic=False) if enabled else None
 
     def _pool(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         """Features at the EOT positions [B], projected to the joint space."""

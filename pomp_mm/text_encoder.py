@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -21,6 +22,8 @@ from .embedding_cache import EmbeddingCache, TableMemo
 from .prompt_checkpoint import PromptCheckpoint, load_prompt
 from .prompt_learner import PromptBatch, PromptLearner
 from .templates import TemplateSpec, get_templates
+from .token_table import TokenTable
+from .varlen import ATTENTION_MODES, PackedLayout, varlen_available
 from .vocabulary import Vocabulary, VocabularyLike, load_vocabulary, parse_vocabulary
 
 __all__ = ['PompTextEncoder', 'get_templates']
@@ -40,6 +43,23 @@ def _get_tokenizer(clip_model: ClipSpec, context_length: int):
         raise TypeError(f'{clip_model!r} uses a {type(tokenizer).__name__}; POMP prompts need '
                         "CLIP's BPE tokenizer (open_clip SimpleTokenizer)")
     return tokenizer
+
+
+def resolve_attention_arg(attention: str, pack_lengths: Optional[bool]) -> str:
+    """``attention``, or what the deprecated ``pack_lengths`` asked for when it is given."""
+    if attention not in ATTENTION_MODES:
+        raise ValueError(f'unknown attention {attention!r}; expected one of '
+                         f'{list(ATTENTION_MODES)}')
+    if pack_lengths is None:
+        return attention
+    mode = 'grouped' if pack_lengths else 'padded'
+    warnings.warn(f"pack_lengths={pack_lengths} is deprecated: use attention='{mode}' (or "
+                  "'varlen', the default's one attention call per layer)", DeprecationWarning,
+                  stacklevel=3)
+    if attention not in ('auto', mode):
+        raise ValueError(f'pack_lengths={pack_lengths} asks for attention={mode!r} but '
+                         f'attention={attention!r} was given; drop pack_lengths')
+    return mode
 
 
 def _with_position(ckpt: PromptCheckpoint, position: Optional[str]) -> PromptCheckpoint:
@@ -86,9 +106,15 @@ class PompTextEncoder(BaseModule):
         truncate: Run the causal transformer only up to the last EOT token of each chunk.
         share_prefix: Run the ``[SOS, ctx]`` positions every prompt starts with once per chunk
             instead of once per class (shared context, class name at the end; same result).
-        pack_lengths: With ``share_prefix`` and ``truncate``, run the classes' own tokens
-            packed without padding (one attention call per prompt length); False pads a chunk
-            to its longest prompt instead (fewer, larger kernels; same result).
+        attention: How a chunk's prompts run through the tower (same result, different
+            kernels; :mod:`pomp_mm.varlen`): ``'varlen'`` packs every prompt's own tokens and
+            runs one attention call per layer (flash's varlen kernel on CUDA in half
+            precision); ``'grouped'`` packs them and runs one attention call per prompt
+            length; ``'padded'`` pads them to the chunk's longest; ``'auto'`` (default) is
+            ``'varlen'`` on CUDA and ``'grouped'`` on the CPU, the fastest measured on each
+            (docs/benchmarks.md).
+        pack_lengths: Deprecated alias: True is ``attention='grouped'``, False ``'padded'``.
+        compile: Run the packed (``'varlen'``) blocks through ``torch.compile``.
         clip_module: The open_clip model ``clip_model`` / ``pretrained`` describe, when the
             caller has already built it (pre-training needs its image tower too).
         init_cfg: mmengine initialisation config.
@@ -112,7 +138,9 @@ class PompTextEncoder(BaseModule):
                  chunk_size: int = 1024,
                  truncate: bool = True,
                  share_prefix: bool = True,
-                 pack_lengths: bool = True,
+                 attention: str = 'auto',
+                 pack_lengths: Optional[bool] = None,
+                 compile: bool = False,
                  clip_module: Optional[nn.Module] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg)
@@ -135,7 +163,10 @@ class PompTextEncoder(BaseModule):
         self.chunk_size = chunk_size
         self.truncate = truncate
         self.share_prefix = share_prefix
-        self.pack_lengths = pack_lengths
+        self.attention = resolve_attention_arg(attention, pack_lengths)
+        if compile:
+            self.tower.compile_packed()
+        self._table: Optional[TokenTable] = None
         self.cache_feature = cache_feature
         self.disk_cache = EmbeddingCache(cache_dir) if cache_dir else None
         self._memo = TableMemo()
@@ -228,8 +259,11 @@ class PompTextEncoder(BaseModule):
 
     # ---------------------------------------------------------------- encoding
     def _chunks(self, lengths: torch.Tensor, progress: Optional[bool], desc: str):
-        """Index chunks of classes sorted by prompt length, so truncation cuts the most."""
-        order = torch.argsort(lengths, stable=True)
+        """Index chunks of classes sorted by prompt length, so truncation cuts the most
+        (packed, as given: lengths cost nothing there)."""
+        packed = self.prompt_learner is not None and self.attention_mode() == 'varlen'
+        order = torch.arange(len(lengths)) if packed and len(lengths) <= self.chunk_size \
+            else torch.argsort(lengths, stable=True)
         chunks = list(torch.split(order, self.chunk_size))
         show = len(chunks) > 1 if progress is None else progress
         if show:
@@ -237,36 +271,94 @@ class PompTextEncoder(BaseModule):
             return tqdm(chunks, desc=desc, unit='chunk')
         return chunks
 
+    def attention_mode(self) -> str:
+        """The attention path ``'auto'`` resolves to on the tower's device: ``'varlen'`` on
+        CUDA (launch-bound), ``'grouped'`` elsewhere (the fastest on the CPU, where launches
+        are cheap and the padded single call costs more arithmetic; docs/benchmarks.md)."""
+        if self.attention != 'auto':
+            return self.attention
+        cuda = self.tower.token_embedding.weight.device.type == 'cuda'
+        return 'varlen' if cuda else 'grouped'
+
     def _encode_prompts(self, names: Sequence[str], progress: Optional[bool]) -> torch.Tensor:
         learner = self.prompt_learner
         assert learner is not None
         batch = learner.tokenize(names, self.tokenizer, self.tower.context_length)
-        class_index = learner.class_indices(names)
+        return self._encode_batch(batch, learner.class_indices(names), progress)
+
+    def _encode_batch(self, batch: PromptBatch, class_index: Optional[torch.Tensor],
+                      progress: Optional[bool], chunked: bool = True) -> torch.Tensor:
+        """Embeddings of tokenized prompts (``batch.eot`` on the host), chunk by chunk
+        (``chunked=False``: all in one call)."""
         device = self.tower.token_embedding.weight.device
-        share = self.share_prefix and self.tower.shares_prefix
         grad = torch.is_grad_enabled()
-        out = None if grad else torch.empty(len(names), self.tower.output_dim, device=device)
+        out = None if grad else torch.empty(len(batch), self.tower.output_dim, device=device)
         rows = []
-        for idx in self._chunks(batch.eot, progress, 'encoding prompts'):
-            seq_len = int(batch.eot[idx].max()) + 1 if self.truncate else None
-            sub: PromptBatch = batch.select(idx, seq_len)
-            embeds = self.tower.embed_tokens(sub.tokens.to(device))
-            split = learner.split_shared_prefix(embeds) if share else None
-            if split is not None:
-                feats = self.tower.forward_prefixed(*split, sub.eot,
-                                                    pack=self.truncate and self.pack_lengths)
-            else:
-                x = learner(embeds, sub, None if class_index is None else class_index[idx])
-                feats = self.tower(x, sub.eot.to(device))
-            feats = F.normalize(feats.float(), dim=-1)
+        chunks = self._chunks(batch.eot, progress, 'encoding prompts') if chunked else \
+            [torch.arange(len(batch))]
+        for idx in chunks:
+            on = idx.to(batch.tokens.device)
+            sub = PromptBatch(batch.tokens[on], batch.name_lens[idx.to(batch.name_lens.device)],
+                              batch.eot[idx])
+            csc = None if class_index is None else \
+                class_index[idx.to(class_index.device)]
+            feats = F.normalize(self._encode_chunk(sub, csc).float(), dim=-1)
             if grad:
                 rows.append((idx, feats))
             else:
                 out[idx.to(device)] = feats
+        if len(rows) == 1:  # one chunk: its rows are in batch order
+            idx, feats = rows[0]
+            return feats if bool((idx[1:] > idx[:-1]).all()) else \
+                feats[torch.argsort(idx).to(device)]
         if rows:  # keep the autograd graph: no in-place writes
             index = torch.cat([i for i, _ in rows]).to(device)
             out = torch.cat([f for _, f in rows])[torch.argsort(index)]
         return out
+
+    def _encode_chunk(self, sub: PromptBatch,
+                      class_index: Optional[torch.Tensor]) -> torch.Tensor:
+        """Unnormalised features of one chunk of prompts (tokens on the tower's device)."""
+        learner = self.prompt_learner
+        device = self.tower.token_embedding.weight.device
+        share = self.share_prefix and self.tower.shares_prefix
+        mode = self.attention_mode()
+        if mode == 'varlen' and self.tower.shares_prefix:
+            return self._encode_packed(sub, class_index, share and learner.has_shared_prefix)
+        seq_len = int(sub.eot.max()) + 1 if self.truncate else None
+        if seq_len is not None:
+            sub = PromptBatch(sub.tokens[:, :seq_len], sub.name_lens, sub.eot)
+        embeds = self.tower.embed_tokens(sub.tokens.to(device))
+        split = learner.split_shared_prefix(embeds) if share else None
+        if split is not None:
+            return self.tower.forward_prefixed(*split, sub.eot,
+                                               pack=self.truncate and mode == 'grouped')
+        x = learner(embeds, sub, class_index)
+        return self.tower(x, sub.eot.to(device))
+
+    def _encode_packed(self, sub: PromptBatch, class_index: Optional[torch.Tensor],
+                       shared: bool) -> torch.Tensor:
+        """One chunk through :meth:`TextTower.forward_packed`: the ``[SOS, ctx]`` prefix once
+        and every prompt's own tokens packed (``shared``), or whole prompts packed."""
+        learner = self.prompt_learner
+        tower = self.tower
+        device = tower.token_embedding.weight.device
+        prefix_len = learner.n_ctx + 1 if shared else 0
+        dtype = torch.get_autocast_dtype(device.type) \
+            if torch.is_autocast_enabled(device.type) else tower.dtype
+        width = int(sub.eot.max()) + 1
+        sub = PromptBatch(sub.tokens[:, :width], sub.name_lens, sub.eot)
+        layout = PackedLayout.build(sub.eot + 1 - prefix_len, prefix_len, device,
+                                    varlen=varlen_available(device, dtype), source_width=width)
+        if shared:
+            own = tower.embed_tokens(sub.tokens.reshape(-1)[layout.source_rows])
+            prefix = torch.cat([tower.embed_tokens(sub.tokens[0, :1]),
+                                learner.ctx.to(own.dtype)])
+            x = torch.cat([prefix, own])
+        else:
+            whole = learner(tower.embed_tokens(sub.tokens), sub, class_index)
+            x = whole.reshape(-1, whole.shape[-1])[layout.source_rows]
+        return tower.forward_packed(x, layout)
 
     def _encode_templates(self, names: Sequence[str], progress: Optional[bool]) -> torch.Tensor:
         ctx_len = self.tower.context_length
@@ -328,6 +420,44 @@ class PompTextEncoder(BaseModule):
             self.disk_cache.put(key, names, emb, {'model': self.model_id,
                                                   'prompt': self.prompt_source})
         return emb
+
+    def encode_classes(self, class_ids: torch.Tensor) -> torch.Tensor:
+        """Embed vocabulary classes by index (the per-step path of pre-training).
+
+        The vocabulary's prompts are tokenized once into a :class:`~pomp_mm.token_table.TokenTable`
+        on the tower's device; a call gathers its classes' rows by index (no strings, no
+        per-class Python work). Without a prompt, falls back to :meth:`encode_names`.
+
+        Args:
+            class_ids: Vocabulary indices [K] (a host tensor avoids a device sync).
+
+        Returns:
+            L2-normalised embeddings [K, D] (float32), with gradients to the prompt when it is
+            trainable and grad is enabled (then in one chunk, whatever ``chunk_size``).
+        """
+        learner = self.prompt_learner
+        if learner is None:
+            names = self.vocabulary.names
+            return self.encode_names([names[i] for i in class_ids.tolist()])
+        table = self.token_table()
+        ids = class_ids.to('cpu')
+        grad = torch.is_grad_enabled() and learner.ctx.requires_grad
+        precision = contextlib.nullcontext() if grad else torch.autocast(
+            self.tower.token_embedding.weight.device.type, enabled=False)
+        with torch.set_grad_enabled(grad), precision:
+            # a training step's classes run as one chunk: K bounds its memory, and a split
+            # would double its kernel launches
+            return self._encode_batch(table.select(ids), table.csc_index(ids), progress=False,
+                                      chunked=not grad)
+
+    def token_table(self) -> TokenTable:
+        """The vocabulary's :class:`~pomp_mm.token_table.TokenTable` (built on first use and
+        again after the vocabulary, the prompt or the device changes)."""
+        device = self.tower.token_embedding.weight.device
+        args = (self.prompt_learner, self.vocabulary.names, self.tower.context_length, device)
+        if self._table is None or not self._table.serves(*args):
+            self._table = TokenTable(args[0], args[1], self.tokenizer, args[2], device)
+        return self._table
 
     def _cache_key(self, names: Sequence[str]) -> str:
         return EmbeddingCache.key(names, model=self.model_id, weights=self.tower.fingerprint(),

@@ -177,23 +177,26 @@ def test_full_softmax_baseline_matches_cross_entropy():
 
 
 def test_padded_prompts_give_the_packed_loss_and_gradient():
-    """pack_lengths=False (own tokens padded to the step's longest) is only a speed/memory
-    trade: same loss and prompt gradient as the packed default."""
+    """attention='padded' (own tokens padded to the step's longest) and 'varlen' (one
+    attention call per layer) are only speed/memory trades: same loss and prompt gradient as
+    'grouped'."""
     from pomp_mm.pretrain import PompPretrainer
     names = ['cat', 'hot-air balloon', 'golden retriever dog', 'cup', 'a very long class name']
     results = []
-    for pack in (True, False):
+    for mode in ('grouped', 'padded', 'varlen'):
         torch.manual_seed(0)
         model = PompPretrainer(clip_model='tiny', vocabulary=names, n_ctx=4, num_sampled=4,
-                               pack_lengths=pack)
-        assert model.text_encoder.pack_lengths is pack
+                               attention=mode)
+        assert model.text_encoder.attention_mode() == mode
         images = torch.randn(2, 1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
         loss = model(inputs=images, labels=torch.tensor([1, 4]), mode='loss')['loss']
         loss.backward()
         results.append((loss.detach(), model.prompt_learner.ctx.grad.clone()))
-    (loss_a, grad_a), (loss_b, grad_b) = results
-    torch.testing.assert_close(loss_a, loss_b, atol=1e-5, rtol=0)
-    torch.testing.assert_close(grad_a, grad_b, atol=1e-4 * grad_b.abs().max().item(), rtol=0)
+    loss_a, grad_a = results[0]
+    for loss_b, grad_b in results[1:]:
+        torch.testing.assert_close(loss_b, loss_a, atol=1e-5, rtol=0)
+        torch.testing.assert_close(grad_b, grad_a, atol=1e-4 * grad_a.abs().max().item(),
+                                   rtol=0)
 
 
 def test_hard_mode_trains():

@@ -352,8 +352,9 @@ def test_shared_prefix_equals_per_class_prompts(make_encoder, n_ctx, chunk_size)
 def test_shared_prefix_runs_no_padding(make_encoder, truncate, pack):
     """Packed, every position the blocks see is the shared prefix (once) or a real token of
     some class: a step's cost follows the sum of name lengths, not count x longest name.
-    Unpacked (``pack_lengths=False``), own tokens pad to the longest; untruncated, to 77."""
-    enc = make_encoder(n_ctx=4, chunk_size=1024, truncate=truncate, pack_lengths=pack)
+    Unpacked (``attention='padded'``), own tokens pad to the longest; untruncated, to 77."""
+    enc = make_encoder(n_ctx=4, chunk_size=1024, truncate=truncate,
+                       attention='grouped' if pack else 'padded')
     rows = []
     hook = enc.tower.transformer.resblocks[0].mlp.register_forward_hook(
         lambda m, args, out: rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))

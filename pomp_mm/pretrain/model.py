@@ -13,7 +13,7 @@ from mmengine.registry import MODELS
 
 from ..clip import (ClipSpec, build_clip, image_features, sampled_fingerprint,
                     weights_fingerprint)
-from ..text_encoder import PompTextEncoder
+from ..text_encoder import PompTextEncoder, resolve_attention_arg
 from ..vocabulary import VocabularyLike, first_difference, parse_vocabulary
 from .loss import local_contrast_logits, per_image_logits, pomp_loss
 from .sampling import NegativeSampler
@@ -58,8 +58,12 @@ class PompPretrainer(BaseModel):
         hard_refresh_interval: Steps between refreshes of the class-embedding bank (hard mode).
         seed: Seed of the negative sampler (each distributed rank adds its own offset).
         chunk_size: Classes per text-tower call when embedding many classes.
-        pack_lengths: Run the sampled prompts' own tokens unpadded (see
-            :class:`~pomp_mm.PompTextEncoder`); False pads them to the step's longest.
+        attention: ``'auto'`` (default), ``'varlen'``, ``'grouped'`` or ``'padded'``: how the
+            sampled prompts run through the text tower (:class:`~pomp_mm.PompTextEncoder`).
+        pack_lengths: Deprecated alias of ``attention`` (True: ``'grouped'``, False:
+            ``'padded'``).
+        compile: Run the text tower's packed blocks through ``torch.compile`` (eager steps
+            are the same up to float rounding).
         mask_duplicate_names: Leave out of an image's softmax the sampled classes whose display
             name equals its own class's (ImageNet-21K lemma collisions: identical prompts, so
             the step would push the image away from its own embedding). Their count per step is
@@ -88,7 +92,9 @@ class PompPretrainer(BaseModel):
                  hard_temperature: float = 0.07,
                  seed: int = 0,
                  chunk_size: int = 1024,
-                 pack_lengths: bool = True,
+                 attention: str = 'auto',
+                 pack_lengths: Optional[bool] = None,
+                 compile: bool = False,
                  mask_duplicate_names: bool = True,
                  contrast: str = 'shared',
                  data_preprocessor: Optional[Union[dict, torch.nn.Module]] = None,
@@ -109,7 +115,8 @@ class PompPretrainer(BaseModel):
             clip_model=clip_model, pretrained=pretrained, clip_module=clip, vocabulary=vocab,
             n_ctx=None if ctx_init else n_ctx, ctx_init=ctx_init,
             class_token_position=class_token_position, prompt_trainable=True,
-            chunk_size=chunk_size, pack_lengths=pack_lengths, cat_bg=False)
+            chunk_size=chunk_size, attention=resolve_attention_arg(attention, pack_lengths),
+            compile=compile, cat_bg=False)
         self.vocabulary = vocab
         self.num_classes = len(vocab)
         k = self.num_classes if num_sampled is None else min(num_sampled, self.num_classes)
@@ -133,6 +140,7 @@ class PompPretrainer(BaseModel):
         self.register_load_state_dict_post_hook(self._towers_not_missing)
         self.register_buffer('forward_count', torch.zeros((), dtype=torch.long))
         self.register_buffer('bank_step', torch.full((), -1, dtype=torch.long))
+        self._host_mirror: Dict[str, tuple] = {}
         bank_shape = (self.num_classes, self.text_encoder.tower.output_dim)
         self.register_buffer('class_bank', torch.zeros(bank_shape if sampling == 'hard' else 0))
         # DDP would broadcast the N x D bank from rank 0 at every forward; every rank computes
@@ -265,7 +273,25 @@ class PompPretrainer(BaseModel):
 
     @property
     def _step(self) -> int:
-        return int(self.forward_count)
+        return self._host_value('forward_count')
+
+    def _host_value(self, name: str) -> int:
+        """A scalar buffer's value, read from the device only when something other than this
+        model changed it (a checkpoint load, a test): a step seeds its draws from it, and a
+        read from a GPU would stall the host every step."""
+        buf = getattr(self, name)
+        key = (buf._version, buf.data_ptr(), buf.device)
+        hit = self._host_mirror.get(name)
+        if hit is None or hit[0] != key:
+            hit = (key, int(buf))
+            self._host_mirror[name] = hit
+        return hit[1]
+
+    def _bump_step(self) -> None:
+        step = self._step + 1
+        self.forward_count += 1
+        buf = self.forward_count
+        self._host_mirror['forward_count'] = ((buf._version, buf.data_ptr(), buf.device), step)
 
     @torch.no_grad()
     def refresh_bank(self) -> None:
@@ -277,7 +303,7 @@ class PompPretrainer(BaseModel):
 
     def _sync_bank(self) -> None:
         """After a resume the bank lives in the buffers only: hand it back to the sampler."""
-        step = int(self.bank_step)
+        step = self._host_value('bank_step')
         if step >= 0 and self.sampler.last_refresh_step != step:
             self.sampler.update_bank(self.class_bank, step=step)
 
@@ -302,8 +328,7 @@ class PompPretrainer(BaseModel):
         # uniform draws: the closed-form Eq. 5 margin (bit-identical to earlier runs); otherwise
         # each negative's own -log q_j
         probs = None if self.sampling == 'uniform' else probs
-        names = [self.vocabulary.names[i] for i in class_ids.tolist()]
-        text = self.text_encoder.encode_names(names)
+        text = self.text_encoder.encode_classes(class_ids)
         logits = local_contrast_logits(features, text, self.text_encoder.tower.logit_scale.exp())
         ignore, twins = None, 0
         if self.name_group is not None:
@@ -316,7 +341,7 @@ class PompPretrainer(BaseModel):
         with torch.no_grad():
             shown = logits if ignore is None else logits.masked_fill(ignore, float('-inf'))
             acc = (shown.argmax(-1) == targets).float().mean()
-        self.forward_count += 1
+        self._bump_step()
         return {'loss': loss, 'acc_local': acc,
                 'num_contrasted': torch.tensor(float(len(class_ids))),
                 'masked_twins': torch.tensor(float(twins))}
@@ -329,8 +354,7 @@ class PompPretrainer(BaseModel):
         # the text tower runs once over the union of positives and negatives
         class_ids = torch.unique(torch.cat([labels, negatives]))
         self.last_class_ids, self.last_negatives = class_ids, negatives
-        text = self.text_encoder.encode_names([self.vocabulary.names[i]
-                                               for i in class_ids.tolist()])
+        text = self.text_encoder.encode_classes(class_ids)
         row_of = torch.full((self.num_classes,), -1, dtype=torch.long)
         row_of[class_ids] = torch.arange(class_ids.numel())
         rows = labels.repeat_interleave(num_views)
@@ -349,7 +373,7 @@ class PompPretrainer(BaseModel):
         loss = F.cross_entropy(logits, targets)
         with torch.no_grad():  # rejected columns sit at -1e6: they cannot win the argmax
             acc = (logits.argmax(-1) == 0).float().mean()
-        self.forward_count += 1
+        self._bump_step()
         return {'loss': loss, 'acc_local': acc,
                 'num_contrasted': torch.tensor(float(1 + negatives.numel())),
                 'masked_twins': torch.tensor(float(twins))}

@@ -137,7 +137,8 @@ def worker(case: dict) -> dict:
     model = PompPretrainer(clip_model=resolve_clip_spec(case['model']), pretrained=None,
                            vocabulary=vocab, n_ctx=case['n_ctx'], num_sampled=case['k'],
                            sampling='uniform', correction='ln', chunk_size=case['chunk_size'],
-                           pack_lengths=case.get('pack_lengths', True))
+                           attention=case.get('attention', 'auto'),
+                           compile=case.get('compile', False))
     model.to(device).train()
     learner, enc = model.prompt_learner, model.text_encoder
     enc.share_prefix = case.get('share_prefix', True)
@@ -202,7 +203,7 @@ def worker(case: dict) -> dict:
     shared_tokens = learner.n_ctx + 1 if shared else 0
     # token positions through the text tower per step: the prefix once + the own tokens, packed
     # or padded to the step's longest; without the shared prefix, every prompt padded
-    packed = shared and enc.pack_lengths
+    packed = shared and enc.attention_mode() in ('varlen', 'grouped')
     own = [total - k * shared_tokens if packed else k * (longest - shared_tokens)
            for (k, total), longest in zip(step_tokens, seq_lens)]
     if not all(math.isfinite(v) for v in losses):
@@ -235,7 +236,8 @@ def official_worker(case: dict) -> dict:
                            vocabulary=vocab, n_ctx=case['n_ctx'], num_sampled=case['k'],
                            contrast='per_image', correction='log10', mask_duplicate_names=False,
                            chunk_size=case['chunk_size'],
-                           pack_lengths=case.get('pack_lengths', True))
+                           attention=case.get('attention', 'auto'),
+                           compile=case.get('compile', False))
     model.to(device).train()
     learner, enc = model.prompt_learner, model.text_encoder
     learner.tokenize(list(vocab.names), enc.tokenizer, enc.tower.context_length)
@@ -355,6 +357,67 @@ def _official(args, base: dict) -> None:
           f'memory: ratio {mem_ratio:.3f} (<= 1): {_verdict(mem_ratio <= 1)}')
 
 
+#: The --dispatch tower: ViT-B/16's 12 text layers and 77 positions, narrow.
+DISPATCH_CLIP = dict(embed_dim=32,
+                     vision_cfg=dict(image_size=32, layers=1, width=64, patch_size=16),
+                     text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=4,
+                                   layers=12))
+
+
+def _dispatch(args) -> None:
+    """Ops dispatched per text step, every attention path and the official step."""
+    import logging
+    import warnings
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings('ignore')
+    from pomp_mm._benchmarking import count_dispatched_ops
+    from pomp_mm.pretrain.model import PompPretrainer
+    from pomp_mm.pretrain.official import OfficialPromptStep
+    from pomp_mm.vocabulary import load_vocabulary
+    vocab = load_vocabulary(LARGE_VOCAB)
+    ks = [128] if args.quick else [128, 1000]
+    n_ctx, batch, views = 16, 32, 4
+    modes = ['varlen', 'grouped', 'padded']
+    counts = {}
+    start = time.perf_counter()
+    for k in ks:
+        for mode in modes:
+            _log(f'[dispatch] {mode} K={k} ({time.perf_counter() - start:.0f} s)')
+            torch.manual_seed(0)
+            model = PompPretrainer(clip_model=DISPATCH_CLIP, vocabulary=vocab, n_ctx=n_ctx,
+                                   num_sampled=k, contrast='per_image', correction='log10',
+                                   mask_duplicate_names=False, attention=mode)
+            model.to(args.device).train()
+            counts[mode, k] = count_dispatched_ops(model, vocab.names, batch, views)
+        _log(f'[dispatch] official K={k} ({time.perf_counter() - start:.0f} s)')
+        enc = model.text_encoder
+        official = OfficialPromptStep(enc.tower, vocab.names, n_ctx, k,
+                                      enc.tokenizer).to(args.device)
+        counts['official', k] = count_dispatched_ops(official, vocab.names, batch, views)
+        del model, official
+    print(f'# Ops dispatched per text step on {_device_name(args.device)}\n')
+    print(f'One text step (loss, backward, SGD on ctx) after 2 warm-up steps, counted with a '
+          f'TorchDispatchMode (each op is at least one kernel launch on a GPU, views aside); '
+          f'12-layer text tower, 77 positions, {batch} images x {views} views, n_ctx '
+          f"{n_ctx}, contrast='per_image', log10, N = {len(vocab):,}.\n")
+    head = ' | '.join(f'K = {k:,}' for k in ks)
+    print(f'| step | {head} | K = {ks[-1]:,} / K = {ks[0]:,} | / official at K = {ks[-1]:,} |')
+    print('|---|' + '---:|' * (len(ks) + 2))
+    names = {'official': 'official transcription (`pomp_mm.pretrain.official`)',
+             'varlen': "pomp_mm, `attention='varlen'`", 'grouped': "pomp_mm, `'grouped'`",
+             'padded': "pomp_mm, `'padded'`"}
+    for mode in ['official'] + modes:
+        cells = ' | '.join(f'{counts[mode, k]:,}' for k in ks)
+        growth = counts[mode, ks[-1]] / counts[mode, ks[0]]
+        vs = counts[mode, ks[-1]] / counts['official', ks[-1]]
+        print(f'| {names[mode]} | {cells} | {growth:.2f} | {vs:.2f} |')
+    v, o = counts['varlen', ks[-1]], counts['official', ks[-1]]
+    flat = counts['varlen', ks[-1]] / counts['varlen', ks[0]]
+    print(f"\nTargets: 'varlen' at K = {ks[-1]:,} no more ops than the official step: "
+          f'{v:,} vs {o:,}: {_verdict(v <= o)}; K = {ks[-1]:,} within 10 % of K = {ks[0]:,}: '
+          f'{flat:.3f}: {_verdict(abs(flat - 1) <= 0.1)}')
+
+
 def _run(case: dict) -> dict:
     return run_case(__file__, case)
 
@@ -362,10 +425,19 @@ def _run(case: dict) -> dict:
 def _encoding(args) -> str:
     if args.no_share_prefix:
         return 'every prompt whole, padded to the longest (share_prefix=False)'
-    if args.no_pack:
+    compiled = ', torch.compile' if args.compile else ''
+    mode = args.attention
+    if mode == 'padded':
         return ('shared [SOS, ctx] prefix once, own tokens padded to the longest '
-                '(pack_lengths=False)')
-    return 'shared [SOS, ctx] prefix once, own tokens packed without padding (the default)'
+                f"(attention='padded'{compiled})")
+    if mode == 'grouped':
+        return ('shared [SOS, ctx] prefix once, own tokens packed, one attention call per '
+                f"name length (attention='grouped'{compiled})")
+    if mode == 'varlen':
+        return ('shared [SOS, ctx] prefix once, own tokens packed, one attention call per '
+                f"layer (attention='varlen'{compiled})")
+    return ("shared [SOS, ctx] prefix once, own tokens packed (attention='auto': varlen on "
+            f'CUDA, grouped on the CPU{compiled})')
 
 
 def _verdict(ok: bool) -> str:
@@ -434,9 +506,17 @@ def main(argv=None) -> None:
     p.add_argument('--no-share-prefix', action='store_true',
                    help='run every prompt through all positions (PompTextEncoder '
                    'share_prefix=False), for comparison')
-    p.add_argument('--no-pack', action='store_true',
-                   help='pad each step\'s prompts to the longest instead of packing them '
-                   '(PompTextEncoder pack_lengths=False), for comparison')
+    p.add_argument('--attention', choices=['auto', 'varlen', 'grouped', 'padded'],
+                   default='auto', help="PompPretrainer's attention path (default auto)")
+    p.add_argument('--no-pack', action='store_true', help="the same as --attention padded")
+    p.add_argument('--compile', action='store_true',
+                   help='PompPretrainer(compile=True): the packed text blocks through '
+                   'torch.compile')
+    p.add_argument('--dispatch', action='store_true',
+                   help='count the aten ops one text step dispatches (forward, backward, SGD) '
+                   'for each attention path and the official step, at K in {128, 1000}, '
+                   'N = 21,841, n_ctx 16, 12 text layers (narrow: the count does not depend '
+                   'on the width); any device')
     p.add_argument('--quick', action='store_true',
                    help='smoke test: tiny model, full softmax vs K=128 at N=1,000, K=128 at '
                    'N=1,000 vs 3,000, 2 timed steps, no warm-up step; < 1 min on CPU')
@@ -459,6 +539,8 @@ def main(argv=None) -> None:
         print(json.dumps(official_worker(case) if case.get('official') else worker(case)))
         return
 
+    if args.no_pack:
+        args.attention = 'padded'
     cuda = args.device.startswith('cuda')
     if args.threads:
         torch.set_num_threads(args.threads)  # for the device line of the report
@@ -482,7 +564,10 @@ def main(argv=None) -> None:
                 views=args.views, n_ctx=args.n_ctx, precision=args.precision,
                 chunk_size=args.chunk_size, steps=args.steps, warmup=args.warmup,
                 threads=args.threads, share_prefix=not args.no_share_prefix,
-                pack_lengths=not args.no_pack, source=args.vocabulary)
+                attention=args.attention, compile=args.compile, source=args.vocabulary)
+    if args.dispatch:
+        _dispatch(args)
+        return
     if args.full_scale:
         _full_scale(args, base)
         return
