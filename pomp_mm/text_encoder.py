@@ -291,28 +291,25 @@ class PompTextEncoder(BaseModule):
         """Embeddings of tokenized prompts (``batch.eot`` on the host), chunk by chunk
         (``chunked=False``: all in one call)."""
         device = self.tower.token_embedding.weight.device
+        if not chunked:  # one call in batch order: no index juggling (nor copies to wait for)
+            return F.normalize(self._encode_chunk(batch, class_index).float(), dim=-1)
         grad = torch.is_grad_enabled()
         out = None if grad else torch.empty(len(batch), self.tower.output_dim, device=device)
         rows = []
-        chunks = self._chunks(batch.eot, progress, 'encoding prompts') if chunked else \
-            [torch.arange(len(batch))]
-        for idx in chunks:
-            on = idx.to(batch.tokens.device)
-            sub = PromptBatch(batch.tokens[on], batch.name_lens[idx.to(batch.name_lens.device)],
+        for idx in self._chunks(batch.eot, progress, 'encoding prompts'):
+            on = idx.to(batch.tokens.device, non_blocking=True)
+            sub = PromptBatch(batch.tokens[on],
+                              batch.name_lens[idx.to(batch.name_lens.device, non_blocking=True)],
                               batch.eot[idx])
             csc = None if class_index is None else \
-                class_index[idx.to(class_index.device)]
+                class_index[idx.to(class_index.device, non_blocking=True)]
             feats = F.normalize(self._encode_chunk(sub, csc).float(), dim=-1)
             if grad:
                 rows.append((idx, feats))
             else:
-                out[idx.to(device)] = feats
-        if len(rows) == 1:  # one chunk: its rows are in batch order
-            idx, feats = rows[0]
-            return feats if bool((idx[1:] > idx[:-1]).all()) else \
-                feats[torch.argsort(idx).to(device)]
+                out[idx.to(device, non_blocking=True)] = feats
         if rows:  # keep the autograd graph: no in-place writes
-            index = torch.cat([i for i, _ in rows]).to(device)
+            index = torch.cat([i for i, _ in rows]).to(device, non_blocking=True)
             out = torch.cat([f for _, f in rows])[torch.argsort(index)]
         return out
 
@@ -328,13 +325,13 @@ class PompTextEncoder(BaseModule):
         seq_len = int(sub.eot.max()) + 1 if self.truncate else None
         if seq_len is not None:
             sub = PromptBatch(sub.tokens[:, :seq_len], sub.name_lens, sub.eot)
-        embeds = self.tower.embed_tokens(sub.tokens.to(device))
+        embeds = self.tower.embed_tokens(sub.tokens.to(device, non_blocking=True))
         split = learner.split_shared_prefix(embeds) if share else None
         if split is not None:
             return self.tower.forward_prefixed(*split, sub.eot,
                                                pack=self.truncate and mode == 'grouped')
         x = learner(embeds, sub, class_index)
-        return self.tower(x, sub.eot.to(device))
+        return self.tower(x, sub.eot.to(device, non_blocking=True))
 
     def _encode_packed(self, sub: PromptBatch, class_index: Optional[torch.Tensor],
                        shared: bool) -> torch.Tensor:

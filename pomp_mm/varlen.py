@@ -224,8 +224,9 @@ def _varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     from torch.nn.attention.varlen import varlen_attn
     if layout.prefix_len:
         k, v = k.index_select(0, layout.key_rows), v.index_select(0, layout.key_rows)
-    return varlen_attn(q, k, v, layout.cu_seq_q, layout.cu_seq_k, layout.max_q, layout.max_k,
-                       window_size=(-1, 0))
+    # q is a strided view of the packed q/k/v projection; the kernel wants dense rows
+    return varlen_attn(q.contiguous(), k, v, layout.cu_seq_q, layout.cu_seq_k, layout.max_q,
+                       layout.max_k, window_size=(-1, 0))
 
 
 def _block(block: nn.Module, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:

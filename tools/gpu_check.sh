@@ -5,11 +5,14 @@
 #   bash tools/gpu_check.sh --fetch      # here: download the pure-Python wheels it lacks to .whl/
 #   device run: command 'bash tools/gpu_check.sh', carry ['.whl'], timeout_s 540
 #
-# On the GPU: the CUDA tests (tests/test_gpu.py), the full-scale step benchmark (random
-# ViT-B/16, bf16, 32 images x 4 views, K=1,000 of N=21,841: views/s and peak memory) and the
-# K / N tables on the GPU, packed and padded; logs and tables go to $OUT (default
-# /tmp/gpu_check). About 7 min on an H100 (estimate), most of it building ViT-B/16 and tokenizing
-# names once per benchmark process.
+# On the GPU, within about 6 min of the 8 a run may take (estimate; the last H200 run of the old
+# script took 7): the CUDA tests (tests/test_gpu.py: flash's varlen kernel against the CPU path,
+# no host sync inside a step, the compiled step), then pomp_mm's step against the official one
+# side by side at full scale (random ViT-B/16, bf16, 32 images x 4 views, N = 21,841, n_ctx 16:
+# text side, full step with the image tower, image-views/s and absolute peak memory of both) at
+# K = 128 and 1,000 with attention='auto' (varlen on CUDA), again at K = 1,000 with
+# compile=True, and with attention='grouped' (the old packed default) for reference. Logs and
+# tables go to $OUT (default /tmp/gpu_check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # the versions the CPU suite runs with (tools/constraints.txt pins the rest of that set-up)
@@ -36,14 +39,15 @@ python3 -c 'import torch; print("torch", torch.__version__)' | tee -a "$OUT/gpu.
 status=0
 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log" \
   || status=1
-python3 tools/benchmarks/pretrain.py --full-scale > "$OUT/full_scale.md" 2> "$OUT/full_scale.log" \
-  || status=1
-cat "$OUT/full_scale.md"
-python3 tools/benchmarks/pretrain.py --device cuda --steps 10 --warmup 3 \
-  > "$OUT/k_and_n.md" 2> "$OUT/k_and_n.log" || status=1
-cat "$OUT/k_and_n.md"
-# packed (one attention call per prompt length) vs padded own tokens: which is faster on a GPU
-python3 tools/benchmarks/pretrain.py --device cuda --steps 10 --warmup 3 --ks 128 --no-pack \
-  > "$OUT/k_and_n_padded.md" 2> "$OUT/k_and_n_padded.log" || status=1
-cat "$OUT/k_and_n_padded.md"
+FULL=(--official --device cuda --precision bf16 --batch-size 32 --views 4 --official-n-ctx 16
+      --steps 10 --warmup 3)
+python3 tools/benchmarks/pretrain.py "${FULL[@]}" --official-ks 128,1000 \
+  > "$OUT/official_varlen.md" 2> "$OUT/official_varlen.log" || status=1
+cat "$OUT/official_varlen.md"
+python3 tools/benchmarks/pretrain.py "${FULL[@]}" --official-ks 1000 --compile \
+  > "$OUT/official_varlen_compile.md" 2> "$OUT/official_varlen_compile.log" || status=1
+cat "$OUT/official_varlen_compile.md"
+python3 tools/benchmarks/pretrain.py "${FULL[@]}" --official-ks 1000 --attention grouped \
+  > "$OUT/official_grouped.md" 2> "$OUT/official_grouped.log" || status=1
+cat "$OUT/official_grouped.md"
 exit $status

@@ -104,14 +104,15 @@ def pomp_loss(logits: Tensor, targets: Tensor, num_classes: int, correction: str
         raise ValueError(f'targets must have shape [{logits.shape[0]}], got {tuple(targets.shape)}')
     num_contrasted = logits.shape[1]
     targets = targets.long()
-    if ((targets < 0) | (targets >= num_contrasted)).any():
-        raise ValueError(f'targets must index the {num_contrasted} contrasted columns')
+    _check(((targets < 0) | (targets >= num_contrasted)).any(),
+           f'targets must index the {num_contrasted} contrasted columns')
     margin = correction_margin(num_classes, num_contrasted, correction)
     if inclusion_probs is not None and correction != 'none' and num_contrasted > 1:
         margins = _column_margins(inclusion_probs, num_contrasted, correction)
         non_target = torch.ones_like(logits, dtype=torch.bool)
         non_target[torch.arange(logits.shape[0], device=logits.device), targets] = False
-        logits = torch.where(non_target, logits + margins.to(logits), logits)
+        margins = margins.to(logits.device, logits.dtype, non_blocking=True)
+        logits = torch.where(non_target, logits + margins, logits)
     elif margin != 0.0:
         non_target = torch.ones_like(logits, dtype=torch.bool)
         non_target[torch.arange(logits.shape[0], device=logits.device), targets] = False
@@ -120,11 +121,21 @@ def pomp_loss(logits: Tensor, targets: Tensor, num_classes: int, correction: str
         if ignore.shape != logits.shape:
             raise ValueError(f'ignore must have shape {tuple(logits.shape)}, got '
                              f'{tuple(ignore.shape)}')
+        ignore = ignore.to(logits.device, non_blocking=True)
         rows = torch.arange(logits.shape[0], device=logits.device)
-        if ignore[rows, targets].any():
-            raise ValueError('ignore masks a target column')
-        logits = logits.masked_fill(ignore.to(logits.device), float('-inf'))
+        _check(ignore[rows, targets].any(), 'ignore masks a target column')
+        logits = logits.masked_fill(ignore, float('-inf'))
     return F.cross_entropy(logits, targets)
+
+
+def _check(bad: Tensor, message: str) -> None:
+    """Raise ``ValueError(message)`` where ``bad`` (a bool scalar) holds; on a GPU the check
+    runs on the device (``torch._assert_async``) instead of stalling the host for the value."""
+    if bad.device.type == 'cpu':
+        if bool(bad):
+            raise ValueError(message)
+    else:
+        torch._assert_async(~bad, message)
 
 
 def _check_probs(inclusion_probs: Tensor, num_columns: int) -> Tensor:
@@ -192,8 +203,8 @@ def per_image_logits(image_features: Tensor, pos_text: Tensor, neg_text: Tensor,
         raise ValueError(f'neg_text must be [M, {image_features.shape[1]}], got '
                          f'{tuple(neg_text.shape)}')
     num_rows, num_neg = image_features.shape[0], neg_text.shape[0]
-    labels = torch.as_tensor(labels, device=image_features.device)
-    neg_labels = torch.as_tensor(neg_labels, device=image_features.device)
+    labels = torch.as_tensor(labels).to(image_features.device, non_blocking=True)
+    neg_labels = torch.as_tensor(neg_labels).to(image_features.device, non_blocking=True)
     if labels.shape != (num_rows,) or neg_labels.shape != (num_neg,):
         raise ValueError(f'labels must be [{num_rows}] and neg_labels [{num_neg}], got '
                          f'{tuple(labels.shape)} and {tuple(neg_labels.shape)}')
@@ -204,7 +215,7 @@ def per_image_logits(image_features: Tensor, pos_text: Tensor, neg_text: Tensor,
         if ignore.shape != (num_rows, num_neg):
             raise ValueError(f'ignore must have shape {(num_rows, num_neg)}, got '
                              f'{tuple(ignore.shape)}')
-        reject = reject | ignore.to(reject.device, torch.bool)
+        reject = reject | ignore.to(reject.device, torch.bool, non_blocking=True)
     neg = neg - 1e6 * reject.to(neg.dtype)
     if correction != 'none' and num_neg:
         log = torch.log10 if correction == 'log10' else torch.log
@@ -213,5 +224,6 @@ def per_image_logits(image_features: Tensor, pos_text: Tensor, neg_text: Tensor,
             kept = (num_neg - reject.sum(dim=-1, keepdim=True)).clamp(min=1).to(neg.dtype)
             neg = neg + log(torch.tensor(num_classes - 1.0, dtype=neg.dtype)) - log(kept)
         else:
-            neg = neg - log(_check_probs(inclusion_probs, num_neg)).to(neg)
+            margins = log(_check_probs(inclusion_probs, num_neg))
+            neg = neg - margins.to(neg.device, neg.dtype, non_blocking=True)
     return torch.cat([pos, neg], dim=1)

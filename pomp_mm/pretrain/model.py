@@ -24,6 +24,11 @@ __all__ = ['PompPretrainer', 'CONTRASTS']
 CONTRASTS = ('shared', 'per_image')
 
 
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on the step's device without a blocking copy (a GPU step makes none)."""
+    return t.to(device, non_blocking=True)
+
+
 def _step_seed(seed: int, rank: int, step: int) -> int:
     digest = hashlib.blake2b(f'{seed}/{rank}/{step}'.encode(), digest_size=8).digest()
     return int.from_bytes(digest, 'little') & ((1 << 63) - 1)
@@ -335,8 +340,9 @@ class PompPretrainer(BaseModel):
             col, row = self.name_group[class_ids], self.name_group[labels.cpu()]
             ignore = (row[:, None] == col[None, :]) & (labels.cpu()[:, None] != class_ids[None, :])
             twins = int(ignore.sum())
-            ignore = ignore.repeat_interleave(num_views, 0).to(features.device) if twins else None
-        targets = targets.to(features.device).repeat_interleave(num_views)
+            ignore = _to(ignore.repeat_interleave(num_views, 0), features.device) \
+                if twins else None
+        targets = _to(targets.repeat_interleave(num_views), features.device)
         loss = pomp_loss(logits, targets, self.num_classes, self.correction, probs, ignore)
         with torch.no_grad():
             shown = logits if ignore is None else logits.masked_fill(ignore, float('-inf'))
@@ -363,11 +369,11 @@ class PompPretrainer(BaseModel):
             ignore = (self.name_group[labels][:, None] == self.name_group[negatives][None, :]) \
                 & (labels[:, None] != negatives[None, :])
             twins = int(ignore.sum())
-            ignore = ignore.repeat_interleave(num_views, 0).to(features.device)
+            ignore = _to(ignore.repeat_interleave(num_views, 0), features.device)
         device = features.device
         logits = per_image_logits(
-            features, text[row_of[rows].to(device)], text[row_of[negatives].to(device)],
-            rows.to(device), negatives.to(device), self.text_encoder.tower.logit_scale.exp(),
+            features, text[_to(row_of[rows], device)], text[_to(row_of[negatives], device)],
+            _to(rows, device), _to(negatives, device), self.text_encoder.tower.logit_scale.exp(),
             self.num_classes, self.correction, probs, ignore)
         targets = torch.zeros(logits.shape[0], dtype=torch.long, device=device)
         loss = F.cross_entropy(logits, targets)
