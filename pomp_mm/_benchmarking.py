@@ -11,7 +11,7 @@ import os
 import resource
 import subprocess
 import sys
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 import torch
 
@@ -117,7 +117,8 @@ class _OpCounter:
 
 
 def count_dispatched_ops(step: torch.nn.Module, names: Sequence[str], batch_size: int,
-                         views: int, warmup: int = 2, seed: int = 1) -> int:
+                         views: int, warmup: int = 2, seed: int = 1,
+                         timed: int = 0) -> Union[int, Tuple[int, float]]:
     """Aten ops one text step dispatches: loss, backward and an SGD step on the prompt.
 
     Args:
@@ -126,6 +127,8 @@ def count_dispatched_ops(step: torch.nn.Module, names: Sequence[str], batch_size
         batch_size, views: Images and views per image of the step's features.
         warmup: Steps run first (token caches and tables built, optimizer state made).
         seed: Seed of the features and labels.
+        timed: Also time this many more steps (outside the counting mode) and return
+            ``(count, median seconds)``.
     """
     import torch.nn.functional as F
     official = hasattr(step, 'text_features')
@@ -135,7 +138,7 @@ def count_dispatched_ops(step: torch.nn.Module, names: Sequence[str], batch_size
     gen = torch.Generator().manual_seed(seed)
     feats = F.normalize(torch.randn(batch_size * views, dim, generator=gen), dim=-1).to(device)
     labels = [torch.randint(len(names), (batch_size,), generator=gen)
-              for _ in range(warmup + 1)]
+              for _ in range(warmup + 1 + timed)]
     draws = torch.Generator().manual_seed(seed + 1)
     optim = torch.optim.SGD([ctx], lr=0.002, momentum=0.9, weight_decay=5e-4)
 
@@ -153,4 +156,17 @@ def count_dispatched_ops(step: torch.nn.Module, names: Sequence[str], batch_size
     counter = _OpCounter()
     with counter.mode:
         run(warmup)
-    return counter.count
+    if not timed:
+        return counter.count
+    import statistics
+    import time
+    times = []
+    for i in range(warmup + 1, warmup + 1 + timed):
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run(i)
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return counter.count, statistics.median(times)

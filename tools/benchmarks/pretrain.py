@@ -370,11 +370,11 @@ def _official(args, base: dict) -> None:
               f'(< 16): {_verdict(peak < 16)}')
 
 
-#: The --dispatch tower: ViT-B/16's 12 text layers and 77 positions, narrow.
-DISPATCH_CLIP = dict(embed_dim=32,
-                     vision_cfg=dict(image_size=32, layers=1, width=64, patch_size=16),
-                     text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=4,
-                                   layers=12))
+def _dispatch_clip(width: int) -> dict:
+    """The --dispatch tower: ViT-B/16's 12 text layers and 77 positions, ``width`` wide."""
+    return dict(embed_dim=32, vision_cfg=dict(image_size=32, layers=1, width=64, patch_size=16),
+                text_cfg=dict(context_length=77, vocab_size=49408, width=width,
+                              heads=max(1, width // 64), layers=12))
 
 
 def _dispatch(args) -> None:
@@ -391,31 +391,37 @@ def _dispatch(args) -> None:
     ks = [128] if args.quick else [128, 1000]
     n_ctx, batch, views = 16, 32, 4
     modes = ['varlen', 'grouped', 'padded']
-    counts = {}
+    counts, times = {}, {}
     start = time.perf_counter()
     for k in ks:
         for mode in modes:
             _log(f'[dispatch] {mode} K={k} ({time.perf_counter() - start:.0f} s)')
             torch.manual_seed(0)
-            model = PompPretrainer(clip_model=DISPATCH_CLIP, vocabulary=vocab, n_ctx=n_ctx,
+            model = PompPretrainer(clip_model=_dispatch_clip(args.dispatch_width),
+                                   vocabulary=vocab, n_ctx=n_ctx,
                                    num_sampled=k, contrast='per_image', correction='log10',
                                    mask_duplicate_names=False, attention=mode)
             model.to(args.device).train()
-            counts[mode, k] = count_dispatched_ops(model, vocab.names, batch, views)
+            counts[mode, k], times[mode, k] = count_dispatched_ops(
+                model, vocab.names, batch, views, timed=args.steps)
         _log(f'[dispatch] official K={k} ({time.perf_counter() - start:.0f} s)')
         enc = model.text_encoder
         official = OfficialPromptStep(enc.tower, vocab.names, n_ctx, k,
                                       enc.tokenizer).to(args.device)
-        counts['official', k] = count_dispatched_ops(official, vocab.names, batch, views)
+        counts['official', k], times['official', k] = count_dispatched_ops(
+            official, vocab.names, batch, views, timed=args.steps)
         del model, official
     print(f'# Ops dispatched per text step on {_device_name(args.device)}\n')
     print(f'One text step (loss, backward, SGD on ctx) after 2 warm-up steps, counted with a '
           f'TorchDispatchMode (each op is at least one kernel launch on a GPU, views aside); '
-          f'12-layer text tower, 77 positions, {batch} images x {views} views, n_ctx '
-          f"{n_ctx}, contrast='per_image', log10, N = {len(vocab):,}.\n")
+          f'12-layer text tower ({args.dispatch_width} wide), 77 positions, {batch} images x '
+          f"{views} views, n_ctx {n_ctx}, contrast='per_image', log10, N = {len(vocab):,}. "
+          f'Time: median of {args.steps} more steps on this device (fp32), not counted.\n')
     head = ' | '.join(f'K = {k:,}' for k in ks)
-    print(f'| step | {head} | K = {ks[-1]:,} / K = {ks[0]:,} | / official at K = {ks[-1]:,} |')
-    print('|---|' + '---:|' * (len(ks) + 2))
+    thead = ' | '.join(f'time (s), K = {k:,}' for k in ks)
+    print(f'| step | {head} | K = {ks[-1]:,} / K = {ks[0]:,} | / official at K = {ks[-1]:,} '
+          f'| {thead} |')
+    print('|---|' + '---:|' * (2 * len(ks) + 2))
     names = {'official': 'official transcription (`pomp_mm.pretrain.official`)',
              'varlen': "pomp_mm, `attention='varlen'`", 'grouped': "pomp_mm, `'grouped'`",
              'padded': "pomp_mm, `'padded'`"}
@@ -423,7 +429,8 @@ def _dispatch(args) -> None:
         cells = ' | '.join(f'{counts[mode, k]:,}' for k in ks)
         growth = counts[mode, ks[-1]] / counts[mode, ks[0]]
         vs = counts[mode, ks[-1]] / counts['official', ks[-1]]
-        print(f'| {names[mode]} | {cells} | {growth:.2f} | {vs:.2f} |')
+        tcells = ' | '.join(f'{times[mode, k]:.3f}' for k in ks)
+        print(f'| {names[mode]} | {cells} | {growth:.2f} | {vs:.2f} | {tcells} |')
     v, o = counts['varlen', ks[-1]], counts['official', ks[-1]]
     flat = counts['varlen', ks[-1]] / counts['varlen', ks[0]]
     print(f"\nTargets: 'varlen' at K = {ks[-1]:,} no more ops than the official step: "
@@ -530,6 +537,9 @@ def main(argv=None) -> None:
                    'for each attention path and the official step, at K in {128, 1000}, '
                    'N = 21,841, n_ctx 16, 12 text layers (narrow: the count does not depend '
                    'on the width); any device')
+    p.add_argument('--dispatch-width', type=positive_int, default=64,
+                   help='text width of the --dispatch tower (counts do not depend on it; '
+                   'the times printed beside them do: 512 is ViT-B/16\'s)')
     p.add_argument('--quick', action='store_true',
                    help='smoke test: tiny model, full softmax vs K=128 at N=1,000, K=128 at '
                    'N=1,000 vs 3,000, 2 timed steps, no warm-up step; < 1 min on CPU')
