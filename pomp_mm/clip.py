@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hf_clip import build_hf_clip, is_hf_spec
 from .shared_prefix import length_groups, shared_prefix_transformer, supports_shared_prefix
 from .varlen import PackedLayout, packed_transformer
 
@@ -36,8 +37,9 @@ _MODEL_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mo
 
 def resolve_clip_spec(spec: str) -> ClipSpec:
     """Command-line model spec: a ``.json`` open_clip model config file (read into a dict), or an
-    open_clip model name (``'ViT-B-16'``, pomp_mm's ``'tiny'``; returned unchanged)."""
-    if spec.endswith('.json'):
+    open_clip model name (``'ViT-B-16'``, pomp_mm's ``'tiny'``) or a Hugging Face CLIP
+    (``'transformers:<hub id or folder>'``, :mod:`pomp_mm.hf_clip`), returned unchanged."""
+    if spec.endswith('.json') and not is_hf_spec(spec):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f'CLIP model config not found: {spec!r}')
         with open(spec, encoding='utf-8') as f:
@@ -190,7 +192,9 @@ def build_clip(clip_model: ClipSpec,
     Args:
         clip_model: An open_clip model name (``'ViT-B-16'``) or an open_clip model config dict
             (``{'embed_dim': ..., 'vision_cfg': {...}, 'text_cfg': {...}}``, optionally with
-            ``'custom_text': True`` and ``'quick_gelu': True``).
+            ``'custom_text': True`` and ``'quick_gelu': True``), or
+            ``'transformers:<hub id or folder>'``: a Hugging Face ``CLIPModel`` mapped onto an
+            open_clip ``CLIP`` (:mod:`pomp_mm.hf_clip`; its weights come with it).
         pretrained: An open_clip pretrained tag (``'openai'``) for a named model, or the path of a
             local open_clip/OpenAI state dict, or of an mmseg-format CLIP checkpoint (SAN's
             ``pretrained``; only its text tower is read). None keeps the random initialisation.
@@ -198,7 +202,12 @@ def build_clip(clip_model: ClipSpec,
     """
     import open_clip
 
-    if isinstance(clip_model, dict):
+    if is_hf_spec(clip_model):
+        if pretrained:
+            raise ValueError(f'{clip_model!r} brings its own weights; pretrained={pretrained!r} '
+                             'applies to open_clip models only')
+        model = build_hf_clip(clip_model)
+    elif isinstance(clip_model, dict):
         cfg = copy.deepcopy(dict(clip_model))
         custom_text = cfg.pop('custom_text', False)
         text = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict
 
-__all__ = ['TINY_SAN', 'tiny_detector']
+__all__ = ['TINY_SAN', 'tiny_detector', 'tiny_hf_clip', 'write_clip_tokenizer']
 
 #: Overrides that shrink the SAN ViT-B/16 configs to a tiny model with random weights (64-wide
 #: 3-layer ViT, 10 queries, 64x64 inputs) for tests and benchmarks; pair it with
@@ -52,3 +52,74 @@ def tiny_detector(with_mask: bool = False) -> Dict[str, Any]:
     if with_mask:
         cfg['roi_head'].update(copy.deepcopy(_TINY_MASK['roi_head']))
     return cfg
+
+
+def write_clip_tokenizer(folder: str, context_length: int = 77) -> str:
+    """Write a Hugging Face CLIP tokenizer into ``folder`` (``save_pretrained`` files), built
+    from open_clip's bundled BPE vocabulary: the merges of OpenAI's CLIP, so it tokenizes as
+    ``openai/clip-vit-base-patch32``'s does, with no download.
+
+    Returns:
+        ``folder``.
+    """
+    import json
+    import os
+
+    from open_clip.tokenizer import SimpleTokenizer
+    from transformers import CLIPTokenizer
+
+    bpe = SimpleTokenizer()
+    vocab = dict(bpe.encoder)
+    # open_clip spells the special tokens '<start_of_text>' / '<end_of_text>'; OpenAI's files
+    # (and transformers) '<|startoftext|>' / '<|endoftext|>', at the same ids
+    for theirs, ours in (('<|startoftext|>', bpe.sot_token_id), ('<|endoftext|>',
+                                                                 bpe.eot_token_id)):
+        vocab.pop(next(k for k, v in vocab.items() if v == ours))
+        vocab[theirs] = ours
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, 'vocab.json'), 'w', encoding='utf-8') as f:
+        json.dump(vocab, f)
+    merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
+    with open(os.path.join(folder, 'merges.txt'), 'w', encoding='utf-8') as f:
+        f.write('#version: 0.2\n' + ''.join(f'{a} {b}\n' for a, b in merges))
+    # read back through from_pretrained (the vocab-file arguments differ between transformers
+    # 4 and 5), then saved whole: tokenizer_config.json, tokenizer.json
+    CLIPTokenizer.from_pretrained(folder, model_max_length=context_length).save_pretrained(folder)
+    return folder
+
+
+def tiny_hf_clip(folder: str, seed: int = 0, hidden_act: str = 'quick_gelu',
+                 eos_token_id: int = 49407, **text: Any) -> str:
+    """Save a tiny random Hugging Face ``CLIPModel`` (64-wide, 2-layer towers, 32x32 images,
+    projection 32) and a CLIP tokenizer into ``folder``: a ``'transformers:<folder>'`` model
+    for tests and demos.
+
+    Args:
+        folder: Output folder.
+        seed: Seed of the random weights.
+        hidden_act: Both towers' activation.
+        eos_token_id: The text config's; 2 is the legacy value of OpenAI's configs (pool at
+            the largest id), 49407 pools at the first end-of-text token.
+        **text: Other text-config overrides.
+
+    Returns:
+        ``folder``.
+    """
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    text_cfg = dict(vocab_size=49408, hidden_size=64, intermediate_size=128,
+                    num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
+                    hidden_act=hidden_act, bos_token_id=49406, eos_token_id=eos_token_id,
+                    pad_token_id=1)
+    text_cfg.update(text)
+    config = CLIPConfig(
+        text_config=text_cfg,
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=32, patch_size=8,
+                           hidden_act=hidden_act),
+        projection_dim=32)
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(folder)
+    write_clip_tokenizer(folder, text_cfg['max_position_embeddings'])
+    return folder

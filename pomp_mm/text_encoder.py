@@ -19,6 +19,7 @@ from torch import nn
 
 from .clip import ClipSpec, TextTower, build_clip, clip_model_id
 from .embedding_cache import EmbeddingCache, TableMemo
+from .hf_clip import is_hf_spec
 from .prompt_checkpoint import PromptCheckpoint, load_prompt
 from .prompt_learner import PromptBatch, PromptLearner
 from .templates import TemplateSpec, get_templates
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 def _get_tokenizer(clip_model: ClipSpec, context_length: int):
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
+    if is_hf_spec(clip_model):  # the folder's own tokenizer, as CLIPModel users have it
+        from .hf_clip import hf_tokenizer
+        return hf_tokenizer(clip_model, context_length)
     if isinstance(clip_model, str):
         from .clip import ensure_model_config
         ensure_model_config(clip_model)
@@ -78,7 +82,9 @@ class PompTextEncoder(BaseModule):
     """Frozen CLIP text tower with a (POMP) learned prompt, or hand templates as a baseline.
 
     Args:
-        clip_model: An open_clip model name (``'ViT-B-16'``) or an open_clip config dict.
+        clip_model: An open_clip model name (``'ViT-B-16'``), an open_clip config dict, or
+            ``'transformers:<hub id or folder>'`` (a Hugging Face ``CLIPModel`` and its
+            tokenizer; :mod:`pomp_mm.hf_clip`).
         pretrained: An open_clip pretrained tag or a local CLIP state-dict path; None keeps
             random weights (tests only).
         prompt: A prompt checkpoint (pomp_mm format, or official POMP / CoOp ``.pth.tar``).

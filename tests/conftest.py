@@ -47,3 +47,12 @@ def small_image_folder(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp('small_images') / 'images')
     write_image_folder(folder, IMAGE_CLASSES, 2, corrupt={('car', 1)})
     return folder
+
+
+@pytest.fixture(scope='session')
+def hf_clip_folder(tmp_path_factory):
+    """A tiny random Hugging Face CLIPModel and CLIP tokenizer saved once per session (no
+    download): ``'transformers:' + hf_clip_folder`` is a pomp_mm model spec."""
+    pytest.importorskip('transformers')
+    from pomp_mm.testing import tiny_hf_clip
+    return tiny_hf_clip(str(tmp_path_factory.mktemp('hf_clip')))

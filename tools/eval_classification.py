@@ -27,6 +27,7 @@ from pomp_mm import PompTextEncoder
 from pomp_mm.cli import check_clip_inputs, check_folder, positive_int
 from pomp_mm.prompt_checkpoint import load_prompt
 from pomp_mm.clip import build_clip, resolve_clip_spec
+from pomp_mm.hf_clip import is_hf_spec
 from pomp_mm.evaluation import (ALL_DATASETS, CROSS_DATASETS, DatasetNotFound,
                                 build_dataset, embed_images, image_folder_dataset,
                                 per_class_accuracy, predict, resolve_dataset_names)
@@ -46,10 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='also evaluate a folder with one sub-folder of images per class '
                    '(repeatable; not part of the mean)')
     p.add_argument('--clip-model', default='ViT-B-16',
-                   help="open_clip model name, open_clip config .json, or 'tiny'")
+                   help="open_clip model name, open_clip config .json, 'tiny', or "
+                   "transformers:<folder or hub id> (a Hugging Face CLIP, with its weights)")
     p.add_argument('--pretrained', default=None,
                    help="open_clip tag (e.g. openai) or local weights file; required for a named "
-                   "model (only 'tiny' and .json configs may run with random weights)")
+                   "open_clip model (only 'tiny' and .json configs may run with random weights)")
     p.add_argument('--prompts', nargs='+', default=[], metavar='CKPT',
                    help='prompt checkpoints (pomp_mm or official POMP/CoOp format), one row each')
     p.add_argument('--no-hand', action='store_true', help='skip the "a photo of a {}." row')
@@ -178,7 +180,8 @@ def main(argv=None) -> int:
     check_clip_inputs(args.clip_model, args.pretrained, args.prompts, prompt_flag='--prompts')
 
     spec = resolve_clip_spec(args.clip_model)
-    if isinstance(spec, str) and spec != 'tiny' and not args.pretrained:
+    if isinstance(spec, str) and spec != 'tiny' and not is_hf_spec(spec) \
+            and not args.pretrained:
         # a named model without weights is randomly initialised: near-chance accuracies that
         # look like a result
         raise SystemExit(f'--clip-model {args.clip_model!r} needs --pretrained (an open_clip tag '

@@ -33,7 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--templates', default='single',
                    help="'single', 'simple_imagenet' or 'openai_imagenet' (no --prompt only)")
     p.add_argument('--clip-model', default='ViT-B-16',
-                   help="open_clip model name, open_clip config .json, or 'tiny'")
+                   help="open_clip model name, open_clip config .json, 'tiny', or "
+                   "transformers:<folder or hub id> (a Hugging Face CLIP, with its weights)")
     p.add_argument('--pretrained', default=None, help='open_clip tag or local weights file')
     p.add_argument('--out', required=True, help='output .npy (the sidecar goes beside it)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
