@@ -111,13 +111,13 @@ def tiny_hf_clip(folder: str, seed: int = 0, hidden_act: str = 'quick_gelu',
     text_cfg = dict(vocab_size=49408, hidden_size=64, intermediate_size=128,
                     num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
                     hidden_act=hidden_act, bos_token_id=49406, eos_token_id=eos_token_id,
-                    pad_token_id=1)
+                    pad_token_id=1, projection_dim=32)
     text_cfg.update(text)
     config = CLIPConfig(
         text_config=text_cfg,
         vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                            num_attention_heads=2, image_size=32, patch_size=8,
-                           hidden_act=hidden_act),
+                           hidden_act=hidden_act, projection_dim=32),
         projection_dim=32)
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(folder)
