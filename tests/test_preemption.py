@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from helpers import IMAGE_CLASSES, tool_path, write_image_folder
+from helpers import IMAGE_CLASSES, run_tool_cases, tool_path, write_image_folder
 from pomp_mm import load_prompt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -339,30 +339,42 @@ def test_missing_clip_weights_with_the_hub_offline_is_one_line(tmp_path):
 
 def test_missing_weights_file_data_and_checkpoint_name_their_keys(tmp_path):
     """With the tiny local CLIP: a weights file, an ImageNet-21K root, an image list and a
-    --resume checkpoint that are not there are each one line naming the key or option."""
+    --resume checkpoint that are not there are each one line naming the key or option (the
+    four runs of tools/pretrain.py share one Python process: helpers.run_tool_cases)."""
     images = str(tmp_path / 'images')
     write_image_folder(images, IMAGE_CLASSES, 1, size=8)
     cfg = _config(tmp_path, images)
     weights = str(tmp_path / 'ViT-B-16.pt')
-    last = _one_line_error(tmp_path, cfg, '--cfg-options', f'model.pretrained={weights}')
-    assert f"CLIP weights file '{weights}' not found" in last
-    assert '--cfg-options model.pretrained=/path/ViT-B-16.pt' in last
     root = str(tmp_path / 'imagenet21k_resized')
-    last = _one_line_error(tmp_path, cfg, '--cfg-options', 'train_dataloader.dataset.type='
-                           'ImageNet21K', f'train_dataloader.dataset.data_root={root}',
-                           'train_dataloader.dataset.source=None')
-    assert f"dataset folder '{root}' not found" in last
-    assert 'train_dataloader.dataset.data_root=/path/imagenet21k_resized' in last
     missing = str(tmp_path / 'no_list.csv')
-    last = _one_line_error(tmp_path, cfg, '--cfg-options',
-                           f'train_dataloader.dataset.source={missing}')
+    work = ['--work-dir', str(tmp_path / 'w')]
+    cases = [[cfg, *work, '--cfg-options', f'model.pretrained={weights}'],
+             [cfg, *work, '--cfg-options', 'train_dataloader.dataset.type=ImageNet21K',
+              f'train_dataloader.dataset.data_root={root}',
+              'train_dataloader.dataset.source=None'],
+             [cfg, *work, '--cfg-options', f'train_dataloader.dataset.source={missing}'],
+             [cfg, *work, '--resume', str(tmp_path / 'iter_4.pth')]]
+    runs = run_tool_cases('pretrain.py', cases, str(tmp_path / 'runs'), cwd=ROOT,
+                          env=_env(tmp_path), timeout=300)
+    lines = []
+    for res in runs[:3]:
+        out = res.stdout + res.stderr
+        assert res.returncode == 2, out[-4000:]
+        assert 'Traceback' not in out, out[-3000:]
+        last = out.strip().splitlines()[-1]
+        assert last.startswith('pretrain.py: error: ') and \
+            last.endswith('; see docs/usage.md#offline-missing-weights-prompts-or-data '
+                          '(--debug for the traceback)'), last
+        lines.append(last)
+    assert not (tmp_path / 'w' / 'last_checkpoint').exists()
+    assert f"CLIP weights file '{weights}' not found" in lines[0]
+    assert '--cfg-options model.pretrained=/path/ViT-B-16.pt' in lines[0]
+    assert f"dataset folder '{root}' not found" in lines[1]
+    assert 'train_dataloader.dataset.data_root=/path/imagenet21k_resized' in lines[1]
     assert f"image list not found: '{missing}' (train_dataloader.dataset.source in the " \
            'config); point it at a local copy (--cfg-options train_dataloader.dataset.' \
-           'source=/path/no_list.csv)' in last
-    res = subprocess.run([sys.executable, tool_path('pretrain.py'), cfg, '--work-dir',
-                          str(tmp_path / 'w'), '--resume', str(tmp_path / 'iter_4.pth')],
-                         capture_output=True, text=True, cwd=ROOT, env=_env(tmp_path),
-                         timeout=300)
+           'source=/path/no_list.csv)' in lines[2]
+    res = runs[3]
     assert res.returncode == 2 and 'Traceback' not in res.stderr
     assert res.stderr.strip().splitlines()[-1] == (
         f"pretrain.py: error: --resume '{tmp_path / 'iter_4.pth'}': no such checkpoint "
