@@ -70,12 +70,15 @@ def _accuracy(feats, labels, text):
     return float(((feats @ text.T).argmax(-1) == torch.tensor(labels)).float().mean()) * 100
 
 
+def _slice_images(classes):
+    return [render_object(c, 1, pretrain_image_index(c, 0)) for c in classes]
+
+
 @pytest.fixture(scope='module')
 def slice_features(clip):
     """One rendered image of each of 2,000 pre-training classes, through the world CLIP."""
     classes = protocol.subset_classes(2000, seed=0)
-    images = [render_object(c, 1, pretrain_image_index(c, 0)) for c in classes]
-    return classes, _features(clip, images)
+    return classes, _features(clip, _slice_images(classes))
 
 
 def _pretrainer(classes, **kwargs):
@@ -176,9 +179,13 @@ def test_short_pomp_pretraining_on_sketches_beats_the_hand_prompt_on_unseen_clas
     assert after['domain-sketch'] >= hand['domain-sketch'] + 5.0, (after, hand)  # +8.5
 
 
-def test_local_correction_changes_the_loss_by_the_margin(slice_features):
-    classes, feats = slice_features
+def test_local_correction_changes_the_loss_by_the_margin(clip):
+    """On the 2,000-class slice, a batch of 256 of its images (only those are rendered)."""
+    classes = protocol.subset_classes(2000, seed=0)
     labels = torch.arange(0, 512, 2)
+    batch = _features(clip, _slice_images([classes[i] for i in labels.tolist()]))
+    feats = batch.new_zeros(len(classes), batch.shape[1])  # the batch's rows filled in
+    feats[labels] = batch
     losses, logits = {}, None
     for correction in ('none', 'ln', 'log10'):
         model = _pretrainer(classes, correction=correction)
