@@ -14,6 +14,8 @@
 #   PIP_FIND_LINKS  extra wheel folders; a prebuilt mmcv-2.1.0 wheel found there
 #                   is used instead of the ~12 minute source build.
 #   POMP_MM_INSTALL_DRY_RUN=1  print the pip commands of the layer instead of running them
+# Each step prints one line; pip's own output goes to $VENV/install.log (a failing step prints
+# the log's last lines and its path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -33,10 +35,19 @@ if [[ -z "$DRY" ]] && { stamped "$LAYER" || stamped all; }; then
   exit 0
 fi
 
-log() { printf '\n[install] %s\n' "$*"; }
+log() { printf '[install] %s\n' "$*"; }
+# pip's resolver chatter and setuptools' warnings (hundreds of lines) go to the log, not the
+# terminal; a failure shows where it broke
+quietly() {
+  if ! "$@" >>"$PIP_LOG" 2>&1; then
+    echo "[install] failed: ${*: -3}; the last lines of $PIP_LOG:" >&2
+    tail -n 25 "$PIP_LOG" >&2
+    exit 1
+  fi
+}
 # every pip call goes through here, so a dry run lists exactly what a layer asks pip for
 pip_install() {
-  if [[ -n "$DRY" ]]; then echo "pip install $*"; else "${PIP[@]}" "$@"; fi
+  if [[ -n "$DRY" ]]; then echo "pip install $*"; else quietly "${PIP[@]}" "$@"; fi
 }
 
 if [[ -n "$DRY" ]]; then
@@ -44,6 +55,9 @@ if [[ -n "$DRY" ]]; then
 else
   [[ -x "$VENV/bin/python" ]] || { log "creating $VENV with $PYTHON"; "$PYTHON" -m venv "$VENV"; }
   PY="$(cd "$VENV" && pwd)/bin/python"
+  PIP_LOG="$(cd "$VENV" && pwd)/install.log"
+  printf '\n==== tools/install.sh %s, %s\n' "$LAYER" "$(date -u)" >>"$PIP_LOG"
+  log "layer '$LAYER' into $VENV (pip's output: $PIP_LOG)"
 fi
 PIP=("$PY" -m pip install --disable-pip-version-check -c "$ROOT/tools/constraints.txt")
 
@@ -83,18 +97,19 @@ elif "$PY" -c "import mmcv, mmcv.ops" 2>/dev/null && [[ "$("$PY" -c 'import mmcv
   log "mmcv 2.1.0 with ops already installed"
 # --force-reinstall: an mmcv 2.1.0 that is present but broken (no ops, another torch ABI) would
 # otherwise count as "already satisfied" and never be repaired
-elif "${PIP[@]}" --no-deps --force-reinstall --only-binary mmcv mmcv==2.1.0 2>/dev/null; then
+elif "${PIP[@]}" --no-deps --force-reinstall --only-binary mmcv mmcv==2.1.0 >>"$PIP_LOG" 2>&1; then
   log "mmcv 2.1.0 installed from a prebuilt wheel (PIP_FIND_LINKS)"
 else
   log "building mmcv 2.1.0 with ops from the PyPI source (about 12 minutes on 2 cores)"
   build=$(mktemp -d)
   trap 'rm -rf "$build"' EXIT
-  "$PY" -m pip download --no-deps --no-binary mmcv --no-build-isolation mmcv==2.1.0 -d "$build"
+  quietly "$PY" -m pip download --no-deps --no-binary mmcv --no-build-isolation mmcv==2.1.0 \
+    -d "$build"
   tar -xzf "$build"/mmcv-2.1.0.tar.gz -C "$build"
   # torch 2.14 headers need C++20; mmcv 2.1.0's setup.py hard-codes C++17.
   sed -i 's/-std=c++17/-std=c++20/g' "$build/mmcv-2.1.0/setup.py"
-  MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" --no-build-isolation --no-deps \
-    --force-reinstall "$build/mmcv-2.1.0"
+  quietly env MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" \
+    --no-build-isolation --no-deps --force-reinstall "$build/mmcv-2.1.0"
 fi
 
 log "mmdet 3.3.0, mmsegmentation 1.2.2, open_clip_torch and pomp_mm (editable)"
