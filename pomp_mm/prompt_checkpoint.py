@@ -139,6 +139,11 @@ def load_prompt(path: str) -> PromptCheckpoint:
             'class_token_position': found.group(1) if found else 'end',
             'class_token_position_from': 'file name' if found else 'default',
             'width': int(ctx.shape[-1]), 'n_ctx': int(ctx.shape[-2])}
+    # ... and the CLIP ('vit_b32_ep5_...'): said in a width mismatch, never checked
+    arch = re.match(r'vit_([bl])(\d+)_', os.path.basename(path))
+    if arch:
+        meta.update(clip_model=f'ViT-{arch.group(1).upper()}/{arch.group(2)}',
+                    clip_model_from='file name')
     if isinstance(obj, dict) and isinstance(obj.get('epoch'), int):
         meta['epoch'] = obj['epoch']
     return PromptCheckpoint(ctx.to(torch.float32, copy=True), meta, path)

@@ -89,7 +89,7 @@ def write_clip_tokenizer(folder: str, context_length: int = 77) -> str:
 
 
 def tiny_hf_clip(folder: str, seed: int = 0, hidden_act: str = 'quick_gelu',
-                 eos_token_id: int = 49407, **text: Any) -> str:
+                 eos_token_id: int = 49407, projection_dim: int = 32, **text: Any) -> str:
     """Save a tiny random Hugging Face ``CLIPModel`` (64-wide, 2-layer towers, 32x32 images,
     projection 32) and a CLIP tokenizer into ``folder``: a ``'transformers:<folder>'`` model
     for tests and demos.
@@ -100,7 +100,9 @@ def tiny_hf_clip(folder: str, seed: int = 0, hidden_act: str = 'quick_gelu',
         hidden_act: Both towers' activation.
         eos_token_id: The text config's; 2 is the legacy value of OpenAI's configs (pool at
             the largest id), 49407 pools at the first end-of-text token.
-        **text: Other text-config overrides.
+        projection_dim: Width of the joint embedding space.
+        **text: Other text-config overrides (``hidden_size=512, intermediate_size=2048,
+            num_hidden_layers=12, num_attention_heads=8`` is ``clip-vit-base-patch32``'s).
 
     Returns:
         ``folder``.
@@ -111,14 +113,14 @@ def tiny_hf_clip(folder: str, seed: int = 0, hidden_act: str = 'quick_gelu',
     text_cfg = dict(vocab_size=49408, hidden_size=64, intermediate_size=128,
                     num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
                     hidden_act=hidden_act, bos_token_id=49406, eos_token_id=eos_token_id,
-                    pad_token_id=1, projection_dim=32)
+                    pad_token_id=1, projection_dim=projection_dim)
     text_cfg.update(text)
     config = CLIPConfig(
         text_config=text_cfg,
         vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                            num_attention_heads=2, image_size=32, patch_size=8,
-                           hidden_act=hidden_act, projection_dim=32),
-        projection_dim=32)
+                           hidden_act=hidden_act, projection_dim=projection_dim),
+        projection_dim=projection_dim)
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(folder)
     write_clip_tokenizer(folder, text_cfg['max_position_embeddings'])
