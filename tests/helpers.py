@@ -155,10 +155,10 @@ def core_layer_env(folder):
 
 _CASES_DRIVER = r'''
 import json, os, runpy, sys, traceback
-tool, cases, folder = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-sys.path.insert(0, os.path.dirname(tool))  # as `python tools/x.py` has it
+cases, folder = json.loads(sys.argv[1]), sys.argv[2]
 codes = []
-for i, args in enumerate(cases):
+for i, (tool, args) in enumerate(cases):
+    sys.path.insert(0, os.path.dirname(tool))  # as `python tools/x.py` has it
     sys.stdout.flush(); sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     with open(os.path.join(folder, f'{i}.out'), 'wb') as out, \
@@ -175,19 +175,20 @@ for i, args in enumerate(cases):
             code = 1
         sys.stdout.flush(); sys.stderr.flush()
         os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+    del sys.path[0]
     codes.append(code)
 with open(os.path.join(folder, 'codes.json'), 'w') as f:
     json.dump(codes, f)
 '''
 
 
-def run_tool_cases(tool, cases, folder, **kwargs):
-    """Run ``tools/<tool>`` once per argument list of ``cases``, all in one Python process
-    (one interpreter start and one import of torch and the toolkits instead of one per case):
-    each case runs the script as ``__main__`` with its own ``sys.argv``, its stdout and stderr
-    caught at the file-descriptor level. For cases that end early (argument and input errors),
-    not for ones that leave state behind. ``kwargs`` go to :func:`subprocess.run` (``env``,
-    ``cwd``, ``timeout``).
+def run_tool_cases(cases, folder, **kwargs):
+    """Run tools in one Python process (one interpreter start and one import of torch and the
+    toolkits instead of one per run): ``cases`` lists ``(tool, args)``, ``tool`` as for
+    :func:`tool_path`; each runs the script as ``__main__`` with its own ``sys.argv``, its
+    stdout and stderr caught at the file-descriptor level. For runs that end early (argument
+    and input errors), not for ones that leave state behind; all share ``kwargs``, which go to
+    :func:`subprocess.run` (``env``, ``cwd``, ``timeout``).
 
     Returns:
         One :class:`subprocess.CompletedProcess` per case (returncode, stdout, stderr).
@@ -196,14 +197,14 @@ def run_tool_cases(tool, cases, folder, **kwargs):
     import subprocess
     import sys
     os.makedirs(folder, exist_ok=True)
-    res = subprocess.run([sys.executable, '-c', _CASES_DRIVER, tool_path(tool),
-                          json.dumps([[str(a) for a in args] for args in cases]), folder],
+    spec = [[tool_path(tool), [str(a) for a in args]] for tool, args in cases]
+    res = subprocess.run([sys.executable, '-c', _CASES_DRIVER, json.dumps(spec), folder],
                          capture_output=True, text=True, **kwargs)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     with open(os.path.join(folder, 'codes.json')) as f:
         codes = json.load(f)
     done = []
-    for i, (args, code) in enumerate(zip(cases, codes)):
+    for i, ((_, args), code) in enumerate(zip(cases, codes)):
         with open(os.path.join(folder, f'{i}.out'), encoding='utf-8', errors='replace') as f:
             out = f.read()
         with open(os.path.join(folder, f'{i}.err'), encoding='utf-8', errors='replace') as f:

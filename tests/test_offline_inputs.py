@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from helpers import tool_path
+from helpers import run_tool_cases, tool_path
 from pomp_mm import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,29 +124,51 @@ def test_demos_without_the_clip_weights_name_the_key(tool, tmp_path):
     assert not (tmp_path / 'out.png').exists()
 
 
+@pytest.fixture(scope='module')
+def clip_tool_runs(tmp_path_factory):
+    """The runs of the CLIP tools below, all in one Python process (helpers.run_tool_cases;
+    each stops before building anything): name -> (CompletedProcess, its tmp folder)."""
+    from pomp_mm.clip import build_clip
+    tmp = tmp_path_factory.mktemp('clip_tools')
+    torch.manual_seed(0)
+    tiny_clip = str(tmp / 'tiny.pt')
+    torch.save(build_clip('tiny').state_dict(), tiny_clip)
+    hub = ['--clip-model', 'ViT-B-16', '--pretrained', 'openai', '--device', 'cpu']
+    runs = {
+        'export_embeddings.py': ('export_embeddings.py', [
+            '--vocab', 'cat . dog', '--out', str(tmp / 'e.npy'), *hub]),
+        'eval_classification.py': ('eval_classification.py', [
+            '--datasets', 'none', '--folder', f'x={tmp}', '--out-dir', str(tmp / 'o'), *hub]),
+        'data_root': ('eval_classification.py', [
+            '--data-root', str(tmp / 'data'), '--datasets', 'cross', '--clip-model', 'tiny',
+            '--pretrained', tiny_clip, '--device', 'cpu', '--out-dir', str(tmp / 'o')]),
+        'prompt': ('export_embeddings.py', [
+            '--vocab', 'cat . dog', '--clip-model', 'tiny', '--pretrained', tiny_clip,
+            '--prompt', 'no_such_prompt.pth', '--out', str(tmp / 'e.npy')]),
+    }
+    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', HF_HOME=str(tmp),
+               HF_HUB_CACHE=str(tmp / 'hub'))
+    env.pop('POMP_MM_DEBUG', None)
+    done = run_tool_cases(list(runs.values()), str(tmp / 'runs'), env=env, timeout=300,
+                          cwd=ROOT)
+    return {name: (res, tmp) for name, res in zip(runs, done)}
+
+
 @pytest.mark.parametrize('tool', ['export_embeddings.py', 'eval_classification.py'])
-def test_clip_tools_without_the_weights_name_the_option(tool, tmp_path):
-    args = (['--vocab', 'cat . dog', '--out', str(tmp_path / 'e.npy')]
-            if tool == 'export_embeddings.py' else
-            ['--datasets', 'none', '--folder', f'x={tmp_path}', '--out-dir', str(tmp_path / 'o')])
-    res = _tool(tool, *args, '--clip-model', 'ViT-B-16', '--pretrained', 'openai',
-                '--device', 'cpu', hub_cache=tmp_path)
+def test_clip_tools_without_the_weights_name_the_option(tool, clip_tool_runs):
+    res, _ = clip_tool_runs[tool]
     assert _one_line(res, tool) == OPENAI.format(
         key='--pretrained', fix='--pretrained /path/ViT-B-16.pt') + '; ' + DOCS
 
 
-def test_eval_classification_without_its_data_root_or_prompt_names_them(tiny_clip, tmp_path):
+def test_eval_classification_without_its_data_root_or_prompt_names_them(clip_tool_runs):
+    res, tmp_path = clip_tool_runs['data_root']
     missing = str(tmp_path / 'data')
-    res = _tool('eval_classification.py', '--data-root', missing, '--datasets', 'cross',
-                '--clip-model', 'tiny', '--pretrained', tiny_clip, '--device', 'cpu',
-                '--out-dir', str(tmp_path / 'o'), hub_cache=tmp_path)
     assert _one_line(res, 'eval_classification.py') == (
         f"dataset folder '{missing}' not found; point --data-root at a local folder "
         f'(--data-root /path/data); ' + DOCS)
     prompt = 'no_such_prompt.pth'  # relative: the line says to what
-    res = _tool('export_embeddings.py', '--vocab', 'cat . dog', '--clip-model', 'tiny',
-                '--pretrained', tiny_clip, '--prompt', prompt, '--out', str(tmp_path / 'e.npy'),
-                hub_cache=tmp_path)
+    res, _ = clip_tool_runs['prompt']
     assert _one_line(res, 'export_embeddings.py') == (
         f"prompt file '{prompt}' not found (relative to {ROOT}); point --prompt at a local "
         f'file (--prompt /path/{prompt}); ' + DOCS)

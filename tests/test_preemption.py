@@ -354,8 +354,8 @@ def test_missing_weights_file_data_and_checkpoint_name_their_keys(tmp_path):
               'train_dataloader.dataset.source=None'],
              [cfg, *work, '--cfg-options', f'train_dataloader.dataset.source={missing}'],
              [cfg, *work, '--resume', str(tmp_path / 'iter_4.pth')]]
-    runs = run_tool_cases('pretrain.py', cases, str(tmp_path / 'runs'), cwd=ROOT,
-                          env=_env(tmp_path), timeout=300)
+    runs = run_tool_cases([('pretrain.py', args) for args in cases], str(tmp_path / 'runs'),
+                          cwd=ROOT, env=_env(tmp_path), timeout=300)
     lines = []
     for res in runs[:3]:
         out = res.stdout + res.stderr
