@@ -157,8 +157,10 @@ _CASES_DRIVER = r'''
 import json, os, runpy, sys, traceback
 cases, folder = json.loads(sys.argv[1]), sys.argv[2]
 codes = []
-for i, (tool, args) in enumerate(cases):
+for i, (tool, args, env) in enumerate(cases):
     sys.path.insert(0, os.path.dirname(tool))  # as `python tools/x.py` has it
+    environ = dict(os.environ)
+    os.environ.update(env)
     sys.stdout.flush(); sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     with open(os.path.join(folder, f'{i}.out'), 'wb') as out, \
@@ -176,6 +178,8 @@ for i, (tool, args) in enumerate(cases):
         sys.stdout.flush(); sys.stderr.flush()
         os.dup2(saved[0], 1); os.dup2(saved[1], 2)
     del sys.path[0]
+    os.environ.clear()
+    os.environ.update(environ)
     codes.append(code)
 with open(os.path.join(folder, 'codes.json'), 'w') as f:
     json.dump(codes, f)
@@ -184,11 +188,12 @@ with open(os.path.join(folder, 'codes.json'), 'w') as f:
 
 def run_tool_cases(cases, folder, **kwargs):
     """Run tools in one Python process (one interpreter start and one import of torch and the
-    toolkits instead of one per run): ``cases`` lists ``(tool, args)``, ``tool`` as for
-    :func:`tool_path`; each runs the script as ``__main__`` with its own ``sys.argv``, its
-    stdout and stderr caught at the file-descriptor level. For runs that end early (argument
-    and input errors), not for ones that leave state behind; all share ``kwargs``, which go to
-    :func:`subprocess.run` (``env``, ``cwd``, ``timeout``).
+    toolkits instead of one per run): ``cases`` lists ``(tool, args)`` or ``(tool, args,
+    env)``, ``tool`` as for :func:`tool_path`, ``env`` variables set for that run only (read
+    when the run reads them, not at import); each runs the script as ``__main__`` with its
+    own ``sys.argv``, its stdout and stderr caught at the file-descriptor level. For runs
+    that end early (argument and input errors), not for ones that leave state behind; all
+    share ``kwargs``, which go to :func:`subprocess.run` (``env``, ``cwd``, ``timeout``).
 
     Returns:
         One :class:`subprocess.CompletedProcess` per case (returncode, stdout, stderr).
@@ -197,17 +202,19 @@ def run_tool_cases(cases, folder, **kwargs):
     import subprocess
     import sys
     os.makedirs(folder, exist_ok=True)
-    spec = [[tool_path(tool), [str(a) for a in args]] for tool, args in cases]
+    spec = [[tool_path(case[0]), [str(a) for a in case[1]],
+             {k: str(v) for k, v in (case[2] if len(case) > 2 else {}).items()}]
+            for case in cases]
     res = subprocess.run([sys.executable, '-c', _CASES_DRIVER, json.dumps(spec), folder],
                          capture_output=True, text=True, **kwargs)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     with open(os.path.join(folder, 'codes.json')) as f:
         codes = json.load(f)
     done = []
-    for i, ((_, args), code) in enumerate(zip(cases, codes)):
+    for i, (case, code) in enumerate(zip(cases, codes)):
         with open(os.path.join(folder, f'{i}.out'), encoding='utf-8', errors='replace') as f:
             out = f.read()
         with open(os.path.join(folder, f'{i}.err'), encoding='utf-8', errors='replace') as f:
             err = f.read()
-        done.append(subprocess.CompletedProcess(args, code, out, err))
+        done.append(subprocess.CompletedProcess(case[1], code, out, err))
     return done
