@@ -343,9 +343,20 @@ class TextTower(nn.Module):
         if missing:
             raise TypeError(f'{type(text).__name__} is not an open_clip causal text transformer '
                             f'(lacks {missing}); prompt learning needs one')
-        if getattr(text, 'attn_mask', None) is None:
-            raise TypeError('the text tower has no causal attention mask; POMP prompts need a '
-                            'causal (CLIP-style) text transformer')
+        self.pool_type: str = getattr(text, 'text_pool_type', getattr(text, 'pool_type', 'argmax'))
+        #: False for a bidirectional tower (SigLIP, pomp_mm.siglip): every position sees every
+        #: other, so prompts run whole (no truncation, shared prefix or packing)
+        self.causal: bool = getattr(text, 'attn_mask', None) is not None
+        if not self.causal and self.pool_type != 'last':
+            raise TypeError(f'the text tower has no causal attention mask and pools at '
+                            f'{self.pool_type!r}; POMP prompts need a causal (CLIP-style) text '
+                            "transformer or a bidirectional one pooled at the last position "
+                            "(SigLIP, pool_type='last')")
+        if self.causal and self.pool_type == 'last':
+            raise TypeError("a causal text tower pooled at the last position (pool_type='last') "
+                            'is not supported')
+        if getattr(text, 'use_pad_mask', False):
+            raise TypeError('text towers that mask padding (use_pad_mask) are not supported')
         if getattr(text, 'cls_emb', None) is not None:
             raise TypeError('text towers with an appended CLS token (CoCa) are not supported')
         self.token_embedding: nn.Embedding = text.token_embedding
@@ -353,12 +364,13 @@ class TextTower(nn.Module):
         self.transformer: nn.Module = text.transformer
         self.ln_final: nn.Module = text.ln_final
         self.text_projection = text.text_projection
-        self.register_buffer('attn_mask', text.attn_mask.clone(), persistent=False)
-        self.pool_type: str = getattr(text, 'text_pool_type', getattr(text, 'pool_type', 'argmax'))
+        self.register_buffer('attn_mask', text.attn_mask.clone() if self.causal else None,
+                             persistent=False)
         self.eos_id: Optional[int] = getattr(text, 'text_eos_id', getattr(text, 'eos_id', None))
-        if self.pool_type not in ('argmax', 'eos'):
+        if self.pool_type not in ('argmax', 'eos', 'last'):
             raise TypeError(f'text pool type {self.pool_type!r} is not supported; POMP pools at '
-                            'the end-of-text token (argmax or eos)')
+                            'the end-of-text token (argmax or eos) or, in a bidirectional '
+                            "(SigLIP) tower, at the last position ('last')")
         self.logit_scale: nn.Parameter = clip.logit_scale
         self.context_length: int = self.positional_embedding.shape[0]
         self.width: int = self.token_embedding.weight.shape[1]
@@ -382,6 +394,9 @@ class TextTower(nn.Module):
         """Position of the end-of-text token in each row of ``tokens`` [B, L]."""
         if self.pool_type == 'eos':
             return (tokens == self.eos_id).int().argmax(dim=-1)
+        if self.pool_type == 'last':  # SigLIP: the last position, whatever token is there
+            return torch.full(tokens.shape[:1], tokens.shape[1] - 1, dtype=torch.long,
+                              device=tokens.device)
         return tokens.argmax(dim=-1)
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -400,6 +415,12 @@ class TextTower(nn.Module):
             Unnormalised text features [B, output_dim].
         """
         seq_len = x.shape[1]
+        if not self.causal:  # bidirectional: every position counts, padding included
+            if seq_len != self.context_length:
+                raise ValueError(f'a bidirectional text tower runs whole prompts of '
+                                 f'{self.context_length} tokens, got {seq_len}')
+            x = x + self.positional_embedding.to(x.dtype)
+            return self._pool(self.ln_final(self.transformer(x, attn_mask=None)), eot)
         x = x + self.positional_embedding[:seq_len].to(x.dtype)
         x = self.transformer(x, attn_mask=self.attn_mask[:seq_len, :seq_len])
         return self._pool(self.ln_final(x), eot)
@@ -408,7 +429,7 @@ class TextTower(nn.Module):
     def shares_prefix(self) -> bool:
         """Whether :meth:`forward_shared_prefix` can run on this tower's blocks."""
         if self._shares_prefix is None:
-            self._shares_prefix = supports_shared_prefix(self.transformer)
+            self._shares_prefix = self.causal and supports_shared_prefix(self.transformer)
         return self._shares_prefix
 
     def forward_shared_prefix(self, prefix: torch.Tensor, suffixes: Sequence[torch.Tensor],

@@ -54,6 +54,10 @@ class PromptLearner(nn.Module):
         class_token_position: ``'end'``, ``'middle'`` or ``'front'``.
         csc_names: Class names for class-specific context (one ``ctx`` per class,
             [C, n_ctx, width]); None for one context shared by all classes.
+        start_token: Prompts start with the tokenizer's start token (CLIP's ``[SOS]``). False
+            for tokenizers without one (SigLIP, :mod:`pomp_mm.siglip`): the context starts at
+            position 0 and every prompt is padded to the context length (the tower pools at
+            its last position).
     """
 
     def __init__(self,
@@ -61,7 +65,8 @@ class PromptLearner(nn.Module):
                  width: int,
                  ctx_init: Optional[torch.Tensor] = None,
                  class_token_position: str = 'end',
-                 csc_names: Optional[Sequence[str]] = None):
+                 csc_names: Optional[Sequence[str]] = None,
+                 start_token: bool = True):
         super().__init__()
         if class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ValueError(f'class_token_position must be one of {CLASS_TOKEN_POSITIONS}, '
@@ -82,6 +87,7 @@ class PromptLearner(nn.Module):
         self.n_ctx = n_ctx
         self.width = width
         self.class_token_position = class_token_position
+        self.start_token = start_token
         self.csc_names: Optional[List[str]] = list(csc_names) if csc_names is not None else None
         self._csc_index: Dict[str, int] = {}
         self._csc_repeated: Dict[str, List[int]] = {}  # names shared by several classes
@@ -105,6 +111,8 @@ class PromptLearner(nn.Module):
         Raises:
             ValueError: if a prompt does not fit in ``context_length`` tokens.
         """
+        if not self.start_token:
+            return self._tokenize_unstarted(names, tokenizer, context_length)
         sot, eot_id = tokenizer.sot_token_id, tokenizer.eot_token_id
         rows, name_lens = [], []
         for name in names:
@@ -127,6 +135,38 @@ class PromptLearner(nn.Module):
         lens = torch.tensor(name_lens, dtype=torch.long)
         eot = torch.tensor([len(r) - 1 for r in rows], dtype=torch.long)
         return PromptBatch(tokens, lens, eot)
+
+    def _tokenize_unstarted(self, names: Sequence[str], tokenizer,
+                            context_length: int) -> PromptBatch:
+        """:meth:`tokenize` for a tokenizer without a start token (SigLIP's): each row is
+        ``n_ctx`` placeholder slots, then the ids of ``"{name}."`` as the tokenizer cleans and
+        splits it, then its end token (if it appends one), padded with its pad id to
+        ``context_length``; ``eot`` is the last position, where the tower pools."""
+        if tokenizer.sot_token_id is not None:
+            raise ValueError('this prompt has no start token (start_token=False) but the '
+                             f'tokenizer starts texts with {tokenizer.sot_token_id}')
+        end = [] if tokenizer.eot_token_id is None else [tokenizer.eot_token_id]
+        pad = tokenizer.pad_token_id
+        rows, name_lens = [], []
+        for name in names:
+            key = (context_length, name)
+            hit = self._token_cache.get(key)
+            if hit is None:
+                ids = [pad] * self.n_ctx + tokenizer.encode(f'{name}.') + end
+                if len(ids) > context_length:
+                    raise ValueError(
+                        f'the prompt of class {name!r} has {len(ids)} tokens (with {self.n_ctx} '
+                        f'context tokens), more than the context length {context_length}; '
+                        'shorten the class name')
+                hit = (ids, len(tokenizer.encode(name)))
+                self._token_cache[key] = hit
+            rows.append(hit[0])
+            name_lens.append(hit[1])
+        tokens = torch.full((len(rows), context_length), pad, dtype=torch.long)
+        for i, ids in enumerate(rows):
+            tokens[i, :len(ids)] = torch.tensor(ids)
+        eot = torch.full((len(rows),), context_length - 1, dtype=torch.long)
+        return PromptBatch(tokens, torch.tensor(name_lens, dtype=torch.long), eot)
 
     def class_indices(self, names: Sequence[str]) -> Optional[torch.Tensor]:
         """Row of ``ctx`` per name for class-specific context; None when shared."""
@@ -155,25 +195,30 @@ class PromptLearner(nn.Module):
         CLIP's BPE merges it with the final ``'.'``, and that merged token moves with the name.
         """
         n_ctx = self.n_ctx
+        s = int(self.start_token)  # positions before the context (SOS)
         p = torch.arange(seq_len, device=name_lens.device).expand(len(name_lens), -1)
         n = name_lens[:, None]
         token = n_ctx + p  # same position of the tokenized text
         if self.class_token_position == 'end':
-            idx = torch.where(p <= n_ctx, p - 1, token)
+            idx = torch.where(p < n_ctx + s, p - s, token)
         elif self.class_token_position == 'front':
-            idx = torch.where(p <= n, 2 * n_ctx + p, torch.where(p <= n + n_ctx, p - n - 1, token))
+            idx = torch.where(p < n + s, 2 * n_ctx + p,
+                              torch.where(p < n + n_ctx + s, p - n - s, token))
         else:
             half = n_ctx // 2
             idx = torch.where(
-                p <= half, p - 1,
-                torch.where(p <= half + n, 2 * n_ctx + p - half,
-                            torch.where(p <= n + n_ctx, p - n - 1, token)))
+                p < half + s, p - s,
+                torch.where(p < half + n + s, 2 * n_ctx + p - half,
+                            torch.where(p < n + n_ctx + s, p - n - s, token)))
+        if not s:
+            return idx
         return torch.where(p == 0, torch.full_like(idx, n_ctx), idx)
 
     @property
     def has_shared_prefix(self) -> bool:
         """Every prompt starts with the same ``[SOS, ctx]`` (shared context, name at the end)."""
-        return not self.class_specific and self.class_token_position == 'end'
+        return not self.class_specific and self.class_token_position == 'end' and \
+            self.start_token
 
     def split_shared_prefix(
             self, token_embeds: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:

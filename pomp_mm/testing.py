@@ -8,7 +8,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict
 
-__all__ = ['TINY_SAN', 'tiny_detector', 'tiny_hf_clip', 'write_clip_tokenizer']
+__all__ = ['TINY_SAN', 'tiny_detector', 'tiny_hf_clip', 'tiny_siglip_config',
+           'write_clip_tokenizer', 'write_siglip_tokenizer']
 
 #: Overrides that shrink the SAN ViT-B/16 configs to a tiny model with random weights (64-wide
 #: 3-layer ViT, 10 queries, 64x64 inputs) for tests and benchmarks; pair it with
@@ -125,3 +126,73 @@ def tiny_hf_clip(folder: str, seed: int = 0, hidden_act: str = 'quick_gelu',
     CLIPModel(config).save_pretrained(folder)
     write_clip_tokenizer(folder, text_cfg['max_position_embeddings'])
     return folder
+
+
+#: Lines the tiny SigLIP tokenizer learns its pieces from (:func:`write_siglip_tokenizer`).
+_SIGLIP_LINES = (
+    'a photo of a cat', 'a photo of a dog', 'a photo of the hot dog', 'a drawing of a person',
+    'a traffic light on a street', 'an x ray machine in a cafe', 'a bag of the person',
+    'the quick brown fox jumps over the lazy dog', 'a bright photo of a large airplane',
+    'a red car next to a green bus', 'itap of a bird', 'a blurry photo of the small boat',
+    'a sculpture of a horse', 'a cropped photo of a toy', 'a close up photo of a keyboard',
+    'art of the mountain', 'a rendering of a chair and a table', 'a tattoo of a flower',
+    'the origami tiger', 'a black and white photo of the train', 'a pixelated photo of a lamp',
+)
+
+
+def write_siglip_tokenizer(folder: str, context_length: int = 64, vocab_size: int = 200,
+                           pad_token: str = '</s>') -> str:
+    """Write a tiny SigLIP-style Hugging Face tokenizer into ``folder`` (``save_pretrained``
+    files, loadable by open_clip's ``HFTokenizer`` and ``AutoTokenizer``): a sentencepiece
+    unigram model (``tokenizers``' trainer: NFKC, ``'▁'`` word boundaries) learned from a
+    few lines, with T5's special tokens (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2), ``</s>``
+    appended to every text and no start token, as ``timm/ViT-B-16-SigLIP``'s. Rows are padded
+    with ``pad_token``: ``'</s>'`` (id 1) as big_vision's SigLIP (``pad_value=1``) and open_clip's
+    ``SigLipTokenizer``, or ``'<pad>'`` (id 0). No download.
+
+    Returns:
+        ``folder``.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(' +', ' ')])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement='\u2581', prepend_scheme='always')
+    tok.decoder = decoders.Metaspace(replacement='\u2581', prepend_scheme='always')
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, unk_token='<unk>',
+                                      special_tokens=['<pad>', '</s>', '<unk>'],
+                                      show_progress=False)
+    tok.train_from_iterator(list(_SIGLIP_LINES) * 4, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single='$A </s>', pair='$A </s> $B </s>', special_tokens=[('</s>', 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token='</s>', pad_token=pad_token,
+                            unk_token='<unk>', model_max_length=context_length
+                            ).save_pretrained(folder)
+    return folder
+
+
+def tiny_siglip_config(tokenizer: str, context_length: int = 64, vocab_size: int = 200,
+                       **text: Any) -> Dict[str, Any]:
+    """A tiny open_clip config in the shape of ``ViT-B-16-SigLIP``'s (a ``CustomTextCLIP``
+    with a logit bias; a bidirectional 64-wide, 2-layer text tower pooled at its last position,
+    with a projection bias and layer-norm epsilon 1e-6; a 64-wide ViT on 32x32 images instead
+    of timm's SigLIP ViT) whose tokenizer is the Hugging Face folder ``tokenizer``
+    (:func:`write_siglip_tokenizer`).
+
+    Args:
+        tokenizer: The tokenizer folder (``hf_tokenizer_name``).
+        context_length: The text context (SigLIP's 64).
+        vocab_size: The tokenizer's vocabulary size (at least).
+        **text: Other ``text_cfg`` overrides.
+    """
+    text_cfg = dict(context_length=context_length, vocab_size=vocab_size,
+                    hf_tokenizer_name=tokenizer, tokenizer_kwargs={'clean': 'canonicalize'},
+                    width=64, heads=2, layers=2, no_causal_mask=True, proj_bias=True,
+                    pool_type='last', norm_kwargs={'eps': 1e-6})
+    text_cfg.update(text)
+    return dict(embed_dim=32, init_logit_bias=-10, custom_text=True,
+                vision_cfg=dict(image_size=32, patch_size=8, width=64, layers=2,
+                                head_width=32, mlp_ratio=2.0, norm_kwargs={'eps': 1e-6}),
+                text_cfg=text_cfg)

@@ -37,12 +37,22 @@ def _get_tokenizer(clip_model: ClipSpec, context_length: int):
     if is_hf_spec(clip_model):  # the folder's own tokenizer, as CLIPModel users have it
         from .hf_clip import hf_tokenizer
         return hf_tokenizer(clip_model, context_length)
+    from .siglip import SigLipTokenizer, is_hf_tokenizer
     if isinstance(clip_model, str):
         from .clip import ensure_model_config
         ensure_model_config(clip_model)
         tokenizer = open_clip.get_tokenizer(clip_model)
+    elif (clip_model.get('text_cfg') or {}).get('hf_tokenizer_name'):
+        # a config dict names its Hugging Face tokenizer (SigLIP): as open_clip.get_tokenizer
+        text_cfg = clip_model['text_cfg']
+        tokenizer = open_clip.tokenizer.HFTokenizer(
+            text_cfg['hf_tokenizer_name'], context_length=context_length,
+            tokenizer_mode=text_cfg.get('tokenizer_mode'),
+            **(text_cfg.get('tokenizer_kwargs') or {}))
     else:
         tokenizer = SimpleTokenizer(context_length=context_length)
+    if is_hf_tokenizer(tokenizer):  # SigLIP's (pomp_mm.siglip)
+        return SigLipTokenizer(tokenizer, context_length)
     if not isinstance(tokenizer, SimpleTokenizer):
         raise TypeError(f'{clip_model!r} uses a {type(tokenizer).__name__}; POMP prompts need '
                         "CLIP's BPE tokenizer (open_clip SimpleTokenizer)")
@@ -163,6 +173,8 @@ class PompTextEncoder(BaseModule):
         self.tower = TextTower(clip_module if clip_module is not None
                                else build_clip(clip_model, pretrained))
         self.tokenizer = _get_tokenizer(clip_model, self.tower.context_length)
+        #: prompts start with the tokenizer's start token (CLIP), or with the context (SigLIP)
+        self._start_token = self.tokenizer.sot_token_id is not None
         # 'vild' (the default) needs mmseg: resolved on first use, so prompts never need it
         self._template_spec = templates
         self._templates = None if templates == 'vild' else get_templates(templates)
@@ -170,6 +182,8 @@ class PompTextEncoder(BaseModule):
         self.truncate = truncate
         self.share_prefix = share_prefix
         self.attention = resolve_attention_arg(attention, pack_lengths)
+        if not self.tower.causal:
+            self._whole_prompts()
         if compile:
             self.tower.compile_packed()
         self._table: Optional[TokenTable] = None
@@ -193,7 +207,8 @@ class PompTextEncoder(BaseModule):
                                  f'n_ctx={n_ctx}')
             self.prompt_learner = PromptLearner(
                 init.shape[0] if init is not None else n_ctx, self.tower.width, init,
-                class_token_position, list(self.vocabulary.names) if class_specific else None)
+                class_token_position, list(self.vocabulary.names) if class_specific else None,
+                start_token=self._start_token)
             self.prompt_meta = {'class_token_position': class_token_position,
                                 'ctx_init': ctx_init}
             if not prompt_trainable and init is None:
@@ -206,6 +221,21 @@ class PompTextEncoder(BaseModule):
         if cat_bg:
             self.bg_embed = nn.Parameter(torch.randn(1, self.tower.output_dim)
                                          * self.tower.output_dim**-0.5)
+
+    def _whole_prompts(self) -> None:
+        """A bidirectional tower (SigLIP): every position depends on every other, the class
+        name included, so prompts run whole: no shared prefix, no truncation, no packing."""
+        why = (f'the text tower of {self.model_id} is bidirectional (no causal mask, pooled '
+               'at the last position): every position depends on the class name')
+        if self.share_prefix:
+            logger.info('share_prefix switched off: %s', why)
+            self.share_prefix = False
+        if self.truncate:
+            logger.info('truncate switched off: %s, so prompts run at the full context '
+                        'length %d', why, self.tower.context_length)
+            self.truncate = False
+        if self.attention in ('varlen', 'grouped'):
+            logger.info('attention=%r runs as padded: %s', self.attention, why)
 
     @property
     def templates(self) -> List[str]:
@@ -235,7 +265,8 @@ class PompTextEncoder(BaseModule):
             if len(csc) != ckpt.ctx.shape[0]:
                 raise ValueError(f'class-specific prompt {ckpt.path} has {ckpt.ctx.shape[0]} '
                                  f'contexts but the vocabulary has {len(csc)} classes')
-        learner = PromptLearner(ckpt.n_ctx, ckpt.width, None, ckpt.class_token_position, csc)
+        learner = PromptLearner(ckpt.n_ctx, ckpt.width, None, ckpt.class_token_position, csc,
+                                start_token=self._start_token)
         with torch.no_grad():
             learner.ctx.copy_(ckpt.ctx)
         learner.ctx.requires_grad_(getattr(self, 'prompt_trainable', False))
@@ -370,7 +401,9 @@ class PompTextEncoder(BaseModule):
         for template in self.templates:
             texts = [template.format(n) for n in names]
             ids = [self.tokenizer.encode(t) for t in texts]
-            too_long = [(n, len(i) + 2) for n, i in zip(names, ids) if len(i) + 2 > ctx_len]
+            extra = getattr(self.tokenizer, 'num_special', 2)  # SOS and EOT; SigLIP: EOS
+            too_long = [(n, len(i) + extra) for n, i in zip(names, ids)
+                        if len(i) + extra > ctx_len]
             if too_long:
                 name, count = too_long[0]
                 raise ValueError(f'the prompt of class {name!r} ({template!r}) has {count} '

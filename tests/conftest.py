@@ -56,3 +56,12 @@ def hf_clip_folder(tmp_path_factory):
     pytest.importorskip('transformers')
     from pomp_mm.testing import tiny_hf_clip
     return tiny_hf_clip(str(tmp_path_factory.mktemp('hf_clip')))
+
+
+@pytest.fixture(scope='session')
+def siglip_tokenizer_folder(tmp_path_factory):
+    """A tiny SigLIP-style (sentencepiece unigram, ``</s>`` appended, no start token) Hugging
+    Face tokenizer saved once per session (pomp_mm.testing.write_siglip_tokenizer)."""
+    pytest.importorskip('transformers')
+    from pomp_mm.testing import write_siglip_tokenizer
+    return write_siglip_tokenizer(str(tmp_path_factory.mktemp('siglip_tokenizer')))
