@@ -598,3 +598,23 @@ def test_a_checkpoint_of_the_old_step_count_name_resumes_its_count():
     result = fresh.load_state_dict(state)
     assert int(fresh.forward_count) == 41 and not result.missing_keys
     assert not result.unexpected_keys
+
+
+@pytest.mark.slow
+def test_siglip_tower_trains_through_the_runner_and_resumes_exactly(tmp_path, image_folder,
+                                                                    siglip_tokenizer_folder):
+    """tools/pretrain.py on a tiny SigLIP-style config (bidirectional text tower, HF
+    tokenizer folder): 4 iterations straight equal 2 + resume + 2 bit for bit."""
+    from pomp_mm.testing import tiny_siglip_config
+    cfg = _config(tmp_path, image_folder, extra_model=dict(
+        clip_model=tiny_siglip_config(siglip_tokenizer_folder)))
+    straight, split = str(tmp_path / 'straight'), str(tmp_path / 'split')
+    _pretrain(cfg, '--work-dir', straight)
+    _pretrain(cfg, '--work-dir', split, '--cfg-options', 'train_cfg.max_iters=2')
+    _pretrain(cfg, '--work-dir', split, '--resume')
+    a = load_prompt(os.path.join(straight, 'prompt_latest.pth'))
+    b = load_prompt(os.path.join(split, 'prompt_latest.pth'))
+    assert torch.equal(a.ctx, b.ctx) and a.meta['iteration'] == 4
+    start = load_prompt(os.path.join(straight, 'prompt_iter_2.pth'))
+    assert not torch.equal(a.ctx, start.ctx)
+    assert a.ctx.shape == (4, 64)
