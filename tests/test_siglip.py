@@ -241,3 +241,27 @@ def test_pretrainer_step_trains_the_prompt(siglip):
     opt.step()
     assert not torch.equal(ctx.detach(), before)
     assert pre.prompt_metadata()['class_token_position'] == 'end'
+
+
+def test_class_specific_context(siglip):
+    """One context per class, each initialised from the same words: still the hand prompt."""
+    enc = _encoder(siglip, ctx_init='a photo of a', class_specific=True)
+    assert enc.prompt_learner.ctx.dim() == 3
+    with torch.no_grad():
+        ours = enc.encode_text(NAMES)
+    assert (ours - _reference(siglip, [f'a photo of a {n}.' for n in NAMES])).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize('text,match', [
+    (dict(pool_type='argmax'), "no causal attention mask and pools at 'argmax'"),
+    (dict(no_causal_mask=False), "causal text tower pooled at the last position"),
+    ('use_pad_mask', 'mask padding'),
+], ids=['bidirectional-argmax', 'causal-last', 'pad-mask'])
+def test_towers_pomp_cannot_prompt_are_refused(siglip_tokenizer_folder, text, match):
+    from pomp_mm.clip import TextTower, build_clip
+    from pomp_mm.testing import tiny_siglip_config
+    pad_mask = text == 'use_pad_mask'  # not a config key: open_clip's TextTransformer argument
+    clip = build_clip(tiny_siglip_config(siglip_tokenizer_folder, **({} if pad_mask else text)))
+    clip.text.use_pad_mask = pad_mask
+    with pytest.raises(TypeError, match=match):
+        TextTower(clip)
