@@ -170,8 +170,10 @@ for i, (tool, args, env) in enumerate(cases):
         try:
             runpy.run_path(tool, run_name='__main__')
             code = 0
-        except SystemExit as stop:
+        except SystemExit as stop:  # as the interpreter: a message goes to stderr, code 1
             code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+            if not isinstance(stop.code, int) and stop.code is not None:
+                print(stop.code, file=sys.stderr)
         except BaseException:
             traceback.print_exc()
             code = 1
@@ -218,3 +220,30 @@ def run_tool_cases(cases, folder, **kwargs):
             err = f.read()
         done.append(subprocess.CompletedProcess(case[1], code, out, err))
     return done
+
+
+def run_tool_here(tool, args, monkeypatch, capsys):
+    """Run ``tools/<tool>`` as ``python tools/<tool> args`` would, its ``__main__`` block
+    included, but in this process (no interpreter start, no second import of torch and the
+    toolkits): for runs that stop early on a user error. ``monkeypatch`` restores
+    ``sys.argv`` and ``sys.path``; ``capsys`` catches the output.
+
+    Returns:
+        A :class:`subprocess.CompletedProcess` (returncode, stdout, stderr).
+    """
+    import runpy
+    import subprocess
+    import sys
+    path = tool_path(tool)
+    monkeypatch.setattr(sys, 'argv', [path] + [str(a) for a in args])
+    monkeypatch.syspath_prepend(os.path.dirname(path))
+    capsys.readouterr()
+    try:
+        runpy.run_path(path, run_name='__main__')
+        code = 0
+    except SystemExit as stop:  # as the interpreter: a message goes to stderr, code 1
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        if not isinstance(stop.code, int) and stop.code is not None:
+            print(stop.code, file=sys.stderr)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)

@@ -2,15 +2,13 @@
 helpers: what every experiment tool shares."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from pomp_mm.fileio import atomic_write_json
 from pomp_mm.synthetic import experiments as exp
 from pomp_mm.synthetic.report import markdown_table, mean_sd
-from helpers import tool_path
+from helpers import run_tool_here
 
 
 def test_mean_sd_formats_over_seeds():
@@ -97,13 +95,15 @@ def test_a_failing_tool_raises_with_its_log_tail(tmp_path):
         exp.tool_path('nope.py')
 
 
-def test_ov_tool_main_reaches_its_run_and_refuses_another_clip_in_one_line(tmp_path):
+def test_ov_tool_main_reaches_its_run_and_refuses_another_clip_in_one_line(tmp_path,
+                                                                          monkeypatch, capsys):
     """``ov.py run`` calls the tool's own run() (not the cli's of the same name): a work
-    folder of another world CLIP stops it in one line with exit code 2."""
+    folder of another world CLIP stops it in one line with exit code 2 (the script's
+    __main__ block in this process: helpers.run_tool_here)."""
     (tmp_path / 'cnn').mkdir()
     (tmp_path / 'cnn' / 'clip.sha256').write_text('0' * 64 + '\n')
-    res = subprocess.run([sys.executable, tool_path('synthetic/ov.py'), 'run', '--work-dir',
-                          str(tmp_path), '--quick'], capture_output=True, text=True, timeout=300)
+    res = run_tool_here('synthetic/ov.py', ['run', '--work-dir', str(tmp_path), '--quick'],
+                        monkeypatch, capsys)
     assert res.returncode == 2, res.stderr[-2000:]
     assert res.stderr.strip().count('\n') == 0
     assert f"another world CLIP (sha256 {'0' * 64}" in res.stderr

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 import torch
-from helpers import tool_path
+from helpers import run_tool_here
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,12 +84,12 @@ def test_shipped_config_fragments_build(toolkit, tmp_path, make_encoder):
         assert head(torch.randn(2, 8)).shape == (2, 1203 + 1)  # lvis + background
 
 
-def test_test_tool_refuses_a_predictions_out_path(tmp_path):
+def test_test_tool_refuses_a_predictions_out_path(tmp_path, monkeypatch, capsys):
     """mmdet's / mmseg's own tools/test.py --out dumps predictions (res.pkl); ours writes the
-    metrics, so a non-JSON --out is refused before anything runs."""
-    res = subprocess.run([sys.executable, tool_path('test.py'), 'cfg.py',
-                          'ckpt.pth', '--out', str(tmp_path / 'res.pkl')],
-                         capture_output=True, text=True, timeout=120)
+    metrics, so a non-JSON --out is refused before anything runs (the tool in this process:
+    helpers.run_tool_here)."""
+    res = run_tool_here('test.py', ['cfg.py', 'ckpt.pth', '--out', str(tmp_path / 'res.pkl')],
+                        monkeypatch, capsys)
     assert res.returncode != 0
     assert 'writes the metrics as JSON, so give a .json path' in res.stderr
     assert not (tmp_path / 'res.pkl').exists()
