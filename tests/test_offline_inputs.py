@@ -4,13 +4,12 @@ stderr naming what is missing and the config key or option that points at a loca
 code 2, no traceback. The hub is offline (HF_HUB_OFFLINE=1) and its cache an empty folder, so
 the weights are missing on any machine and nothing is downloaded."""
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from helpers import run_tool_cases, tool_path
+from helpers import run_tool_cases
 from pomp_mm import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,14 +18,6 @@ VOC = os.path.join(ROOT, 'configs', 'mmseg', 'pomp_voc.py')
 COCO = os.path.join(ROOT, 'configs', 'mmdet', 'pomp_faster-rcnn_r50_fpn_ov-coco.py')
 OPENAI = ("CLIP weights 'openai' for ViT-B-16 are not on this machine and cannot be downloaded "
           '(HF_HUB_OFFLINE is set); point {key} at a local file ({fix})')
-
-
-def _tool(name, *args, hub_cache):
-    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', HF_HOME=str(hub_cache),
-               HF_HUB_CACHE=str(hub_cache / 'hub'))
-    env.pop('POMP_MM_DEBUG', None)
-    return subprocess.run([sys.executable, tool_path(name), *args], capture_output=True,
-                          text=True, env=env, timeout=300, cwd=ROOT)
 
 
 def _one_line(res, tool):
@@ -50,16 +41,55 @@ def tiny_clip(tmp_path):
     return str(path)
 
 
+def _hub_env(hub_cache):
+    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', HF_HOME=str(hub_cache),
+               HF_HUB_CACHE=str(hub_cache / 'hub'))
+    env.pop('POMP_MM_DEBUG', None)
+    return env
+
+
+@pytest.fixture(scope='module')
+def runner_tool_runs(tmp_path_factory):
+    """The runs of the runner tools and demos below (the slow tests), all in one Python
+    process (helpers.run_tool_cases; each stops before building anything): name ->
+    (CompletedProcess, its tmp folder)."""
+    from pomp_mm.clip import build_clip
+    tmp = tmp_path_factory.mktemp('runner_tools')
+    torch.manual_seed(0)
+    tiny_clip = str(tmp / 'tiny.pt')
+    torch.save(build_clip('tiny').state_dict(), tiny_clip)
+    ckpt, image = tmp / 'model.pth', tmp / 'demo.jpg'
+    ckpt.write_bytes(b'')
+    image.write_bytes(b'')
+    tiny = ['model.text_encoder.clip_model=tiny', f'model.text_encoder.pretrained={tiny_clip}']
+    runs = {tool: (tool, [VOC, *([str(ckpt)] if tool == 'test.py' else []), '--work-dir',
+                          str(tmp / f'w_{tool}')]) for tool in ('train.py', 'test.py')}
+    runs['train data'] = ('train.py', [
+        VOC, '--work-dir', str(tmp / 'w_train data'), '--cfg-options', *tiny,
+        'model.text_encoder.prompt=None', *[f'{k}={tmp / "VOC2012"}' for k in DATA_KEYS]])
+    runs['test data and prompt'] = ('test.py', [
+        VOC, str(ckpt), '--cfg-options', *tiny, f'model.text_encoder.prompt={tmp / "pomp.pth"}',
+        f'test_dataloader.dataset.data_root={tmp / "voc"}'])
+    for tool in ('seg_demo.py', 'det_demo.py'):
+        runs[tool] = (tool, [str(image), VOC if tool == 'seg_demo.py' else COCO, str(ckpt),
+                             '--out', str(tmp / f'out_{tool}.png')])
+    done = run_tool_cases(list(runs.values()), str(tmp / 'runs'), env=_hub_env(tmp),
+                          timeout=600, cwd=ROOT)
+    return {name: (res, tmp) for name, res in zip(runs, done)}
+
+
+#: the three keys of pomp_voc.py that point at the VOC folder
+DATA_KEYS = ['train_dataloader.dataset.datasets.0.data_root',
+             'train_dataloader.dataset.datasets.1.data_root', 'val_dataloader.dataset.data_root']
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('tool', ['train.py', 'test.py'])
-def test_runner_tools_without_the_clip_weights_name_the_key(tool, tmp_path):
+def test_runner_tools_without_the_clip_weights_name_the_key(tool, runner_tool_runs):
     """pomp_voc.py, as a new user first runs it: the open_clip tag is not cached and the hub
     is offline. The line names the weights, the config key with a --cfg-options fix, and the
     other missing inputs (the prompt and, for the run's own split, the data)."""
-    ckpt = tmp_path / 'model.pth'
-    ckpt.write_bytes(b'')
-    args = [str(ckpt)] if tool == 'test.py' else []
-    res = _tool(tool, VOC, *args, '--work-dir', str(tmp_path / 'w'), hub_cache=tmp_path)
+    res, tmp_path = runner_tool_runs[tool]
     key = 'model.text_encoder.pretrained'
     line = _one_line(res, tool)
     assert line.startswith(OPENAI.format(key=key, fix=f'--cfg-options {key}=/path/ViT-B-16.pt'))
@@ -69,38 +99,29 @@ def test_runner_tools_without_the_clip_weights_name_the_key(tool, tmp_path):
                                         'nctx16_cscFalse_ctpend_seed42.pth.tar'),
                        ('dataset folder', 'data/VOCdevkit/VOC2012')):
         assert (f"{what} '{path}'" in line) != os.path.exists(os.path.join(ROOT, path)), line
-    assert not (tmp_path / 'w').exists()  # stopped before the Runner
+    assert not (tmp_path / f'w_{tool}').exists()  # stopped before the Runner
 
 
 @pytest.mark.slow
-def test_train_without_the_data_names_every_data_root_key(tiny_clip, tmp_path):
+def test_train_without_the_data_names_every_data_root_key(runner_tool_runs):
     """The CLIP weights are a local tiny CLIP and there is no prompt: the missing dataset
     folder is named with the three keys that point at it (two training sets, validation),
     each in the --cfg-options fix."""
-    missing = str(tmp_path / 'VOC2012')
-    keys = ['train_dataloader.dataset.datasets.0.data_root',
-            'train_dataloader.dataset.datasets.1.data_root', 'val_dataloader.dataset.data_root']
-    res = _tool('train.py', VOC, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
-                'model.text_encoder.clip_model=tiny', f'model.text_encoder.pretrained={tiny_clip}',
-                'model.text_encoder.prompt=None', *[f'{k}={missing}' for k in keys],
-                hub_cache=tmp_path)
+    res, tmp_path = runner_tool_runs['train data']
+    missing, keys = str(tmp_path / 'VOC2012'), DATA_KEYS
     assert _one_line(res, 'train.py') == (
         f"dataset folder '{missing}' not found; point {keys[0]}, {keys[1]} and {keys[2]} at a "
         'local folder (--cfg-options ' + ' '.join(f'{k}=/path/VOC2012' for k in keys) + '); '
         + DOCS)
-    assert not (tmp_path / 'w').exists()
+    assert not (tmp_path / 'w_train data').exists()
 
 
 @pytest.mark.slow
-def test_test_without_its_data_and_prompt_names_them(tiny_clip, tmp_path):
+def test_test_without_its_data_and_prompt_names_them(runner_tool_runs):
     """test.py checks the test split's folder (not the training sets') and a prompt file
     given in the config."""
-    ckpt = tmp_path / 'model.pth'
-    ckpt.write_bytes(b'')
+    res, tmp_path = runner_tool_runs['test data and prompt']
     prompt = str(tmp_path / 'pomp.pth')
-    res = _tool('test.py', VOC, str(ckpt), '--cfg-options', 'model.text_encoder.clip_model=tiny',
-                f'model.text_encoder.pretrained={tiny_clip}', f'model.text_encoder.prompt={prompt}',
-                f'test_dataloader.dataset.data_root={tmp_path / "voc"}', hub_cache=tmp_path)
     assert _one_line(res, 'test.py') == (
         f"prompt file '{prompt}' not found; point model.text_encoder.prompt at a local file "
         f'(--cfg-options model.text_encoder.prompt=/path/pomp.pth); also missing: dataset '
@@ -109,19 +130,15 @@ def test_test_without_its_data_and_prompt_names_them(tiny_clip, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('tool', ['seg_demo.py', 'det_demo.py'])
-def test_demos_without_the_clip_weights_name_the_key(tool, tmp_path):
-    image, ckpt = tmp_path / 'demo.jpg', tmp_path / 'model.pth'
-    image.write_bytes(b'')
-    ckpt.write_bytes(b'')
-    res = _tool(tool, str(image), VOC if tool == 'seg_demo.py' else COCO, str(ckpt),
-                '--out', str(tmp_path / 'out.png'), hub_cache=tmp_path)
+def test_demos_without_the_clip_weights_name_the_key(tool, runner_tool_runs):
+    res, tmp_path = runner_tool_runs[tool]
     key = ('model.text_encoder.pretrained' if tool == 'seg_demo.py' else
            'model.roi_head.bbox_head.classifier.text_encoder.pretrained')
     line = _one_line(res, tool)
     # the demos need no data; the prompt file is named too unless a user has it
     assert line.startswith(OPENAI.format(key=key, fix=f'--cfg-options {key}=/path/ViT-B-16.pt'))
     assert line.endswith(DOCS) and 'dataset' not in line
-    assert not (tmp_path / 'out.png').exists()
+    assert not (tmp_path / f'out_{tool}.png').exists()
 
 
 @pytest.fixture(scope='module')
@@ -146,11 +163,8 @@ def clip_tool_runs(tmp_path_factory):
             '--vocab', 'cat . dog', '--clip-model', 'tiny', '--pretrained', tiny_clip,
             '--prompt', 'no_such_prompt.pth', '--out', str(tmp / 'e.npy')]),
     }
-    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', HF_HOME=str(tmp),
-               HF_HUB_CACHE=str(tmp / 'hub'))
-    env.pop('POMP_MM_DEBUG', None)
-    done = run_tool_cases(list(runs.values()), str(tmp / 'runs'), env=env, timeout=300,
-                          cwd=ROOT)
+    done = run_tool_cases(list(runs.values()), str(tmp / 'runs'), env=_hub_env(tmp),
+                          timeout=300, cwd=ROOT)
     return {name: (res, tmp) for name, res in zip(runs, done)}
 
 
