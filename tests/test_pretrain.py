@@ -601,13 +601,18 @@ def test_a_checkpoint_of_the_old_step_count_name_resumes_its_count():
 
 
 @pytest.mark.slow
-def test_siglip_tower_trains_through_the_runner_and_resumes_exactly(tmp_path, image_folder,
-                                                                    siglip_tokenizer_folder):
-    """tools/pretrain.py on a tiny SigLIP-style config (bidirectional text tower, HF
-    tokenizer folder): 4 iterations straight equal 2 + resume + 2 bit for bit."""
-    from pomp_mm.testing import tiny_siglip_config
-    cfg = _config(tmp_path, image_folder, extra_model=dict(
-        clip_model=tiny_siglip_config(siglip_tokenizer_folder)))
+@pytest.mark.parametrize('family', ['transformers', 'siglip'])
+def test_each_tower_family_trains_through_the_runner_and_resumes_exactly(tmp_path, image_folder,
+                                                                        request, family):
+    """tools/pretrain.py on a tiny Hugging Face CLIP folder and a tiny SigLIP-style config
+    (bidirectional text tower, HF tokenizer folder): 4 iterations straight equal
+    2 + resume + 2 bit for bit (open_clip CLIP towers: the resume tests above)."""
+    if family == 'siglip':
+        from pomp_mm.testing import tiny_siglip_config
+        clip_model = tiny_siglip_config(request.getfixturevalue('siglip_tokenizer_folder'))
+    else:
+        clip_model = 'transformers:' + request.getfixturevalue('hf_clip_folder')
+    cfg = _config(tmp_path, image_folder, extra_model=dict(clip_model=clip_model))
     straight, split = str(tmp_path / 'straight'), str(tmp_path / 'split')
     _pretrain(cfg, '--work-dir', straight)
     _pretrain(cfg, '--work-dir', split, '--cfg-options', 'train_cfg.max_iters=2')
