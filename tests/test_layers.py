@@ -85,35 +85,53 @@ def test_no_import_cycle_in_the_package():
     assert not cycles, cycles
 
 
-def _fresh_python(code: str) -> None:
-    """Run ``code`` in a new interpreter (nothing imported or registered yet); it must pass."""
-    res = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+#: Checks that need a new interpreter (nothing imported or registered yet), in the order
+#: they run in one (fresh_python below): the tiny CLIP's leaves the world unloaded, as the
+#: world's needs at its start.
+FRESH = {
+    'tiny clip': (
+        'import sys, torch, open_clip; from pomp_mm.clip import build_clip, clip_config; '
+        'cfg = clip_config("tiny"); assert cfg["text_cfg"]["width"] == 64, cfg; '
+        'cfg["embed_dim"] = 0; assert clip_config("tiny")["embed_dim"] == 32; '
+        'assert not [m for m in sys.modules if m.startswith("pomp_mm.synthetic")]; '
+        'torch.manual_seed(0); a = build_clip("tiny").state_dict(); '
+        'torch.manual_seed(0); b = build_clip(clip_config("tiny")).state_dict(); '
+        'assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a); '
+        'tok = open_clip.get_tokenizer("tiny"); assert tok("a cat").shape == (1, 77)'),
+    'world': (
+        'import sys, pomp_mm; from pomp_mm.clip import build_clip, ensure_model_config; '
+        'assert not [m for m in sys.modules if m.startswith("pomp_mm.synthetic")]; '
+        'v = pomp_mm.parse_vocabulary("synthetic_1k"); assert len(v) == 1000, len(v); '
+        'assert "pomp_mm.synthetic" in sys.modules; '
+        'import open_clip; assert "pomp-world-CNN-T" in open_clip.list_models()'),
+}
+
+
+@pytest.fixture(scope='module')
+def fresh_python():
+    """Run the :data:`FRESH` checks in one new interpreter, in turn (one start instead of
+    one per check): name -> None if it passed, else its traceback."""
+    import json
+    script = ['import json, traceback', 'out = {}']
+    for name, code in FRESH.items():
+        script += ['try:', f'    exec({code!r}, {{}})', f'    out[{name!r}] = None',
+                   'except BaseException:', f'    out[{name!r}] = traceback.format_exc()']
+    script.append('print(json.dumps(out))')
+    res = subprocess.run([sys.executable, '-c', '\n'.join(script)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def test_the_world_arrives_through_the_plugin_entry_point():
+def test_the_world_arrives_through_the_plugin_entry_point(fresh_python):
     """Importing the core loads no world module; the first world name asked for loads it."""
-    code = ('import sys, pomp_mm; from pomp_mm.clip import build_clip, ensure_model_config; '
-            'assert not [m for m in sys.modules if m.startswith("pomp_mm.synthetic")]; '
-            'v = pomp_mm.parse_vocabulary("synthetic_1k"); assert len(v) == 1000, len(v); '
-            'assert "pomp_mm.synthetic" in sys.modules; '
-            'import open_clip; assert "pomp-world-CNN-T" in open_clip.list_models()')
-    _fresh_python(code)
+    assert fresh_python['world'] is None, fresh_python['world']
 
 
-def test_the_tiny_clip_is_one_open_clip_name_shipped_with_the_package():
+def test_the_tiny_clip_is_one_open_clip_name_shipped_with_the_package(fresh_python):
     """'tiny' is pomp_mm's own open_clip config: known by name without the world's plugin, the
     same model as its config dict, a copy per call, and declared as package data."""
-    code = ('import sys, torch, open_clip; from pomp_mm.clip import build_clip, clip_config; '
-            'cfg = clip_config("tiny"); assert cfg["text_cfg"]["width"] == 64, cfg; '
-            'cfg["embed_dim"] = 0; assert clip_config("tiny")["embed_dim"] == 32; '
-            'assert not [m for m in sys.modules if m.startswith("pomp_mm.synthetic")]; '
-            'torch.manual_seed(0); a = build_clip("tiny").state_dict(); '
-            'torch.manual_seed(0); b = build_clip(clip_config("tiny")).state_dict(); '
-            'assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a); '
-            'tok = open_clip.get_tokenizer("tiny"); assert tok("a cat").shape == (1, 77)')
-    _fresh_python(code)
+    assert fresh_python['tiny clip'] is None, fresh_python['tiny clip']
     from pomp_mm.clip import clip_config
     with pytest.raises(ValueError, match="unknown open_clip model 'no-such-clip'"):
         clip_config('no-such-clip')
