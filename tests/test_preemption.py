@@ -315,8 +315,35 @@ def test_ddp_ranks_agree_on_the_iteration_and_resume_bit_for_bit(tmp_path, data)
 
 
 # ---------------------------------------------------------------- missing inputs: one line
-def _one_line_error(tmp_path, cfg, *args, **env):
-    out = _pretrain(tmp_path, cfg, tmp_path / 'w', *args, expect_rc=2, **env)
+@pytest.fixture(scope='module')
+def missing_input_runs(tmp_path_factory):
+    """tools/pretrain.py, each run missing one input, all in one Python process (helpers.
+    run_tool_cases; each stops before training) with the hub offline and its caches empty
+    folders: a list of CompletedProcess, and the tmp folder."""
+    tmp_path = tmp_path_factory.mktemp('missing_inputs')
+    images = str(tmp_path / 'images')
+    write_image_folder(images, IMAGE_CLASSES, 1, size=8)
+    cfg = _config(tmp_path, images)
+    work = ['--work-dir', str(tmp_path / 'w')]
+    cases = [[cfg, *work, '--cfg-options', 'model.clip_model=ViT-B-16',
+              'model.pretrained=openai'],
+             [cfg, *work, '--cfg-options', f'model.pretrained={tmp_path / "ViT-B-16.pt"}'],
+             [cfg, *work, '--cfg-options', 'train_dataloader.dataset.type=ImageNet21K',
+              f'train_dataloader.dataset.data_root={tmp_path / "imagenet21k_resized"}',
+              'train_dataloader.dataset.source=None'],
+             [cfg, *work, '--cfg-options',
+              f'train_dataloader.dataset.source={tmp_path / "no_list.csv"}'],
+             [cfg, *work, '--resume', str(tmp_path / 'iter_4.pth')]]
+    env = _env(tmp_path, HF_HUB_OFFLINE=1, HF_HOME=tmp_path / 'hf',
+               XDG_CACHE_HOME=tmp_path / 'cache')
+    runs = run_tool_cases([('pretrain.py', args) for args in cases], str(tmp_path / 'runs'),
+                          cwd=ROOT, env=env, timeout=300)
+    return runs, tmp_path
+
+
+def _one_line_error(res, tmp_path):
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, out[-4000:]
     assert 'Traceback' not in out, out[-3000:]
     last = out.strip().splitlines()[-1]
     assert last.startswith('pretrain.py: error: ') and \
@@ -326,47 +353,23 @@ def _one_line_error(tmp_path, cfg, *args, **env):
     return last
 
 
-def test_missing_clip_weights_with_the_hub_offline_is_one_line(tmp_path):
+def test_missing_clip_weights_with_the_hub_offline_is_one_line(missing_input_runs):
     """ViT-B-16 'openai' not in an empty cache, HF_HUB_OFFLINE=1: the tag, the key and the
     override, before the model or the data are built."""
-    cfg = _config(tmp_path, str(tmp_path / 'images'))
-    last = _one_line_error(tmp_path, cfg, '--cfg-options', 'model.clip_model=ViT-B-16',
-                           'model.pretrained=openai', HF_HUB_OFFLINE=1,
-                           HF_HOME=tmp_path / 'hf', XDG_CACHE_HOME=tmp_path / 'cache')
+    runs, tmp_path = missing_input_runs
+    last = _one_line_error(runs[0], tmp_path)
     assert "CLIP weights 'openai' for ViT-B-16 are not on this machine" in last
     assert '--cfg-options model.pretrained=/path/ViT-B-16.pt' in last
 
 
-def test_missing_weights_file_data_and_checkpoint_name_their_keys(tmp_path):
+def test_missing_weights_file_data_and_checkpoint_name_their_keys(missing_input_runs):
     """With the tiny local CLIP: a weights file, an ImageNet-21K root, an image list and a
-    --resume checkpoint that are not there are each one line naming the key or option (the
-    four runs of tools/pretrain.py share one Python process: helpers.run_tool_cases)."""
-    images = str(tmp_path / 'images')
-    write_image_folder(images, IMAGE_CLASSES, 1, size=8)
-    cfg = _config(tmp_path, images)
+    --resume checkpoint that are not there are each one line naming the key or option."""
+    runs, tmp_path = missing_input_runs
     weights = str(tmp_path / 'ViT-B-16.pt')
     root = str(tmp_path / 'imagenet21k_resized')
     missing = str(tmp_path / 'no_list.csv')
-    work = ['--work-dir', str(tmp_path / 'w')]
-    cases = [[cfg, *work, '--cfg-options', f'model.pretrained={weights}'],
-             [cfg, *work, '--cfg-options', 'train_dataloader.dataset.type=ImageNet21K',
-              f'train_dataloader.dataset.data_root={root}',
-              'train_dataloader.dataset.source=None'],
-             [cfg, *work, '--cfg-options', f'train_dataloader.dataset.source={missing}'],
-             [cfg, *work, '--resume', str(tmp_path / 'iter_4.pth')]]
-    runs = run_tool_cases([('pretrain.py', args) for args in cases], str(tmp_path / 'runs'),
-                          cwd=ROOT, env=_env(tmp_path), timeout=300)
-    lines = []
-    for res in runs[:3]:
-        out = res.stdout + res.stderr
-        assert res.returncode == 2, out[-4000:]
-        assert 'Traceback' not in out, out[-3000:]
-        last = out.strip().splitlines()[-1]
-        assert last.startswith('pretrain.py: error: ') and \
-            last.endswith('; see docs/usage.md#offline-missing-weights-prompts-or-data '
-                          '(--debug for the traceback)'), last
-        lines.append(last)
-    assert not (tmp_path / 'w' / 'last_checkpoint').exists()
+    lines = [_one_line_error(res, tmp_path) for res in runs[1:4]]
     assert f"CLIP weights file '{weights}' not found" in lines[0]
     assert '--cfg-options model.pretrained=/path/ViT-B-16.pt' in lines[0]
     assert f"dataset folder '{root}' not found" in lines[1]
@@ -374,7 +377,7 @@ def test_missing_weights_file_data_and_checkpoint_name_their_keys(tmp_path):
     assert f"image list not found: '{missing}' (train_dataloader.dataset.source in the " \
            'config); point it at a local copy (--cfg-options train_dataloader.dataset.' \
            'source=/path/no_list.csv)' in lines[2]
-    res = runs[3]
+    res = runs[4]
     assert res.returncode == 2 and 'Traceback' not in res.stderr
     assert res.stderr.strip().splitlines()[-1] == (
         f"pretrain.py: error: --resume '{tmp_path / 'iter_4.pth'}': no such checkpoint "
