@@ -114,12 +114,21 @@ class PromptLearner(nn.Module):
         if not self.start_token:
             return self._tokenize_unstarted(names, tokenizer, context_length)
         sot, eot_id = tokenizer.sot_token_id, tokenizer.eot_token_id
+        rows, name_lens = self._prompt_ids(
+            names, tokenizer, context_length,
+            lambda name: [sot] + tokenizer.encode(self.prompt_text(name)) + [eot_id])
+        eot = torch.tensor([len(r) - 1 for r in rows], dtype=torch.long)
+        return PromptBatch(_padded(rows, context_length, 0), name_lens, eot)
+
+    def _prompt_ids(self, names: Sequence[str], tokenizer, context_length: int,
+                    make_ids) -> Tuple[List[List[int]], torch.Tensor]:
+        """Each name's prompt ids (``make_ids(name)``, cached per name) and name token count."""
         rows, name_lens = [], []
         for name in names:
             key = (context_length, name)
             hit = self._token_cache.get(key)
             if hit is None:
-                ids = [sot] + tokenizer.encode(self.prompt_text(name)) + [eot_id]
+                ids = make_ids(name)
                 if len(ids) > context_length:
                     raise ValueError(
                         f'the prompt of class {name!r} has {len(ids)} tokens (with {self.n_ctx} '
@@ -129,12 +138,7 @@ class PromptLearner(nn.Module):
                 self._token_cache[key] = hit
             rows.append(hit[0])
             name_lens.append(hit[1])
-        tokens = torch.zeros(len(rows), context_length, dtype=torch.long)
-        for i, ids in enumerate(rows):
-            tokens[i, :len(ids)] = torch.tensor(ids)
-        lens = torch.tensor(name_lens, dtype=torch.long)
-        eot = torch.tensor([len(r) - 1 for r in rows], dtype=torch.long)
-        return PromptBatch(tokens, lens, eot)
+        return rows, torch.tensor(name_lens, dtype=torch.long)
 
     def _tokenize_unstarted(self, names: Sequence[str], tokenizer,
                             context_length: int) -> PromptBatch:
@@ -147,26 +151,11 @@ class PromptLearner(nn.Module):
                              f'tokenizer starts texts with {tokenizer.sot_token_id}')
         end = [] if tokenizer.eot_token_id is None else [tokenizer.eot_token_id]
         pad = tokenizer.pad_token_id
-        rows, name_lens = [], []
-        for name in names:
-            key = (context_length, name)
-            hit = self._token_cache.get(key)
-            if hit is None:
-                ids = [pad] * self.n_ctx + tokenizer.encode(f'{name}.') + end
-                if len(ids) > context_length:
-                    raise ValueError(
-                        f'the prompt of class {name!r} has {len(ids)} tokens (with {self.n_ctx} '
-                        f'context tokens), more than the context length {context_length}; '
-                        'shorten the class name')
-                hit = (ids, len(tokenizer.encode(name)))
-                self._token_cache[key] = hit
-            rows.append(hit[0])
-            name_lens.append(hit[1])
-        tokens = torch.full((len(rows), context_length), pad, dtype=torch.long)
-        for i, ids in enumerate(rows):
-            tokens[i, :len(ids)] = torch.tensor(ids)
+        rows, name_lens = self._prompt_ids(
+            names, tokenizer, context_length,
+            lambda name: [pad] * self.n_ctx + tokenizer.encode(f'{name}.') + end)
         eot = torch.full((len(rows),), context_length - 1, dtype=torch.long)
-        return PromptBatch(tokens, torch.tensor(name_lens, dtype=torch.long), eot)
+        return PromptBatch(_padded(rows, context_length, pad), name_lens, eot)
 
     def class_indices(self, names: Sequence[str]) -> Optional[torch.Tensor]:
         """Row of ``ctx`` per name for class-specific context; None when shared."""
@@ -247,3 +236,11 @@ class PromptLearner(nn.Module):
         src = torch.cat([ctx, token_embeds], dim=1)
         idx = self.gather_index(batch.name_lens.to(src.device), seq_len)
         return torch.gather(src, 1, idx.unsqueeze(-1).expand(-1, -1, width))
+
+
+def _padded(rows: Sequence[Sequence[int]], length: int, fill: int) -> torch.Tensor:
+    """Token id rows as one [len(rows), length] tensor, padded with ``fill``."""
+    tokens = torch.full((len(rows), length), fill, dtype=torch.long)
+    for i, ids in enumerate(rows):
+        tokens[i, :len(ids)] = torch.tensor(ids)
+    return tokens
