@@ -374,7 +374,7 @@ def _dispatch_clip(width: int) -> dict:
     """The --dispatch tower: ViT-B/16's 12 text layers and 77 positions, ``width`` wide."""
     return dict(embed_dim=32, vision_cfg=dict(image_size=32, layers=1, width=64, patch_size=16),
                 text_cfg=dict(context_length=77, vocab_size=49408, width=width,
-                              heads=max(1, width // 64), layers=12))
+                              heads=max(4, width // 64), layers=12))
 
 
 def _dispatch(args) -> None:
