@@ -71,7 +71,8 @@ class PackedLayout:
         k_rows: Packed row of each key slot [C * (P + S)]: the prefix rows, then the query
             slots' rows.
         out_slots: Query slot of each packed row [rows] (padding rows: slot 0).
-        mask: Boolean attention mask [C, 1, S, P + S] of the padded path (True: attend).
+        mask: Boolean attention mask [C, 1, S, P + S] of the padded path (True: attend);
+            None in a layout built for the varlen kernel.
         source_rows: See ``source_width`` of :meth:`build` [rows - P] (padding rows: row P).
         cu_seq_q, cu_seq_k, key_rows, max_q, max_k: The varlen kernel's view (CUDA only):
             sequences are the prefix, every class and the padding tail; ``key_rows`` picks each
@@ -158,15 +159,7 @@ class PackedLayout:
         out_slots = torch.zeros(rows, dtype=torch.long)
         out_slots[:p] = torch.arange(p)
         out_slots[p:p + total] = (seq + first) * s + offset
-        # attend: every prefix key (the prefix itself: causally), own keys at or before the
-        # query that exist; padded queries keep key 0, so no row is all -inf
-        causal = i[None, :] <= i[:, None]                                    # [S, S]
-        own = causal & (i < q_len.clamp(min=1)[:, None])[:, None, :]         # [C, S, S]
-        pre = torch.ones(c, s, p, dtype=torch.bool)
-        if p:
-            own[0] = False
-            pre[0] = causal[:, :p]
-        mask = torch.cat([pre, own], dim=-1).unsqueeze(1)                     # [C, 1, S, P+S]
+        mask = None if varlen else _padded_mask(i, q_len, p)  # the flash kernel needs none
         ints = [positions, last, q_rows, k_rows, out_slots]
         if source_width is not None:
             source_rows = torch.full((rows - p,), p, dtype=torch.long)
@@ -196,7 +189,8 @@ class PackedLayout:
         layout = cls(prefix_len=p, num_seqs=num, tokens=total, rows=rows, max_len=s,
                      padded_seqs=c, lengths=lengths, positions=moved[0], last=moved[1],
                      q_rows=moved[2], k_rows=moved[3], out_slots=moved[4],
-                     mask=mask.to(device, non_blocking=True), **extra)
+                     mask=None if mask is None else mask.to(device, non_blocking=True),
+                     **extra)
         rest = list(moved[5:])
         if source_width is not None:
             layout.source_rows = rest.pop(0)
@@ -205,6 +199,19 @@ class PackedLayout:
             layout.cu_seq_q = rest[1].to(torch.int32)
             layout.cu_seq_k = rest[2].to(torch.int32)
         return layout
+
+
+def _padded_mask(i: torch.Tensor, q_len: torch.Tensor, p: int) -> torch.Tensor:
+    """The padded path's mask [C, 1, S, P + S]: every prefix key (the prefix's own sequence:
+    causally), own keys at or before the query that exist; padded queries keep key 0, so no
+    row is all -inf."""
+    causal = i[None, :] <= i[:, None]                                    # [S, S]
+    own = causal & (i < q_len.clamp(min=1)[:, None])[:, None, :]         # [C, S, S]
+    pre = torch.ones(len(q_len), len(i), p, dtype=torch.bool)
+    if p:
+        own[0] = False
+        pre[0] = causal[:, :p]
+    return torch.cat([pre, own], dim=-1).unsqueeze(1)
 
 
 def _padded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

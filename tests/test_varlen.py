@@ -51,7 +51,9 @@ def test_layout_indices_by_hand():
                                               [0, 0, 0, 0]]
     assert lay.k_rows.view(4, 6)[:, :2].tolist() == [[0, 1]] * 4
     assert lay.out_slots.tolist() == [0, 1, 4, 8, 9, 10, 0, 0]
-    mask = lay.mask[:, 0]
+    assert lay.mask is None  # the flash kernel masks by sequence: none is built or copied
+    mask = PackedLayout.build(torch.tensor([1, 3]), prefix_len=2, device=torch.device('cpu'),
+                              token_bucket=8, length_bucket=4, seq_bucket=4).mask[:, 0]
     assert mask[0, 1].tolist() == [True, True, False, False, False, False]  # prefix: causal
     assert mask[1, 0].tolist() == [True, True, True, False, False, False]
     assert mask[2, 2].tolist() == [True, True, True, True, True, False]
@@ -93,10 +95,11 @@ def test_padded_path_equals_the_varlen_kernels_view(prefix_len):
     lengths = torch.tensor([1, 4, 2, 7, 3])
     lay = PackedLayout.build(lengths, prefix_len, torch.device('cpu'), varlen=True,
                              token_bucket=16)
+    padded = PackedLayout.build(lengths, prefix_len, torch.device('cpu'), token_bucket=16)
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(lay.rows, 2, 8, generator=gen) for _ in range(3))
     real = slice(0, prefix_len + int(lengths.sum()))  # padding rows: anything finite
-    got = _padded_attention(q, k, v, lay)
+    got = _padded_attention(q, k, v, padded)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got[real], _varlen_reference(q, k, v, lay)[real],
                                atol=1e-6, rtol=0)
