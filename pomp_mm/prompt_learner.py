@@ -4,16 +4,22 @@ A prompt for class ``name`` is the text ``"X X ... X {name}."`` (``n_ctx`` place
 in CoOp and the official POMP code, so official checkpoints keep their meaning. After token
 embedding, the placeholder embeddings are replaced by the learned context vectors ``ctx``; for
 ``class_token_position`` ``'middle'`` and ``'front'`` the name tokens are moved accordingly.
+
+:meth:`PromptLearner.embed` lays a batch of prompts out for a text tower
+(:class:`PromptEmbeddings`): whole, as a shared ``[SOS, ctx]`` prefix and per-class suffixes,
+or packed into rows (:class:`~pomp_mm.varlen.PackedLayout`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ['PromptLearner', 'PromptBatch', 'CLASS_TOKEN_POSITIONS']
+from .varlen import PackedLayout
+
+__all__ = ['PromptLearner', 'PromptBatch', 'PromptEmbeddings', 'CLASS_TOKEN_POSITIONS']
 
 CLASS_TOKEN_POSITIONS = ('end', 'middle', 'front')
 PLACEHOLDER = 'X'
@@ -43,6 +49,28 @@ class PromptBatch:
         return PromptBatch(tokens, self.name_lens[index], self.eot[index])
 
 
+@dataclass
+class PromptEmbeddings:
+    """Embedded prompts in one of three layouts, what a text tower's ``encode`` takes.
+
+    Attributes:
+        eot: End-token position of each prompt in its whole sequence [C] (host).
+        whole: Whole prompts [C, L, width] (``L`` up to the longest ``eot`` when truncated).
+        prefix: The rows every prompt starts with [P, width] (shared-prefix layout).
+        suffix: Each prompt's rows after ``prefix`` [C, L - P, width].
+        rows: Packed rows [layout.rows, width]: the prefix (if any), every prompt's own tokens,
+            padding.
+        layout: Where each prompt lives in ``rows``.
+    """
+
+    eot: torch.Tensor
+    whole: Optional[torch.Tensor] = None
+    prefix: Optional[torch.Tensor] = None
+    suffix: Optional[torch.Tensor] = None
+    rows: Optional[torch.Tensor] = None
+    layout: Optional[PackedLayout] = None
+
+
 class PromptLearner(nn.Module):
     """Context vectors for prompt learning, usable with any vocabulary at call time.
 
@@ -55,7 +83,7 @@ class PromptLearner(nn.Module):
         csc_names: Class names for class-specific context (one ``ctx`` per class,
             [C, n_ctx, width]); None for one context shared by all classes.
         start_token: Prompts start with the tokenizer's start token (CLIP's ``[SOS]``). False
-            for tokenizers without one (SigLIP, :mod:`pomp_mm.siglip`): the context starts at
+            for tokenizers without one (SigLIP, :mod:`pomp_mm.towers.siglip`): the context starts at
             position 0 and every prompt is padded to the context length (the tower pools at
             its last position).
     """
@@ -221,6 +249,52 @@ class PromptLearner(nn.Module):
         ctx = self.ctx.to(token_embeds.dtype)
         prefix = torch.cat([token_embeds[0, :1], ctx])  # SOS is the same token in every row
         return prefix, token_embeds[:, self.n_ctx + 1:]
+
+    def embed(self, batch: PromptBatch, embed_tokens: Callable[[torch.Tensor], torch.Tensor],
+              class_index: Optional[torch.Tensor] = None, *, truncate: bool = True,
+              share_prefix: bool = False, packed: bool = False,
+              flash: bool = False) -> PromptEmbeddings:
+        """Lay ``batch``'s prompts out for a text tower.
+
+        Args:
+            batch: Tokenized prompts (``eot`` on the host; tokens anywhere).
+            embed_tokens: The tower's token embedding (ids -> [..., width]).
+            class_index: Rows of a class-specific ``ctx``.
+            truncate: Stop every prompt at the batch's last end token (causal towers only).
+            share_prefix: Give the ``[SOS, ctx]`` rows every prompt starts with once, where
+                they do (:attr:`has_shared_prefix`).
+            packed: Pack the prompts into rows (truncated); with ``share_prefix``, the prefix
+                rows first.
+            flash: Build the packed layout's view for flash's varlen kernel.
+        """
+        shared = share_prefix and self.has_shared_prefix
+        tokens = batch.tokens
+        if truncate or packed:
+            tokens = tokens[:, :int(batch.eot.max()) + 1]
+        tokens = tokens.to(self.ctx.device, non_blocking=True)
+        if packed:
+            return self._packed(batch, tokens, embed_tokens, class_index, shared, flash)
+        embeds = embed_tokens(tokens)
+        if shared:
+            prefix, suffix = self.split_shared_prefix(embeds)
+            return PromptEmbeddings(batch.eot, prefix=prefix, suffix=suffix)
+        return PromptEmbeddings(batch.eot, whole=self(embeds, batch, class_index))
+
+    def _packed(self, batch: PromptBatch, tokens: torch.Tensor, embed_tokens: Callable,
+                class_index: Optional[torch.Tensor], shared: bool,
+                flash: bool) -> PromptEmbeddings:
+        """Prompts packed into rows: only the token ids a row needs are embedded."""
+        prefix_len = self.n_ctx + 1 if shared else 0
+        width = tokens.shape[1]
+        layout = PackedLayout.build(batch.eot + 1 - prefix_len, prefix_len, tokens.device,
+                                    varlen=flash, source_width=width)
+        if shared:
+            own = embed_tokens(tokens.reshape(-1)[layout.source_rows])
+            rows = torch.cat([embed_tokens(tokens[0, :1]), self.ctx.to(own.dtype), own])
+        else:
+            whole = self(embed_tokens(tokens), batch, class_index)
+            rows = whole.reshape(-1, whole.shape[-1])[layout.source_rows]
+        return PromptEmbeddings(batch.eot, rows=rows, layout=layout)
 
     def forward(self, token_embeds: torch.Tensor, batch: PromptBatch,
                 class_index: Optional[torch.Tensor] = None) -> torch.Tensor:

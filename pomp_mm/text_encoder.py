@@ -17,47 +17,19 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import nn
 
-from .clip import ClipSpec, TextTower, build_clip, clip_model_id
+from .clip import ClipSpec, build_clip, clip_model_id
 from .embedding_cache import EmbeddingCache, TableMemo
-from .hf_clip import is_hf_spec
 from .prompt_checkpoint import PromptCheckpoint, load_prompt
 from .prompt_learner import PromptBatch, PromptLearner
 from .templates import TemplateSpec, get_templates
 from .token_table import TokenTable
-from .varlen import ATTENTION_MODES, PackedLayout, varlen_available
+from .towers import TextTower, build_text_tower
+from .varlen import ATTENTION_MODES
 from .vocabulary import Vocabulary, VocabularyLike, load_vocabulary, parse_vocabulary
 
 __all__ = ['PompTextEncoder', 'get_templates']
 
 logger = logging.getLogger(__name__)
-
-def _get_tokenizer(clip_model: ClipSpec, context_length: int):
-    import open_clip
-    from open_clip.tokenizer import SimpleTokenizer
-    if is_hf_spec(clip_model):  # the folder's own tokenizer, as CLIPModel users have it
-        from .hf_clip import hf_tokenizer
-        return hf_tokenizer(clip_model, context_length)
-    from .siglip import SigLipTokenizer, is_hf_tokenizer
-    if isinstance(clip_model, str):
-        from .clip import ensure_model_config
-        ensure_model_config(clip_model)
-        tokenizer = open_clip.get_tokenizer(clip_model)
-    elif (clip_model.get('text_cfg') or {}).get('hf_tokenizer_name'):
-        # a config dict names its Hugging Face tokenizer (SigLIP): as open_clip.get_tokenizer
-        text_cfg = clip_model['text_cfg']
-        tokenizer = open_clip.tokenizer.HFTokenizer(
-            text_cfg['hf_tokenizer_name'], context_length=context_length,
-            tokenizer_mode=text_cfg.get('tokenizer_mode'),
-            **(text_cfg.get('tokenizer_kwargs') or {}))
-    else:
-        tokenizer = SimpleTokenizer(context_length=context_length)
-    if is_hf_tokenizer(tokenizer):  # SigLIP's (pomp_mm.siglip)
-        return SigLipTokenizer(tokenizer, context_length)
-    if not isinstance(tokenizer, SimpleTokenizer):
-        raise TypeError(f'{clip_model!r} uses a {type(tokenizer).__name__}; POMP prompts need '
-                        "CLIP's BPE tokenizer (open_clip SimpleTokenizer)")
-    return tokenizer
-
 
 def resolve_attention_arg(attention: str, pack_lengths: Optional[bool]) -> str:
     """``attention``, or what the deprecated ``pack_lengths`` asked for when it is given."""
@@ -94,7 +66,7 @@ class PompTextEncoder(BaseModule):
     Args:
         clip_model: An open_clip model name (``'ViT-B-16'``), an open_clip config dict, or
             ``'transformers:<hub id or folder>'`` (a Hugging Face ``CLIPModel`` and its
-            tokenizer; :mod:`pomp_mm.hf_clip`).
+            tokenizer; :mod:`pomp_mm.towers.hf_clip`).
         pretrained: An open_clip pretrained tag or a local CLIP state-dict path; None keeps
             random weights (tests only).
         prompt: A prompt checkpoint (pomp_mm format, or official POMP / CoOp ``.pth.tar``).
@@ -170,9 +142,9 @@ class PompTextEncoder(BaseModule):
         self.dataset_name = dataset_name
         self.clip_model_spec = clip_model
         self.model_id = clip_model_id(clip_model, pretrained)
-        self.tower = TextTower(clip_module if clip_module is not None
-                               else build_clip(clip_model, pretrained))
-        self.tokenizer = _get_tokenizer(clip_model, self.tower.context_length)
+        self.tower: TextTower = build_text_tower(
+            clip_module if clip_module is not None else build_clip(clip_model, pretrained),
+            clip_model)
         #: prompts start with the tokenizer's start token (CLIP), or with the context (SigLIP)
         self._start_token = self.tokenizer.sot_token_id is not None
         # 'vild' (the default) needs mmseg: resolved on first use, so prompts never need it
@@ -184,8 +156,11 @@ class PompTextEncoder(BaseModule):
         self.attention = resolve_attention_arg(attention, pack_lengths)
         if not self.tower.causal:
             self._whole_prompts()
-        if compile:
+        if compile and self.tower.shares_prefix:
             self.tower.compile_packed()
+        elif compile:
+            logger.info('compile=True ignored: the %s text tower of %s has no packed path',
+                        self.tower.family, self.model_id)
         self._table: Optional[TokenTable] = None
         self.cache_feature = cache_feature
         self.disk_cache = EmbeddingCache(cache_dir) if cache_dir else None
@@ -238,6 +213,11 @@ class PompTextEncoder(BaseModule):
             logger.info('attention=%r runs as padded: %s', self.attention, why)
 
     @property
+    def tokenizer(self) -> Any:
+        """The text tower family's tokenizer."""
+        return self.tower.tokenizer
+
+    @property
     def templates(self) -> List[str]:
         """The hand-prompt templates (used when there is no prompt)."""
         if self._templates is None:
@@ -250,7 +230,7 @@ class PompTextEncoder(BaseModule):
         if not ids:
             raise ValueError(f'ctx_init {words!r} has no tokens')
         with torch.no_grad():
-            return self.tower.token_embedding(torch.tensor(ids)).float()
+            return self.tower.token_embedding(torch.tensor(ids, device=self.tower.device)).float()
 
     def set_prompt(self, ckpt: PromptCheckpoint) -> None:
         """Use a loaded prompt checkpoint (checks that its width fits the text tower)."""
@@ -270,7 +250,7 @@ class PompTextEncoder(BaseModule):
         with torch.no_grad():
             learner.ctx.copy_(ckpt.ctx)
         learner.ctx.requires_grad_(getattr(self, 'prompt_trainable', False))
-        device = self.tower.token_embedding.weight.device
+        device = self.tower.device
         self.prompt_learner = learner.to(device)
         self.prompt_source = ckpt.path
         self.prompt_meta = dict(ckpt.meta)
@@ -314,8 +294,7 @@ class PompTextEncoder(BaseModule):
         are cheap and the padded single call costs more arithmetic; docs/benchmarks.md)."""
         if self.attention != 'auto':
             return self.attention
-        cuda = self.tower.token_embedding.weight.device.type == 'cuda'
-        return 'varlen' if cuda else 'grouped'
+        return 'varlen' if self.tower.device.type == 'cuda' else 'grouped'
 
     def _encode_prompts(self, names: Sequence[str], progress: Optional[bool]) -> torch.Tensor:
         learner = self.prompt_learner
@@ -327,7 +306,7 @@ class PompTextEncoder(BaseModule):
                       progress: Optional[bool], chunked: bool = True) -> torch.Tensor:
         """Embeddings of tokenized prompts (``batch.eot`` on the host), chunk by chunk
         (``chunked=False``: all in one call)."""
-        device = self.tower.token_embedding.weight.device
+        device = self.tower.device
         if not chunked:  # one call in batch order: no index juggling (nor copies to wait for)
             return F.normalize(self._encode_chunk(batch, class_index).float(), dim=-1)
         grad = torch.is_grad_enabled()
@@ -352,51 +331,20 @@ class PompTextEncoder(BaseModule):
 
     def _encode_chunk(self, sub: PromptBatch,
                       class_index: Optional[torch.Tensor]) -> torch.Tensor:
-        """Unnormalised features of one chunk of prompts (tokens on the tower's device)."""
-        learner = self.prompt_learner
-        device = self.tower.token_embedding.weight.device
-        share = self.share_prefix and self.tower.shares_prefix
-        mode = self.attention_mode()
-        if mode == 'varlen' and self.tower.shares_prefix:
-            return self._encode_packed(sub, class_index, share and learner.has_shared_prefix)
-        seq_len = int(sub.eot.max()) + 1 if self.truncate else None
-        if seq_len is not None:
-            sub = PromptBatch(sub.tokens[:, :seq_len], sub.name_lens, sub.eot)
-        embeds = self.tower.embed_tokens(sub.tokens.to(device, non_blocking=True))
-        split = learner.split_shared_prefix(embeds) if share else None
-        if split is not None:
-            return self.tower.forward_prefixed(*split, sub.eot,
-                                               pack=self.truncate and mode == 'grouped')
-        x = learner(embeds, sub, class_index)
-        return self.tower(x, sub.eot.to(device, non_blocking=True))
-
-    def _encode_packed(self, sub: PromptBatch, class_index: Optional[torch.Tensor],
-                       shared: bool) -> torch.Tensor:
-        """One chunk through :meth:`TextTower.forward_packed`: the ``[SOS, ctx]`` prefix once
-        and every prompt's own tokens packed (``shared``), or whole prompts packed."""
-        learner = self.prompt_learner
+        """Unnormalised features of one chunk of prompts: the learner lays them out for the
+        attention mode, the tower encodes them."""
         tower = self.tower
-        device = tower.token_embedding.weight.device
-        prefix_len = learner.n_ctx + 1 if shared else 0
-        dtype = torch.get_autocast_dtype(device.type) \
-            if torch.is_autocast_enabled(device.type) else tower.dtype
-        width = int(sub.eot.max()) + 1
-        sub = PromptBatch(sub.tokens[:, :width], sub.name_lens, sub.eot)
-        layout = PackedLayout.build(sub.eot + 1 - prefix_len, prefix_len, device,
-                                    varlen=varlen_available(device, dtype), source_width=width)
-        if shared:
-            own = tower.embed_tokens(sub.tokens.reshape(-1)[layout.source_rows])
-            prefix = torch.cat([tower.embed_tokens(sub.tokens[0, :1]),
-                                learner.ctx.to(own.dtype)])
-            x = torch.cat([prefix, own])
-        else:
-            whole = learner(tower.embed_tokens(sub.tokens), sub, class_index)
-            x = whole.reshape(-1, whole.shape[-1])[layout.source_rows]
-        return tower.forward_packed(x, layout)
+        mode = self.attention_mode()
+        packed = mode == 'varlen' and tower.shares_prefix
+        prompts = self.prompt_learner.embed(
+            sub, tower.embed_tokens, class_index, truncate=self.truncate,
+            share_prefix=self.share_prefix and tower.shares_prefix, packed=packed,
+            flash=packed and tower.runs_flash())
+        return tower.encode(prompts, grouped=self.truncate and mode == 'grouped')
 
     def _encode_templates(self, names: Sequence[str], progress: Optional[bool]) -> torch.Tensor:
         ctx_len = self.tower.context_length
-        device = self.tower.token_embedding.weight.device
+        device = self.tower.device
         total = None
         for template in self.templates:
             texts = [template.format(n) for n in names]
@@ -442,11 +390,11 @@ class PompTextEncoder(BaseModule):
             key = self._cache_key(names)
             hit = self.disk_cache.get(key, names)
             if hit is not None:
-                return hit.to(self.tower.token_embedding.weight.device)
+                return hit.to(self.tower.device)
         # A table that can outlive this call (no grad: memo or disk cache) is computed at the
         # tower's precision, not at whatever autocast its first caller ran under.
         precision = contextlib.nullcontext() if grad else torch.autocast(
-            self.tower.token_embedding.weight.device.type, enabled=False)
+            self.tower.device.type, enabled=False)
         with torch.set_grad_enabled(grad), precision:
             if self.prompt_learner is None:
                 emb = self._encode_templates(names, progress)
@@ -479,7 +427,7 @@ class PompTextEncoder(BaseModule):
         ids = class_ids.to('cpu')
         grad = torch.is_grad_enabled() and learner.ctx.requires_grad
         precision = contextlib.nullcontext() if grad else torch.autocast(
-            self.tower.token_embedding.weight.device.type, enabled=False)
+            self.tower.device.type, enabled=False)
         with torch.set_grad_enabled(grad), precision:
             # a training step's classes run as one chunk: K bounds its memory, and a split
             # would double its kernel launches
@@ -489,7 +437,7 @@ class PompTextEncoder(BaseModule):
     def token_table(self) -> TokenTable:
         """The vocabulary's :class:`~pomp_mm.token_table.TokenTable` (built on first use and
         again after the vocabulary, the prompt or the device changes)."""
-        device = self.tower.token_embedding.weight.device
+        device = self.tower.device
         args = (self.prompt_learner, self.vocabulary.names, self.tower.context_length, device)
         if self._table is None or not self._table.serves(*args):
             self._table = TokenTable(args[0], args[1], self.tokenizer, args[2], device)
@@ -512,7 +460,7 @@ class PompTextEncoder(BaseModule):
         if (learner is not None and learner.ctx.requires_grad and torch.is_grad_enabled()) \
                 or not self.cache_feature:
             return self.encode_text(self.vocabulary)
-        device = self.tower.token_embedding.weight.device
+        device = self.tower.device
         hit = self._memo.get(self.vocabulary, learner, device)
         if hit is None:
             hit = self._memo.put(self.vocabulary, learner, device,

@@ -24,7 +24,7 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 
 from .clip import ClipSpec
-from .hf_clip import HF_PREFIX
+from .towers.hf_clip import HF_PREFIX
 from .templates import TemplateSpec
 from .text_encoder import PompTextEncoder
 

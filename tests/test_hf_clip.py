@@ -95,7 +95,7 @@ def test_hf_and_open_clip_towers_agree_with_a_learned_prompt(hf_clip_folder, tmp
     embeddings through a learned prompt; tokenizers agree on plain names."""
     from pomp_mm import save_prompt
     from pomp_mm.clip import build_clip
-    from pomp_mm.hf_clip import open_clip_config
+    from pomp_mm.towers.hf_clip import open_clip_config
 
     torch.manual_seed(3)
     prompt = save_prompt(str(tmp_path / 'p.pt'), torch.randn(4, 64) * 0.02,
@@ -135,8 +135,8 @@ def test_image_tower_and_pretrainer(hf_clip_folder):
 
 
 def test_tokenizer_adapter_rows(hf_clip_folder):
-    from pomp_mm.text_encoder import _get_tokenizer
-    tok = _get_tokenizer('transformers:' + hf_clip_folder, 77)
+    from pomp_mm.towers import hf_tokenizer
+    tok = hf_tokenizer('transformers:' + hf_clip_folder, 77)
     hf = transformers.AutoTokenizer.from_pretrained(hf_clip_folder)
     rows = tok(['a cat', 'the dog ' * 80])
     assert rows.shape == (2, 77) and rows.dtype == torch.long

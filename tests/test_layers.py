@@ -85,6 +85,73 @@ def test_no_import_cycle_in_the_package():
     assert not cycles, cycles
 
 
+#: The text path, in the order a prompt's data flows: encoder -> prompt layout -> tower
+#: family -> attention kernel. A module may import or call only its own layer or later ones.
+TEXT_PATH = (
+    ('pomp_mm.text_encoder', 'pomp_mm.token_table'),
+    ('pomp_mm.prompt_learner',),
+    ('pomp_mm.towers',),
+    ('pomp_mm.varlen', 'pomp_mm.shared_prefix'),
+)
+
+
+def _text_layer(module: str):
+    for i, layer in enumerate(TEXT_PATH):
+        if any(module == m or module.startswith(m + '.') for m in layer):
+            return i
+    return None
+
+
+def test_the_text_path_imports_one_way():
+    graph = _graph()
+    assert 'pomp_mm.towers.siglip' in graph  # every family module is parsed
+    back = [(a, b) for a, deps in graph.items() for b in deps
+            if _text_layer(a) is not None and _text_layer(b) is not None
+            and _text_layer(b) < _text_layer(a)]
+    assert not back, back
+
+
+@pytest.mark.parametrize('attention,share_prefix', [
+    ('varlen', True), ('varlen', False), ('grouped', True), ('padded', False)])
+def test_the_text_path_calls_one_way(make_encoder, attention, share_prefix):
+    """No call on the text path goes back up the chain: traced through encode_names and
+    encode_classes (the pre-training step's), for every attention mode."""
+    import torch
+    enc = make_encoder(n_ctx=4, attention=attention, share_prefix=share_prefix,
+                       vocabulary=['cat', 'hot dog', 'sea lion pup'])
+    roots = {}
+
+    def layer(code):
+        path = code.co_filename
+        if path not in roots:
+            name = _module_name(path) if path.startswith(PKG) and path.endswith('.py') else ''
+            roots[path] = _text_layer(name)
+        return roots[path]
+
+    calls, back = [], []
+
+    def profile(frame, event, arg):
+        if event != 'call' or frame.f_back is None:
+            return
+        callee, caller = layer(frame.f_code), layer(frame.f_back.f_code)
+        if callee is None or caller is None:
+            return
+        calls.append((caller, callee))
+        if callee < caller:
+            back.append(f'{frame.f_back.f_code.co_qualname} -> {frame.f_code.co_qualname}')
+
+    sys.setprofile(profile)
+    try:
+        with torch.no_grad():
+            enc.encode_names(['cat', 'hot dog', 'sea lion pup'])
+        enc.encode_classes(torch.tensor([2, 0]))
+    finally:
+        sys.setprofile(None)
+    assert {(0, 1), (1, 2), (0, 2)} <= set(calls)  # the trace saw every hop
+    assert (2, 3) in calls or attention == 'padded'
+    assert not back, back
+
+
 #: Checks that need a new interpreter (nothing imported or registered yet), in the order
 #: they run in one (fresh_python below): the tiny CLIP's leaves the world unloaded, as the
 #: world's needs at its start.

@@ -65,7 +65,7 @@ def test_width_mismatch_names_both_widths_and_both_models(hf_clip_folder, tmp_pa
 def test_hf_b32_config_maps_onto_open_clip_vit_b32(tmp_path):
     """clip-vit-base-patch32's text config becomes open_clip ViT-B-32's text tower."""
     transformers = pytest.importorskip('transformers')
-    from pomp_mm.hf_clip import open_clip_config
+    from pomp_mm.towers.hf_clip import open_clip_config
     config = transformers.CLIPConfig(text_config=dict(vocab_size=49408,
                                                       max_position_embeddings=77, **B32_TEXT),
                                      projection_dim=512)

@@ -44,9 +44,10 @@ def _reference(siglip, texts):
 
 
 def test_the_tiny_config_is_siglip_shaped(siglip):
-    from pomp_mm.clip import TextTower
+    from pomp_mm.towers import SigLipTower, build_text_tower
     cfg, clip, tok = siglip
-    tower = TextTower(clip)
+    tower = build_text_tower(clip, cfg)
+    assert isinstance(tower, SigLipTower) and tower.family == 'siglip'
     assert type(clip).__name__ == 'CustomTextCLIP' and clip.logit_bias is not None
     assert not tower.causal and tower.pool_type == 'last' and not tower.shares_prefix
     assert tower.context_length == 64
@@ -173,8 +174,8 @@ def test_a_name_too_long_for_the_context_names_the_class(siglip):
 
 
 def test_a_bidirectional_tower_runs_whole_prompts_only(siglip):
-    from pomp_mm.clip import TextTower
-    tower = TextTower(siglip[1])
+    from pomp_mm.towers import build_text_tower
+    tower = build_text_tower(siglip[1])
     with pytest.raises(ValueError, match='whole prompts of 64 tokens, got 10'):
         tower(torch.zeros(2, 10, 64), torch.tensor([9, 9]))
 
@@ -184,10 +185,9 @@ def test_tokenizer_adapter(siglip):
     from open_clip.tokenizer import HFTokenizer
     from tokenizers import processors
 
-    from pomp_mm.siglip import SigLipTokenizer
-    from pomp_mm.text_encoder import _get_tokenizer
+    from pomp_mm.towers.siglip import SigLipTokenizer, siglip_tokenizer
     cfg, _, tok = siglip
-    ours = _get_tokenizer(cfg, 64)
+    ours = siglip_tokenizer(cfg, 64)
     assert isinstance(ours, SigLipTokenizer)
     assert (ours.sot_token_id, ours.eot_token_id, ours.num_special) == (None, 1, 1)
     texts = ['a photo of a Cat.', 'the dog ' * 80]
@@ -258,10 +258,11 @@ def test_class_specific_context(siglip):
     ('use_pad_mask', 'mask padding'),
 ], ids=['bidirectional-argmax', 'causal-last', 'pad-mask'])
 def test_towers_pomp_cannot_prompt_are_refused(siglip_tokenizer_folder, text, match):
-    from pomp_mm.clip import TextTower, build_clip
+    from pomp_mm.clip import build_clip
     from pomp_mm.testing import tiny_siglip_config
+    from pomp_mm.towers import build_text_tower
     pad_mask = text == 'use_pad_mask'  # not a config key: open_clip's TextTransformer argument
     clip = build_clip(tiny_siglip_config(siglip_tokenizer_folder, **({} if pad_mask else text)))
     clip.text.use_pad_mask = pad_mask
     with pytest.raises(TypeError, match=match):
-        TextTower(clip)
+        build_text_tower(clip)

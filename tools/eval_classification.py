@@ -27,7 +27,7 @@ from pomp_mm import PompTextEncoder
 from pomp_mm.cli import check_clip_inputs, check_folder, positive_int
 from pomp_mm.prompt_checkpoint import load_prompt
 from pomp_mm.clip import build_clip, resolve_clip_spec
-from pomp_mm.hf_clip import is_hf_spec
+from pomp_mm.towers.hf_clip import is_hf_spec
 from pomp_mm.evaluation import (ALL_DATASETS, CROSS_DATASETS, DatasetNotFound,
                                 build_dataset, embed_images, image_folder_dataset,
                                 per_class_accuracy, predict, resolve_dataset_names)

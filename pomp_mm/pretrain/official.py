@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..clip import TextTower
+from ..towers import ClipTower, TextTower
 
 __all__ = ['OfficialPromptStep']
 
@@ -28,7 +28,7 @@ class OfficialPromptStep(nn.Module):
 
     Args:
         clip: open_clip CLIP model (its text tower is used, frozen) or a
-            :class:`~pomp_mm.clip.TextTower` (to share one with a ``PompPretrainer``).
+            :class:`~pomp_mm.towers.TextTower` (to share one with a ``PompPretrainer``).
         classnames: The ``N`` class names.
         n_ctx: Context vectors (random init, std 0.02, as the official code).
         num_sampled: ``K``; ``K - 1`` negatives per step.
@@ -40,13 +40,13 @@ class OfficialPromptStep(nn.Module):
         super().__init__()
         if not 2 <= num_sampled <= len(classnames):
             raise ValueError(f'num_sampled must be in [2, {len(classnames)}], got {num_sampled}')
-        self.tower = clip if isinstance(clip, TextTower) else TextTower(clip)
+        self.tower = clip if isinstance(clip, TextTower) else ClipTower(clip)
         self.num_classes, self.n_ctx = len(classnames), n_ctx
         self.num_neg = num_sampled - 1
         prompts = [' '.join(['X'] * n_ctx) + ' ' + name.replace('_', ' ') + '.'
                    for name in classnames]
         # the tokenizer returns CPU ids; the tower may already sit on a GPU
-        tokens = tokenizer(prompts).to(self.tower.token_embedding.weight.device)
+        tokens = tokenizer(prompts).to(self.tower.device)
         with torch.no_grad():
             embedding = self.tower.embed_tokens(tokens)
         self.register_buffer('tokens', tokens, persistent=False)

@@ -7,10 +7,10 @@ training step's text side for ``--step-classes`` of them (embed with grad, a los
 take ~35 GB here).
 Towers: open_clip ``ViT-B-16``'s text tower (512 wide, 12 layers, 77 positions), a Hugging Face
 ``CLIPModel`` with ``clip-vit-base-patch32``'s text config (the same shape; mapped onto open_clip
-by :mod:`pomp_mm.hf_clip`), and a SigLIP tower with ``ViT-B-16-SigLIP``'s text shape (768 wide,
-12 layers, 64 positions, bidirectional; the test suite's small tokenizer, so names split into
-more pieces than with SigLIP's own). CLIP-style towers run ``attention='auto'`` (the shared
-prefix once, own tokens packed); SigLIP runs every prompt's whole 64-token context.
+by :mod:`pomp_mm.towers.hf_clip`), and a SigLIP tower with ``ViT-B-16-SigLIP``'s text shape
+(768 wide, 12 layers, 64 positions, bidirectional; the test suite's small tokenizer, so names
+split into more pieces than with SigLIP's own). CLIP-style towers run ``attention='auto'`` (the
+shared prefix once, own tokens packed); SigLIP runs every prompt's whole 64-token context.
 
     python tools/benchmarks/families.py [--names 1000] [--device cuda]
 """

@@ -16,7 +16,8 @@ import open_clip
 import torch
 
 from pomp_mm.cli import positive_int
-from pomp_mm.clip import TextTower, sampled_fingerprint, weights_fingerprint
+from pomp_mm.clip import sampled_fingerprint, weights_fingerprint
+from pomp_mm.towers import build_text_tower
 
 
 def _best(fn, repeats: int = 3) -> float:
@@ -37,7 +38,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rows = []
     for name in args.models.split(','):
-        tower = TextTower(open_clip.create_model(name, pretrained=None))
+        tower = build_text_tower(open_clip.create_model(name, pretrained=None))
         mb = sum(t.numel() * t.element_size() for t in tower.state_dict().values()) / 2 ** 20
         full = _best(lambda: weights_fingerprint(tower, tower.transformer), repeats=1)
         again = _best(lambda: weights_fingerprint(tower, tower.transformer))

@@ -1,4 +1,4 @@
-"""SigLIP text towers (open_clip ``ViT-B-16-SigLIP`` and kin) for prompt learning.
+"""The SigLIP family: open_clip ``ViT-B-16-SigLIP`` and kin, for prompt learning.
 
 A SigLIP text tower differs from CLIP's in three ways that shape a prompt:
 
@@ -15,15 +15,19 @@ A SigLIP text tower differs from CLIP's in three ways that shape a prompt:
 So a learned prompt for ``name`` is ``[ctx_1 .. ctx_n] + tokens(name) + [</s>] + [pad] * ...``
 (the context first, the name after, ``class_token_position='end'``), and with ``ctx``
 initialised from ``'a photo of a'`` it equals ``encode_text(tokenizer('a photo of a {name}.'))``.
-:class:`SigLipTokenizer` wraps open_clip's tokenizer and tells the prompt learner that layout.
+:class:`SigLipTokenizer` wraps open_clip's tokenizer and tells the prompt learner that layout;
+:class:`SigLipTower` runs whole prompts only.
 """
 from __future__ import annotations
 
 from typing import Any, List, Optional, Sequence, Union
 
 import torch
+from torch import nn
 
-__all__ = ['SigLipTokenizer', 'is_hf_tokenizer']
+from .base import TextTower, open_clip_tokenizer
+
+__all__ = ['SigLipTokenizer', 'SigLipTower', 'is_hf_tokenizer', 'siglip_tokenizer']
 
 
 def is_hf_tokenizer(tokenizer: Any) -> bool:
@@ -91,3 +95,51 @@ class SigLipTokenizer:
         """Token ids [B, context_length], exactly as open_clip's ``HFTokenizer``."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         return self.open_clip_tokenizer(texts, context_length or self.context_length)
+
+
+def siglip_tokenizer(clip_model: Any, context_length: int) -> SigLipTokenizer:
+    """open_clip's tokenizer for ``clip_model``, wrapped.
+
+    Raises:
+        TypeError: if it is not a Hugging Face tokenizer of SigLIP's layout.
+    """
+    tokenizer = open_clip_tokenizer(clip_model, context_length)
+    if not is_hf_tokenizer(tokenizer):
+        raise TypeError(f'{clip_model!r} has a bidirectional text tower but a '
+                        f'{type(tokenizer).__name__}; pomp_mm prompts a bidirectional tower '
+                        "through SigLIP's Hugging Face tokenizer only")
+    return SigLipTokenizer(tokenizer, context_length)
+
+
+class SigLipTower(TextTower):
+    """A bidirectional text tower pooled at its last position (SigLIP).
+
+    Args:
+        clip: An open_clip ``CustomTextCLIP`` whose text transformer has no causal mask.
+        tokenizer: Its :class:`SigLipTokenizer` (:func:`siglip_tokenizer`).
+    """
+
+    family = 'siglip'
+    causal = False
+
+    def __init__(self, clip: nn.Module, tokenizer: Any = None):
+        super().__init__(clip, tokenizer)
+        if self.pool_type != 'last':
+            raise TypeError(f'the text tower has no causal attention mask and pools at '
+                            f'{self.pool_type!r}; POMP prompts need a causal (CLIP-style) text '
+                            'transformer or a bidirectional one pooled at the last position '
+                            "(SigLIP, pool_type='last')")
+
+    def eot_index(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The last position, whatever token is there."""
+        return torch.full(tokens.shape[:1], tokens.shape[1] - 1, dtype=torch.long,
+                          device=tokens.device)
+
+    def forward(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """Features of whole prompts [B, context_length, width]: every position counts,
+        padding included."""
+        if x.shape[1] != self.context_length:
+            raise ValueError(f'a bidirectional text tower runs whole prompts of '
+                             f'{self.context_length} tokens, got {x.shape[1]}')
+        x = x + self.positional_embedding.to(x.dtype)
+        return self._pool(self.ln_final(self.transformer(x, attn_mask=None)), eot)

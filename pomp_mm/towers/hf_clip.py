@@ -29,8 +29,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-__all__ = ['HF_PREFIX', 'HFTokenizer', 'build_hf_clip', 'hf_source', 'hf_tokenizer',
-           'is_hf_spec', 'open_clip_config', 'open_clip_state_dict']
+from .clip import ClipTower
+
+__all__ = ['HF_PREFIX', 'HFTokenizer', 'HfClipTower', 'build_hf_clip', 'hf_source',
+           'hf_tokenizer', 'is_hf_spec', 'open_clip_config', 'open_clip_state_dict']
 
 #: The ``clip_model`` prefix of Hugging Face CLIP models.
 HF_PREFIX = 'transformers:'
@@ -283,3 +285,11 @@ def hf_tokenizer(clip_model: str, context_length: int) -> HFTokenizer:
         raise ValueError(f'{clip_model!r}: the text config pools at eos_token_id={eos} but the '
                          f'tokenizer ends texts with {tokenizer.eot_token_id}')
     return tokenizer
+
+
+class HfClipTower(ClipTower):
+    """A Hugging Face ``CLIPModel``'s text tower: the CLIP family, on the open_clip model
+    :func:`build_hf_clip` maps its weights onto, with its folder's tokenizer
+    (:func:`hf_tokenizer`)."""
+
+    family = 'hf-clip'
