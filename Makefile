@@ -23,11 +23,17 @@ demo: install-core
 claims: install-core
 	$(PY) tools/synthetic/claims.py
 
+# pytest-xdist: TEST_WORKERS processes, each given one test module at a time (--dist loadfile: a
+# module's fixtures are built once); tests/conftest.py splits the cores between them and starts
+# the longest modules first. TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: install-all
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: install-all
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 # the line length of setup.cfg's [flake8] section, the one place it is set
 lint: install-all

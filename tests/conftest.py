@@ -1,7 +1,28 @@
+import os
+
 import pytest
 import torch
 
 from helpers import IMAGE_CLASSES, write_image_folder
+
+# Under pytest-xdist (make test runs `-n 2 --dist loadfile`) each worker gets its share of the
+# cores, for torch here and for the tools the tests start (OMP_NUM_THREADS is inherited): two
+# workers at two threads each on two cores would fight over them.
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    _THREADS = max(1, (os.cpu_count() or 1) // int(os.environ['PYTEST_XDIST_WORKER_COUNT']))
+    os.environ['OMP_NUM_THREADS'] = str(_THREADS)
+    torch.set_num_threads(_THREADS)
+
+#: the modules that take longest (end-to-end trainings; `--durations=30`), longest first. They
+#: run first, so that under `--dist loadfile` (one module per worker at a time) they start in
+#: parallel instead of the longest one starting last and running alone.
+HEAVY_MODULES = ('test_synthetic_ov.py', 'test_synthetic_pomp.py', 'test_mmdet_ov.py',
+                 'test_mmseg_voc.py', 'test_pretrain.py', 'test_preemption.py')
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
 
 
 @pytest.fixture

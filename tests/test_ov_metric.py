@@ -139,8 +139,12 @@ def test_empty_split_is_rejected():
 
 def test_builds_from_the_mmseg_registry():
     import pomp_mm.mmseg  # noqa: F401  (registers the metric)
+    from mmengine.registry import init_default_scope
     from mmseg.evaluation.metrics import IoUMetric
     from mmseg.registry import METRICS
+    # as a config's runner builds it; the scope an earlier test left (another toolkit's, under
+    # pytest-xdist another module order) would send the build to that registry
+    init_default_scope('mmseg')
     metric = METRICS.build(dict(type='OpenVocabIoUMetric', unseen_classes=['dog', 'fish'],
                                 ignore_index=X))
     assert isinstance(metric, OpenVocabIoUMetric) and isinstance(metric, IoUMetric)
