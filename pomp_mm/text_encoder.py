@@ -346,18 +346,20 @@ class PompTextEncoder(BaseModule):
         ctx_len = self.tower.context_length
         device = self.tower.device
         total = None
+        extra = getattr(self.tokenizer, 'num_special', 2)  # SOS and EOT; SigLIP: EOS
         for template in self.templates:
             texts = [template.format(n) for n in names]
-            ids = [self.tokenizer.encode(t) for t in texts]
-            extra = getattr(self.tokenizer, 'num_special', 2)  # SOS and EOT; SigLIP: EOS
-            too_long = [(n, len(i) + extra) for n, i in zip(names, ids)
-                        if len(i) + extra > ctx_len]
-            if too_long:
-                name, count = too_long[0]
-                raise ValueError(f'the prompt of class {name!r} ({template!r}) has {count} '
-                                 f'tokens, more than the context length {ctx_len}')
-            tokens = self.tokenizer(texts).to(device)
-            lengths = torch.tensor([len(i) + 1 for i in ids])
+            tokens = self.tokenizer(texts)
+            last = self.tower.eot_index(tokens)
+            # the tokenizer cuts a text that does not fit, ending it in the last slot: only
+            # those rows are counted again, so every other text is tokenized once
+            for i in torch.nonzero(last == ctx_len - 1).flatten().tolist():
+                count = len(self.tokenizer.encode(texts[i])) + extra
+                if count > ctx_len:
+                    raise ValueError(f'the prompt of class {names[i]!r} ({template!r}) has '
+                                     f'{count} tokens, more than the context length {ctx_len}')
+            tokens = tokens.to(device)
+            lengths = last + 1
             feats = torch.empty(len(names), self.tower.output_dim, device=device)
             for idx in self._chunks(lengths, progress, f'encoding {template!r}'):
                 feats[idx.to(device)] = self.tower.encode_tokens(

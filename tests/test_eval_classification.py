@@ -217,6 +217,33 @@ def test_cli_config_json_and_max_images(data, reference, tmp_path):
         assert f'{name} (missing ' in md
 
 
+def test_sets_sharing_a_class_list_encode_its_text_once(data, reference, tmp_path,
+                                                         monkeypatch):
+    """A domain's renderings of the same classes: each method embeds the class list once,
+    and both sets still get their own (here equal) accuracies."""
+    from pomp_mm import PompTextEncoder
+    calls = []
+    encode = PompTextEncoder.encode_text
+
+    def counted(self, names, *args, **kwargs):
+        calls.append(tuple(names))
+        return encode(self, names, *args, **kwargs)
+
+    monkeypatch.setattr(PompTextEncoder, 'encode_text', counted)
+    out = tmp_path / 'out'
+    rc = _load_tool().main(['--datasets', 'none', '--folder', f'mine={data["folder"]}',
+                            '--folder', f'again={data["folder"]}', '--clip-model', 'tiny',
+                            '--device', 'cpu', '--workers', '0', '--prompts', data['prompt'],
+                            '--out-dir', str(out)])
+    assert rc == 0
+    assert len(calls) == 3  # hand prompt, template ensemble, prompt.pth: once each
+    header, rows = _read_csv(out / 'results.csv')
+    assert header == ['method', 'mine', 'again', 'mean']
+    for method, values in rows.items():
+        assert float(values[0]) == float(values[1]) == \
+            pytest.approx(reference['mine'][method], abs=1e-3)
+
+
 def test_named_model_without_weights_is_refused(tmp_path):
     """A named open_clip model without --pretrained would be randomly initialised."""
     with pytest.raises(SystemExit, match=r"--clip-model 'ViT-B-16' needs --pretrained \(an "

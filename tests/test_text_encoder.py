@@ -298,6 +298,19 @@ def test_too_long_name_names_class_and_token_count(make_encoder):
         base.encode_text([' '.join(['giraffe'] * 74)])
 
 
+def test_a_template_text_that_fills_the_context_exactly_fits(make_encoder):
+    """Texts are tokenized once; only rows ending in the last slot are counted again, so the
+    boundary (77 tokens fit, 78 do not) must hold."""
+    enc = make_encoder(templates=['{}'])
+    fits = ' '.join(['giraffe'] * 75)  # 75 name tokens + SOS + EOT = 77
+    with torch.no_grad():
+        got = enc.encode_text(['cat', fits])
+        want = enc.tower.encode_tokens(enc.tokenizer(['cat', fits]))
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"'giraffe.*' \('\{\}'\) has 78 tokens"):
+        enc.encode_text(['cat', fits + ' giraffe'])
+
+
 def test_vocabulary_and_dataset_name_exclusive():
     with pytest.raises(ValueError, match='exactly one of vocabulary and dataset_name'):
         PompTextEncoder(clip_model='tiny', vocabulary=['cat'], dataset_name='voc')

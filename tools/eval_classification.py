@@ -199,6 +199,9 @@ def main(argv=None) -> int:
     skipped: Dict[str, str] = {}
     failed: Dict[str, str] = {}
     todo = [(n, None) for n in names] + list(folders.items())
+    # sets that share a class list (a domain's renderings of the same classes) share their text
+    # embeddings: each method encodes a class list once
+    texts: Dict[Tuple[str, Tuple[str, ...]], torch.Tensor] = {}
     for name, folder in todo:
         try:
             dataset = (image_folder_dataset(folder, name) if folder is not None
@@ -218,8 +221,11 @@ def main(argv=None) -> int:
         counts[name] = len(labels)
         num_classes[name] = len(dataset.classnames)
         for method, encoder in methods:
-            with torch.no_grad():
-                text = encoder.encode_text(dataset.classnames)
+            key = (method, tuple(dataset.classnames))
+            if key not in texts:
+                with torch.no_grad():
+                    texts[key] = encoder.encode_text(dataset.classnames)
+            text = texts[key]
             pred = predict(feats, text)
             results[method][name] = 100.0 * int((pred == labels).sum()) / len(labels)
             per_class[method][name] = [round(float(a), 4) for a in per_class_accuracy(
