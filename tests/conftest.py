@@ -16,8 +16,8 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
 #: the modules that take longest (end-to-end trainings; `--durations=30`), longest first. They
 #: run first, so that under `--dist loadfile` (one module per worker at a time) they start in
 #: parallel instead of the longest one starting last and running alone.
-HEAVY_MODULES = ('test_synthetic_ov.py', 'test_synthetic_pomp.py', 'test_mmdet_ov.py',
-                 'test_mmseg_voc.py', 'test_pretrain.py', 'test_preemption.py')
+HEAVY_MODULES = ('test_synthetic_ov_det.py', 'test_synthetic_ov.py', 'test_synthetic_pomp.py',
+                 'test_mmdet_ov.py', 'test_mmseg_voc.py', 'test_pretrain.py', 'test_preemption.py')
 
 
 def pytest_collection_modifyitems(config, items):
@@ -86,3 +86,14 @@ def siglip_tokenizer_folder(tmp_path_factory):
     pytest.importorskip('transformers')
     from pomp_mm.testing import write_siglip_tokenizer
     return write_siglip_tokenizer(str(tmp_path_factory.mktemp('siglip_tokenizer')))
+
+
+@pytest.fixture(scope='module')
+def scenes(tmp_path_factory):
+    """The synthetic world's scene set of the open-vocabulary tests: 400 training and 100
+    validation scenes (built once per module that asks)."""
+    from pomp_mm.synthetic.scenes import write_scene_set
+    root = str(tmp_path_factory.mktemp('scenes'))
+    write_scene_set(root, 'train', 400, 101, progress=False)
+    write_scene_set(root, 'val', 100, 102, progress=False)
+    return root

@@ -247,3 +247,58 @@ def run_tool_here(tool, args, monkeypatch, capsys):
             print(stop.code, file=sys.stderr)
     out = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+# ------------------------------------------------------------ synthetic open-vocabulary runs
+#: the seeded runs of the scene fixtures validate once, with tools/test.py: train.py's own
+#: validation after the last step (on the same scenes, after the checkpoint is written) would
+#: only repeat it
+NO_TRAIN_VAL = ['train_cfg.val_begin=1000000']
+
+
+def run_repo_tool(name, *args):
+    """``tools/<name>`` in a subprocess (two threads, or the share of the cores conftest.py
+    gives a pytest-xdist worker); asserts it succeeds and returns its result."""
+    import subprocess
+    import sys
+    threads = os.environ['OMP_NUM_THREADS'] if os.environ.get('PYTEST_XDIST_WORKER') else '2'
+    # generous: the detection fixture trains ~5 min alone, 3x that beside other CPU work
+    res = subprocess.run([sys.executable, tool_path(name)] + list(args),
+                         capture_output=True, text=True, cwd=ROOT, timeout=2400,
+                         env=dict(os.environ, OMP_NUM_THREADS=threads))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return res
+
+
+def demo_on_an_unseen_object(tmp_path, tool: str, function: str, config: str, ckpt: str):
+    """Run ``tools/<tool>.py``'s ``function`` on :func:`scene_with_an_unseen_object`'s scene
+    with its custom vocabulary; checks the output file and the names it used. Returns the
+    scene, object index, target name, vocabulary, the predictions and the names."""
+    scene, j, target, image, vocab = scene_with_an_unseen_object(tmp_path)
+    out, pred, got_names = getattr(load_tool(tool), function)(
+        [image, config, ckpt, '--texts', ' . '.join(vocab), '--out',
+         str(tmp_path / 'out.png'), '--device', 'cpu'])
+    assert os.path.getsize(out) > 0 and got_names == vocab
+    return scene, j, target, vocab, pred, got_names
+
+
+def scene_with_an_unseen_object(tmp_path):
+    """The first validation-seed scene with a large unseen object, saved as a PNG: the scene,
+    the object's index, its class name, the image path and a custom vocabulary (the scene's
+    classes and two more)."""
+    from PIL import Image
+
+    from pomp_mm.synthetic import protocol
+    from pomp_mm.synthetic.scenes import scene_at
+    unseen = protocol.scene_unseen_ids()
+    names = [c.name for c in protocol.scene_classes()]
+    for index in range(200):
+        scene, ids = scene_at(999, index)
+        big = [j for j, k in enumerate(ids) if k in unseen and scene.areas[j] >= 600]
+        if big:
+            break
+    j = big[0]
+    image = str(tmp_path / 'scene.png')
+    Image.fromarray(scene.image).save(image)
+    vocab = sorted({names[k] for k in ids} | {'purple circle', 'green bolt'})
+    return scene, j, names[ids[j]], image, vocab
