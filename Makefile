@@ -24,10 +24,12 @@ claims: install-core
 	$(PY) tools/synthetic/claims.py
 
 # pytest-xdist: TEST_WORKERS processes, each given one test module at a time (--dist loadfile: a
-# module's fixtures are built once); tests/conftest.py splits the cores between them and starts
-# the longest modules first. TEST_WORKERS=0 runs the suite in this process.
+# module's fixtures are built once); tests/conftest.py splits the cores between them and orders
+# the longest modules first (--no-loadscope-reorder keeps that order: xdist would otherwise sort
+# modules by their number of tests). TEST_WORKERS=0 runs the suite in this process.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+PYTEST := $(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile \
+	--no-loadscope-reorder)
 
 test: install-all
 	$(PYTEST) tests
