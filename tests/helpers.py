@@ -270,6 +270,19 @@ def run_repo_tool(name, *args):
     return res
 
 
+def train_then_test(config, work, opts, checkpoint):
+    """``tools/train.py`` ``config`` into ``work`` (no validation of its own), then
+    ``tools/test.py`` on ``work/checkpoint``: returns the checkpoint and the test metrics."""
+    import json
+    run_repo_tool('train.py', config, '--work-dir', work, '--cfg-options', *opts, *NO_TRAIN_VAL)
+    ckpt = os.path.join(work, checkpoint)
+    out = os.path.join(work, 'test.json')
+    run_repo_tool('test.py', config, ckpt, '--work-dir', os.path.join(work, 'test'), '--out', out,
+                  '--cfg-options', *opts)
+    with open(out) as f:
+        return ckpt, json.load(f)
+
+
 def demo_on_an_unseen_object(tmp_path, tool: str, function: str, config: str, ckpt: str):
     """Run ``tools/<tool>.py``'s ``function`` on :func:`scene_with_an_unseen_object`'s scene
     with its custom vocabulary; checks the output file and the names it used. Returns the

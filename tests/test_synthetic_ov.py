@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import NO_TRAIN_VAL, demo_on_an_unseen_object, run_repo_tool
+from helpers import demo_on_an_unseen_object, run_repo_tool, train_then_test
 
 from pomp_mm.synthetic import protocol
 from pomp_mm.synthetic import world_clip as wc
@@ -103,16 +103,8 @@ def hand_run(scenes, san_weights, tmp_path_factory):
     """The hand-template config trained LEARN_ITERS iterations on the seen classes, then
     tested on all 20 with tools/test.py."""
     work = str(tmp_path_factory.mktemp('hand'))
-    opts = _options(scenes, san_weights, LEARN_ITERS)
-    run_repo_tool('train.py', HAND_CONFIG, '--work-dir', work, '--cfg-options', *opts,
-                  *NO_TRAIN_VAL)
-    ckpt = os.path.join(work, f'iter_{LEARN_ITERS}.pth')
-    out = os.path.join(work, 'test.json')
-    run_repo_tool('test.py', HAND_CONFIG, ckpt, '--work-dir', os.path.join(work, 'test'),
-                  '--out', out, '--cfg-options', *opts)
-    import json
-    with open(out) as f:
-        return ckpt, json.load(f)
+    return train_then_test(HAND_CONFIG, work, _options(scenes, san_weights, LEARN_ITERS),
+                           f'iter_{LEARN_ITERS}.pth')
 
 
 @pytest.mark.slow

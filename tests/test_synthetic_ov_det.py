@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from helpers import NO_TRAIN_VAL, demo_on_an_unseen_object, run_repo_tool
+from helpers import demo_on_an_unseen_object, run_repo_tool, train_then_test
 
 from pomp_mm.synthetic import protocol
 from pomp_mm.synthetic import world_clip as wc
@@ -152,17 +152,9 @@ def _det_options(root, epochs):
 def hand_det_run(scenes, tmp_path_factory):
     """The hand-template detector trained DET_LEARN_EPOCHS on the base classes of 400 scenes,
     then tested on all 20 with tools/test.py."""
-    import json
     work = str(tmp_path_factory.mktemp('hand_det'))
-    opts = _det_options(scenes, DET_LEARN_EPOCHS)
-    run_repo_tool('train.py', HAND_DET_CONFIG, '--work-dir', work, '--cfg-options', *opts,
-                  *NO_TRAIN_VAL)
-    ckpt = os.path.join(work, f'epoch_{DET_LEARN_EPOCHS}.pth')
-    out = os.path.join(work, 'test.json')
-    run_repo_tool('test.py', HAND_DET_CONFIG, ckpt, '--work-dir', os.path.join(work, 'test'),
-                  '--out', out, '--cfg-options', *opts)
-    with open(out) as f:
-        return ckpt, json.load(f)
+    return train_then_test(HAND_DET_CONFIG, work, _det_options(scenes, DET_LEARN_EPOCHS),
+                           f'epoch_{DET_LEARN_EPOCHS}.pth')
 
 
 @pytest.mark.slow
