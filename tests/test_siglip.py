@@ -174,10 +174,15 @@ def test_a_name_too_long_for_the_context_names_the_class(siglip):
 
 
 def test_a_bidirectional_tower_runs_whole_prompts_only(siglip):
+    from pomp_mm.prompt_learner import PromptEmbeddings
     from pomp_mm.towers import build_text_tower
     tower = build_text_tower(siglip[1])
     with pytest.raises(ValueError, match='whole prompts of 64 tokens, got 10'):
         tower(torch.zeros(2, 10, 64), torch.tensor([9, 9]))
+    shared = PromptEmbeddings(torch.tensor([63, 63]), prefix=torch.zeros(5, 64),
+                              suffix=torch.zeros(2, 59, 64))
+    with pytest.raises(ValueError, match='siglip tower runs whole prompts only'):
+        tower.encode(shared)
 
 
 def test_tokenizer_adapter(siglip):
