@@ -270,11 +270,13 @@ def run_repo_tool(name, *args):
     return res
 
 
-def train_then_test(config, work, opts, checkpoint):
-    """``tools/train.py`` ``config`` into ``work`` (no validation of its own), then
-    ``tools/test.py`` on ``work/checkpoint``: returns the checkpoint and the test metrics."""
+def train_then_test(config, work, opts, checkpoint, validate=False):
+    """``tools/train.py`` ``config`` into ``work`` (with its own validation only if
+    ``validate``), then ``tools/test.py`` on ``work/checkpoint``: returns the checkpoint and
+    the test metrics."""
     import json
-    run_repo_tool('train.py', config, '--work-dir', work, '--cfg-options', *opts, *NO_TRAIN_VAL)
+    run_repo_tool('train.py', config, '--work-dir', work, '--cfg-options', *opts,
+                  *([] if validate else NO_TRAIN_VAL))
     ckpt = os.path.join(work, checkpoint)
     out = os.path.join(work, 'test.json')
     run_repo_tool('test.py', config, ckpt, '--work-dir', os.path.join(work, 'test'), '--out', out,
