@@ -47,6 +47,35 @@ def test_clip_backbone_gives_open_clips_tokens():
         MODELS.build(dict(type='OpenClipViT', clip_model=wc.VIT_MODEL_NAME, out_indices=(4,)))
 
 
+@pytest.mark.parametrize('kind', ['standard', 'seq_first', 'custom', 'seq_first_subclass'])
+def test_frozen_blocks_run_the_tower_as_open_clip(kind):
+    """The backbone's and extractor's block functions give open_clip's tokens: fused
+    attention for standard blocks (batch- or sequence-first), the blocks themselves otherwise
+    (a sequence-first stack's blocks get its layout)."""
+    from open_clip.transformer import CustomTransformer, ResidualAttentionBlock, Transformer
+
+    from pomp_mm.mmdet.backbones import frozen_blocks, fused_block
+    torch.manual_seed(0)
+    if kind == 'custom':
+        tower = CustomTransformer(32, 2, 4, ls_init_value=0.5)
+    else:
+        tower = Transformer(32, 2, 4, ls_init_value=0.5, batch_first=kind == 'standard')
+    if kind == 'seq_first_subclass':
+        for block in tower.resblocks:
+            block.__class__ = type('Block', (ResidualAttentionBlock,), {})
+    tower.eval()
+    x = torch.randn(3, 9, 32)
+    blocks = frozen_blocks(tower)
+    fused = [getattr(b, 'func', None) is fused_block for b in blocks]
+    assert fused == [kind in ('standard', 'seq_first')] * 2
+    with torch.no_grad():
+        want = tower(x)  # batch-first in and out, whatever the stack's own layout
+        got = x
+        for block in blocks:
+            got = block(got)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
 def test_clip_roi_extractor_embeds_a_box_as_clip_embeds_the_crop():
     """A RoI on the patch grid is the CLIP's embedding of that crop (exactly: conv1 is
     patchwise); channels stacked after the patch map are ignored; frozen."""

@@ -14,6 +14,8 @@ import torch
 from mmdet.models.roi_heads.roi_extractors import BaseRoIExtractor
 from mmdet.registry import MODELS
 
+from .backbones import frozen_blocks
+
 __all__ = ['ClipRoIExtractor', 'ClipPoolRoIExtractor']
 
 
@@ -59,6 +61,7 @@ class ClipRoIExtractor(BaseRoIExtractor):
         for p in self.visual.parameters():
             p.requires_grad_(False)
         self.chunk_size = chunk_size
+        self._blocks = frozen_blocks(visual.transformer)
 
     def init_weights(self) -> None:
         """Nothing to draw: the weights were loaded from ``pretrained``."""
@@ -75,7 +78,9 @@ class ClipRoIExtractor(BaseRoIExtractor):
         x = patches.flatten(2).transpose(1, 2).to(v.class_embedding.dtype)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
-        x = v.transformer(v.ln_pre(x))
+        x = v.ln_pre(x)
+        for block in self._blocks:
+            x = block(x)
         pooled, _ = v._pool(x)
         return pooled @ v.proj if v.proj is not None else pooled
 
