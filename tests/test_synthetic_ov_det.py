@@ -140,7 +140,10 @@ def test_det_config_trains_and_tests_through_the_tools(scenes, tmp_path):
     ann = os.path.join(scenes, 'annotations', 'instances_val.json')
     opts = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
             'default_hooks.checkpoint.interval=1', 'param_scheduler.1.end=1',
-            'train_dataloader.dataset.indices=16', f'train_dataloader.dataset.data_root={root}',
+            # a short check of the loops: the first 20 validation scenes (AP50 against all
+            # 100 annotated ones is then low, but both keys must come out)
+            'train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=20',
+            'test_dataloader.dataset.indices=20', f'train_dataloader.dataset.data_root={root}',
             f'val_dataloader.dataset.data_root={root}',
             f'test_dataloader.dataset.data_root={root}', f'val_evaluator.ann_file={ann}',
             f'test_evaluator.ann_file={ann}',
