@@ -256,17 +256,79 @@ def run_tool_here(tool, args, monkeypatch, capsys):
 NO_TRAIN_VAL = ['train_cfg.val_begin=1000000']
 
 
-def run_repo_tool(name, *args):
-    """``tools/<name>`` in a subprocess (two threads, or the share of the cores conftest.py
-    gives a pytest-xdist worker); asserts it succeeds and returns its result."""
-    import subprocess
+#: what the tool runs' fork server imports once: each run of :func:`run_repo_tool` then starts
+#: as a fork of it instead of a new interpreter importing torch and the toolkits again (4-7 s a
+#: run on 2 cores). Not transformers or huggingface_hub: they read their environment at import.
+TOOL_PRELOAD = ['torch', 'open_clip', 'mmengine.runner', 'mmdet.models', 'mmseg.models',
+                'pomp_mm']
+
+
+def _tool_process(path, args, cwd, environ, out, err):
+    """A run of :func:`run_repo_tool`, in a fork of the preloaded server: the script as
+    ``__main__`` as ``python path args`` runs it (exit codes likewise: multiprocessing maps
+    ``SystemExit`` as the interpreter does), output at the file-descriptor level to files."""
+    import atexit
+    import runpy
     import sys
-    threads = os.environ['OMP_NUM_THREADS'] if os.environ.get('PYTEST_XDIST_WORKER') else '2'
-    # generous: the detection fixture trains ~5 min alone, 3x that beside other CPU work
-    res = subprocess.run([sys.executable, tool_path(name)] + list(args),
-                         capture_output=True, text=True, cwd=ROOT, timeout=2400,
-                         env=dict(os.environ, OMP_NUM_THREADS=threads))
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+
+    import torch
+    for fd, name in ((1, out), (2, err)):
+        target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(target, fd)
+        os.close(target)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environ)
+    if environ.get('OMP_NUM_THREADS'):  # the server read it before this run's value was set
+        torch.set_num_threads(int(environ['OMP_NUM_THREADS']))
+    sys.argv = [path] + list(args)
+    # as the interpreter lays it out: the script's folder, then PYTHONPATH
+    sys.path[:0] = [os.path.dirname(path)] + [
+        p for p in environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+    try:
+        runpy.run_path(path, run_name='__main__')
+    finally:
+        atexit._run_exitfuncs()  # multiprocessing ends a child with os._exit
+
+
+def run_repo_tool(name, *args, expect_rc=0, timeout=2400, env=None):
+    """``tools/<name> args`` (or a script at an absolute path) in a new process, forked from
+    a server that has imported :data:`TOOL_PRELOAD`; asserts its exit code. ``env`` (default:
+    this process's) is its environment; OMP_NUM_THREADS defaults to 2, or to the share of the
+    cores conftest.py gives a pytest-xdist worker. Environment read at import by the preloaded
+    libraries is the server's (a run that needs its own, e.g. HF_HUB_OFFLINE, takes
+    :func:`subprocess.run`).
+
+    Returns:
+        A :class:`subprocess.CompletedProcess` (returncode, stdout, stderr).
+    """
+    import multiprocessing
+    import subprocess
+    import tempfile
+    env = dict(os.environ if env is None else env)
+    env.setdefault('OMP_NUM_THREADS', os.environ['OMP_NUM_THREADS']
+                   if os.environ.get('PYTEST_XDIST_WORKER') else '2')
+    ctx = multiprocessing.get_context('forkserver')
+    ctx.set_forkserver_preload(TOOL_PRELOAD)
+    args = [str(a) for a in args]
+    with tempfile.TemporaryDirectory() as folder:
+        out, err = os.path.join(folder, 'out'), os.path.join(folder, 'err')
+        proc = ctx.Process(target=_tool_process, args=(
+            name if os.path.isabs(name) else tool_path(name), args, ROOT, env, out, err))
+        proc.start()
+        # generous: the detection fixture trains ~5 min alone, 3x that beside other CPU work
+        proc.join(timeout)
+        late = proc.exitcode is None
+        if late:
+            proc.kill()
+            proc.join()
+        texts = []
+        for path in (out, err):
+            with open(path, encoding='utf-8', errors='replace') as f:
+                texts.append(f.read())
+    res = subprocess.CompletedProcess([name] + args, proc.exitcode, *texts)
+    assert not late, f'{name} ran past {timeout} s: ' + res.stderr[-3000:]
+    assert res.returncode == expect_rc, res.stdout[-2000:] + res.stderr[-3000:]
     return res
 
 

@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -9,7 +7,7 @@ import torch
 
 from pomp_mm import load_embeddings, save_embeddings
 from pomp_mm.clip import clip_config
-from helpers import tool_path
+from helpers import run_repo_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,12 +82,9 @@ def test_export_tool_round_trip(tmp_path, make_encoder):
     vocab = tmp_path / 'classes.txt'
     vocab.write_text('headphone\nwebcam\nmug\n')
     out = str(tmp_path / 'out.npy')
-    res = subprocess.run(
-        [sys.executable, tool_path('export_embeddings.py'), '--vocab',
-         str(vocab), '--prompt', prompt, '--clip-model', str(cfg), '--pretrained',
-         str(weights), '--out', out, '--no-cache', '--device', 'cpu'],
-        capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
+    res = run_repo_tool('export_embeddings.py', '--vocab', vocab, '--prompt', prompt,
+                        '--clip-model', cfg, '--pretrained', weights, '--out', out,
+                        '--no-cache', '--device', 'cpu', timeout=300)
     assert 'wrote' in res.stdout
     got, side = load_embeddings(out, names=['headphone', 'webcam', 'mug'], dim=32)
     with torch.no_grad():

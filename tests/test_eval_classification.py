@@ -1,8 +1,6 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ from pomp_mm.clip import clip_config
 from pomp_mm.evaluation import (DatasetNotFound, accuracy, build_dataset, embed_images, evaluate,
                                 image_folder_dataset, read_coop_split, resolve_dataset_names)
 from pomp_mm.vocabulary import load_vocabulary
-from helpers import tool_path
+from helpers import run_repo_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PETS = ['Abyssinian', 'american_bulldog', 'basset_hound']  # as CoOp's JSON spells them
@@ -150,11 +148,8 @@ def reference(data):
 
 
 def _run(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-    res = subprocess.run([sys.executable, tool_path('eval_classification.py'),
-                          *args], capture_output=True, text=True, env=env, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-    return res
+    return run_repo_tool('eval_classification.py', *args, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
 
 
 def _read_csv(path):

@@ -1,13 +1,11 @@
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from pomp_mm.clip import clip_config
-from helpers import IMAGE_CLASSES, tool_path
+from helpers import IMAGE_CLASSES, run_repo_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = IMAGE_CLASSES
@@ -162,13 +160,10 @@ train_dataloader = dict(
 randomness = dict(seed=0)
 """)
     out = tmp_path / 'features'
-    res = subprocess.run(
-        [sys.executable, tool_path('cache_features.py'), str(cfg),
-         '--out-dir', str(out), '--num-views', '2', '--batch-size', '8', '--device', 'cpu',
-         '--shard-size', '10', '--cfg-options', 'train_dataloader.dataset.shots=1'],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    res = run_repo_tool('cache_features.py', cfg, '--out-dir', out, '--num-views', '2',
+                        '--batch-size', '8', '--device', 'cpu', '--shard-size', '10',
+                        '--cfg-options', 'train_dataloader.dataset.shots=1', timeout=300,
+                        env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert str(out) in res.stdout and "type='CachedFeatures'" in res.stdout
     assert "collate_fn=dict(type='collate_features')" in res.stdout
     meta = json.load(open(out / 'meta.json'))
@@ -187,12 +182,8 @@ optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1))
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=1)
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False))
 ''')
-    res = subprocess.run(
-        [sys.executable, tool_path('pretrain.py'), str(tmp_path / 'cached.py'),
-         '--work-dir', str(tmp_path / 'work')],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_repo_tool('pretrain.py', tmp_path / 'cached.py', '--work-dir', tmp_path / 'work',
+                  timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert os.path.isfile(tmp_path / 'work' / 'iter_1.pth')
 
 

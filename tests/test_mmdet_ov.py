@@ -6,8 +6,6 @@ The end-to-end tests inherit configs/mmdet/*.py and swap in the tiny detector an
 import copy
 import json
 import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,7 +21,7 @@ import pomp_mm  # noqa: E402
 from pomp_mm.clip import clip_config  # noqa: E402
 from pomp_mm.testing import tiny_detector  # noqa: E402
 
-from helpers import (load_tool, tool_path, write_coco_json, write_detection_images,  # noqa: E402
+from helpers import (load_tool, run_repo_tool, tool_path, write_coco_json, write_detection_images,  # noqa: E402
                      write_lvis_json)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -658,11 +656,8 @@ def test_lvis_metric_runs_under_numpy_2(lvis):
 
 # ------------------------------------------------------------------------------- end to end
 def _run(args, timeout=600):
-    res = subprocess.run([sys.executable] + args, capture_output=True, text=True, cwd=ROOT,
-                         timeout=timeout)
-    output = res.stdout + res.stderr
-    assert res.returncode == 0, f'{args[0]} failed:\n{output[-6000:]}'
-    return output
+    res = run_repo_tool(*args, timeout=timeout)
+    return res.stdout + res.stderr
 
 
 @pytest.fixture(scope='module')

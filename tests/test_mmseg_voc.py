@@ -24,7 +24,7 @@ from mmseg.structures import SegDataSample  # noqa: E402
 import pomp_mm  # noqa: E402
 from pomp_mm.clip import clip_config  # noqa: E402
 from pomp_mm.testing import TINY_SAN  # noqa: E402
-from helpers import tool_path
+from helpers import run_repo_tool, tool_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(ROOT, 'configs', 'mmseg', 'pomp_voc.py')
@@ -417,12 +417,8 @@ def test_single_class_needs_a_head_with_no_object(tiny):
 def training(tiny, tmp_path_factory):
     """tools/train.py on the tiny config, as a user runs it: its work dir and output."""
     work = str(tmp_path_factory.mktemp('work'))
-    res = subprocess.run([sys.executable, tool_path('train.py'), tiny.config,
-                          '--work-dir', work], capture_output=True, text=True, cwd=ROOT,
-                         timeout=600)
-    output = res.stdout + res.stderr
-    assert res.returncode == 0, f'tools/train.py failed:\n{output[-6000:]}'
-    return SimpleNamespace(work=work, output=output)
+    res = run_repo_tool('train.py', tiny.config, '--work-dir', work, timeout=600)
+    return SimpleNamespace(work=work, output=res.stdout + res.stderr)
 
 
 @pytest.mark.slow
@@ -434,10 +430,8 @@ def test_train_then_test_tools(tiny, training, tmp_path):
     assert all(f'{k}:' in output for k in keys)  # the validation at the end of training
 
     out = str(tmp_path / 'metrics.json')
-    res = subprocess.run([sys.executable, tool_path('test.py'), tiny.config,
-                          ckpt, '--work-dir', str(tmp_path / 'test'), '--out', out],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert res.returncode == 0, f'tools/test.py failed:\n{res.stdout[-3000:]}{res.stderr[-5000:]}'
+    run_repo_tool('test.py', tiny.config, ckpt, '--work-dir', str(tmp_path / 'test'), '--out', out,
+                  timeout=300)
     with open(out) as f:
         metrics = json.load(f)
     assert set(keys) <= set(metrics)

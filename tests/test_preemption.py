@@ -11,7 +11,8 @@ import time
 import pytest
 import torch
 
-from helpers import IMAGE_CLASSES, run_tool_cases, tool_path, write_image_folder
+from helpers import (IMAGE_CLASSES, run_repo_tool, run_tool_cases, tool_path,
+                     write_image_folder)
 from pomp_mm import load_prompt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,12 +112,9 @@ def _env(tmp_path, **extra):
 
 
 def _pretrain(tmp_path, cfg, work, *args, expect_rc=0, **env):
-    res = subprocess.run([sys.executable, tool_path('pretrain.py'), cfg, '--work-dir',
-                          str(work), *args], capture_output=True, text=True, cwd=ROOT,
-                         env=_env(tmp_path, **env), timeout=300)
-    out = res.stdout + res.stderr
-    assert res.returncode == expect_rc, out[-4000:]
-    return out
+    res = run_repo_tool('pretrain.py', cfg, '--work-dir', work, *args, expect_rc=expect_rc,
+                        timeout=300, env=_env(tmp_path, **env))
+    return res.stdout + res.stderr
 
 
 def _ctx(work):

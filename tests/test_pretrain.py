@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pomp_mm import load_prompt
-from helpers import IMAGE_CLASSES, load_tool, tool_path
+from helpers import IMAGE_CLASSES, load_tool, run_repo_tool, tool_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = IMAGE_CLASSES
@@ -46,9 +46,7 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
 
 
 def _pretrain(*args, timeout=600, expect_rc=0):
-    res = subprocess.run([sys.executable, tool_path('pretrain.py'), *args],
-                         capture_output=True, text=True, cwd=ROOT, timeout=timeout)
-    assert res.returncode == expect_rc, res.stdout[-3000:] + res.stderr[-3000:]
+    res = run_repo_tool('pretrain.py', *args, expect_rc=expect_rc, timeout=timeout)
     return res.stdout + res.stderr
 
 

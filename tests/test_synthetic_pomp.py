@@ -15,7 +15,7 @@ from pomp_mm.synthetic import world_clip as wc
 from pomp_mm.synthetic.datasets import pretrain_image_index, render_eval_set
 from pomp_mm.synthetic.render import render_object
 from pomp_mm.synthetic.world import world_vocabulary
-from helpers import tool_path
+from helpers import run_repo_tool, tool_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: these tests, their thresholds and the docs' v2 results are the ViT's (world v2)
@@ -304,11 +304,10 @@ def test_domain_pretraining_tool_trains_a_prompt_per_domain_and_scores_sketches(
     renderings and one on sketch renderings; the hand row is the CLIP's own accuracy on sketches
     of the held-out compositions; a rerun reuses the runs and another recipe is refused."""
     work = tmp_path / 'domain'
-    cmd = [sys.executable, tool_path('synthetic/domain_pomp.py'),
-           '--work-dir', str(work), '--seeds', '0', '--classes', '100', '--epochs', '1',
-           '--eval-per-class', '1', '--quiet', '--sets', 'heldout-sketch', 'domain-sketch']
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=2400)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    cmd = ['synthetic/domain_pomp.py', '--work-dir', work, '--seeds', '0', '--classes', '100',
+           '--epochs', '1', '--eval-per-class', '1', '--quiet', '--sets', 'heldout-sketch',
+           'domain-sketch']
+    run_repo_tool(*cmd, timeout=2400)
     state = json.loads((work / 'domain_pomp.json').read_text())
     run = state['runs']['0']
     assert set(run) == {'hand', 'pomp-photo', 'pomp-sketch'}
@@ -337,9 +336,8 @@ def test_domain_pretraining_tool_trains_a_prompt_per_domain_and_scores_sketches(
     assert json.loads((work / 'data' / 'sketch_seed0' / 'render.json').read_text())[
         'domain'] == 'sketch'
     stamp = {d: p.stat().st_mtime_ns for d, p in prompts.items()}
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0 and 'pre-training on' not in res.stdout
+    res = run_repo_tool(*cmd, timeout=600)
+    assert 'pre-training on' not in res.stdout
     assert {d: p.stat().st_mtime_ns for d, p in prompts.items()} == stamp
-    res = subprocess.run(cmd[:-1], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)
-    assert res.returncode != 0 and 'holds runs of' in res.stderr
+    res = run_repo_tool(*cmd[:-1], timeout=600, expect_rc=2)
+    assert 'holds runs of' in res.stderr
