@@ -258,7 +258,8 @@ NO_TRAIN_VAL = ['train_cfg.val_begin=1000000']
 
 #: what the tool runs' fork server imports once: each run of :func:`run_repo_tool` then starts
 #: as a fork of it instead of a new interpreter importing torch and the toolkits again (4-7 s a
-#: run on 2 cores). Not transformers or huggingface_hub: they read their environment at import.
+#: run on 2 cores). They pull in huggingface_hub and transformers, which read their environment
+#: (HF_HUB_OFFLINE, cache folders) at import: runs that set those take :func:`subprocess.run`.
 TOOL_PRELOAD = ['torch', 'open_clip', 'mmengine.runner', 'mmdet.models', 'mmseg.models',
                 'pomp_mm']
 
@@ -296,8 +297,7 @@ def run_repo_tool(name, *args, expect_rc=0, timeout=2400, env=None):
     a server that has imported :data:`TOOL_PRELOAD`; asserts its exit code. ``env`` (default:
     this process's) is its environment; OMP_NUM_THREADS defaults to 2, or to the share of the
     cores conftest.py gives a pytest-xdist worker. Environment read at import by the preloaded
-    libraries is the server's (a run that needs its own, e.g. HF_HUB_OFFLINE, takes
-    :func:`subprocess.run`).
+    libraries is the server's (see :data:`TOOL_PRELOAD`).
 
     Returns:
         A :class:`subprocess.CompletedProcess` (returncode, stdout, stderr).
